@@ -1,0 +1,24 @@
+"""Exceptions of the emulator package.
+
+EmulatorError
+├── TransitionError     a device asked to move between states that do not connect
+└── FleetError          a fleet that cannot be built from its config (keys, models)
+"""
+
+from __future__ import annotations
+
+
+class EmulatorError(Exception):
+    """Root of every error the emulator raises on purpose."""
+
+
+class TransitionError(EmulatorError):
+    def __init__(self, device_id: int, current: str, wanted: str) -> None:
+        super().__init__(f"device {device_id:016X}: cannot go from {current} to {wanted}")
+        self.device_id = device_id
+        self.current = current
+        self.wanted = wanted
+
+
+class FleetError(EmulatorError):
+    pass

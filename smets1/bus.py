@@ -1,0 +1,144 @@
+"""The transport between the DCO and the fleet: a narrow interface with an in-memory twin.
+
+Device logic never sees MQTT (STYLE 5). A bus carries opaque binary payloads on topics;
+`publish` never blocks (a transport buffers), handlers are plain callables run on the
+event loop. Topic filters use MQTT syntax (`+` one level, `#` the rest).
+
+Topic layout, per fleet shard so that a fleet process subscribes to its own devices only:
+
+    smets1/<fleet>/down/<shard>   DCO → the devices of one shard
+    smets1/<fleet>/up/<shard>     devices of one shard → DCO
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from smets1.errors import BusError
+
+Handler = Callable[[str, bytes], None]
+
+
+def shard_of(device_id: int, shards: int) -> int:
+    """The shard a device lives on: stable, and the same in every role."""
+    return zlib.crc32(device_id.to_bytes(8, "big")) % shards
+
+
+def down_topic(fleet: str, shard: int | str) -> str:
+    return f"smets1/{fleet}/down/{shard}"
+
+
+def up_topic(fleet: str, shard: int | str) -> str:
+    """`shard` may be "+" for a filter over every shard."""
+    return f"smets1/{fleet}/up/{shard}"
+
+
+def topic_matches(topic_filter: str, topic: str) -> bool:
+    """MQTT topic filter matching (`+` and `#`)."""
+    f_parts = topic_filter.split("/")
+    t_parts = topic.split("/")
+    for i, part in enumerate(f_parts):
+        if part == "#":
+            return True
+        if i >= len(t_parts):
+            return False
+        if part != "+" and part != t_parts[i]:
+            return False
+    return len(f_parts) == len(t_parts)
+
+
+@dataclass(slots=True)
+class BusCounters:
+    """What went through a bus, for the summary and for metrics."""
+
+    messages_published: int = 0
+    bytes_published: int = 0
+    messages_delivered: int = 0
+
+
+class Bus(ABC):
+    """Publish/subscribe of binary payloads."""
+
+    counters: BusCounters
+
+    @abstractmethod
+    def publish(self, topic: str, payload: bytes) -> None:
+        """Queue `payload` for `topic`; never blocks."""
+
+    @abstractmethod
+    def subscribe(self, topic_filter: str, handler: Handler) -> None: ...
+
+    async def start(self) -> None:  # noqa: B027 - a transport without a connection needs nothing
+        """Connect; the in-process bus has nothing to do."""
+
+    async def close(self) -> None:  # noqa: B027
+        """Disconnect and drop subscriptions."""
+
+
+@dataclass(slots=True)
+class _Subscription:
+    topic_filter: str
+    handler: Handler
+
+
+class InProcessBus(Bus):
+    """The embedded default: delivery through the event loop, in publish order."""
+
+    def __init__(self) -> None:
+        self.counters = BusCounters()
+        self._subs: list[_Subscription] = []
+        self._routes: dict[str, list[Handler]] = {}
+        self._closed = False
+
+    def subscribe(self, topic_filter: str, handler: Handler) -> None:
+        self._subs.append(_Subscription(topic_filter, handler))
+        self._routes.clear()
+
+    def _handlers(self, topic: str) -> list[Handler]:
+        handlers = self._routes.get(topic)
+        if handlers is None:
+            handlers = [s.handler for s in self._subs if topic_matches(s.topic_filter, topic)]
+            self._routes[topic] = handlers
+        return handlers
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        if self._closed:
+            raise BusError(f"publish on closed bus (topic {topic})")
+        c = self.counters
+        c.messages_published += 1
+        c.bytes_published += len(payload)
+        loop = asyncio.get_running_loop()
+        for handler in self._handlers(topic):
+            c.messages_delivered += 1
+            loop.call_soon(handler, topic, payload)
+
+    async def close(self) -> None:
+        self._closed = True
+        self._subs.clear()
+        self._routes.clear()
+
+
+@dataclass(slots=True)
+class LossyBus(Bus):
+    """Wraps a bus and drops every n-th message; for tests of recovery by resume."""
+
+    inner: Bus
+    drop_every: int
+    _n: int = field(default=0)
+
+    @property
+    def counters(self) -> BusCounters:  # type: ignore[override]
+        return self.inner.counters
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        self._n += 1
+        if self.drop_every and self._n % self.drop_every == 0:
+            return
+        self.inner.publish(topic, payload)
+
+    def subscribe(self, topic_filter: str, handler: Handler) -> None:
+        self.inner.subscribe(topic_filter, handler)

@@ -1,0 +1,78 @@
+"""The `smets1` command line.
+
+    smets1 run CONFIG [--out DIR] [--quiet]     a whole campaign in one process
+    smets1 image build|inspect|verify|keygen    firmware images (see smets1.image_cli)
+
+Every expected failure prints one line `smets1: error: ...` and exits 2; never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from emulator.errors import EmulatorError
+from smets1.config import load_config
+from smets1.errors import Smets1Error
+from smets1.image_cli import add_image_commands
+
+EXIT_USAGE = 2
+
+
+def _fail(message: str) -> int:
+    print(f"smets1: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from smets1.runner import run_config  # the heavy imports only when running
+
+    try:
+        config = load_config(args.config)
+        out = Path(args.out) if args.out else Path("runs") / config.name
+        summary = run_config(config, out, progress=None if args.quiet else sys.stderr)
+    except (Smets1Error, EmulatorError) as exc:
+        return _fail(str(exc))
+    failed = ", ".join(f"{k} {v}" for k, v in summary["failed"].items()) or "none"
+    print(
+        f"{summary['config']}: {summary['images_activated']}/{summary['requests']} activated "
+        f"on {summary['devices']} devices; failed: {failed}\n"
+        f"  {summary['blocks_delivered']:,} blocks ({summary['bytes_delivered']:,} bytes) "
+        f"delivered; most large images released in a day: "
+        f"{summary['max_large_images_released_in_a_day']:,}; TRT met {summary['trt_met']:,}, "
+        f"missed {summary['trt_missed']:,}\n"
+        f"  {summary['simulated_days']} simulated days in {summary['wall_seconds']} s wall, "
+        f"peak RSS {summary['peak_rss_bytes'] / 2**20:.0f} MiB\n"
+        f"  summary: {out / 'summary.json'}"
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="smets1",
+        description="A test double of the GB SMETS1 firmware path: fleet, DCO and MP230 scheduler.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = sub.add_parser("run", help="run a fleet config end to end in one process")
+    run.add_argument("config", help="YAML fleet config, e.g. fleet_configs/demo.yaml")
+    run.add_argument("--out", help="folder for summary.json (default runs/<config name>/)")
+    run.add_argument("--quiet", action="store_true", help="no progress lines")
+    run.set_defaults(func=cmd_run)
+    add_image_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

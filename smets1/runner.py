@@ -1,0 +1,234 @@
+"""`smets1 run`: one process, virtual clock, in-process bus, the whole firmware path.
+
+This module sits at the top with the command line: it is the one place that wires the
+components together (fleet ← bus → DCO ← scheduler). The components never import it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+import shutil
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any, TextIO
+
+from dco_mock.service import Dco
+from emulator.fleet import FleetHost, build_devices
+from emulator.slots import FlashStore
+from scheduler.requests import RequestState
+from scheduler.service import Scheduler
+from smets1.bus import InProcessBus
+from smets1.clock import Clock, VirtualClock, to_datetime, wall_seconds
+from smets1.config import FleetConfig, ImageConfig
+from smets1.errors import ConfigError
+from smets1.eui64 import format_eui64
+from smets1.image import ImageError, build_image, parse_image, seeded_body
+from smets1.signing import demo_private_key, load_private_key
+
+#: How often, in simulated seconds, the progress line is considered for printing.
+PROGRESS_TICK_SECONDS = 900.0
+#: The least wall time between two progress lines.
+PROGRESS_WALL_SECONDS = 1.0
+
+
+def make_image(cfg: ImageConfig) -> bytes:
+    """The OTA file a config image names: read from `file`, or built to `size_bytes`."""
+    if cfg.file is not None:
+        try:
+            data = cfg.file.read_bytes()
+        except OSError as exc:
+            raise ConfigError(
+                f"images.{cfg.name}.file: cannot read {cfg.file}: {exc.strerror}"
+            ) from exc
+        try:
+            parse_image(data)
+        except ImageError as exc:
+            raise ConfigError(f"images.{cfg.name}.file: {cfg.file}: {exc}") from exc
+        return data
+    assert cfg.size_bytes is not None
+    key = load_private_key(cfg.key) if cfg.key else demo_private_key(cfg.manufacturer_code)
+
+    def build(body: bytes) -> bytes:
+        return build_image(
+            manufacturer_code=cfg.manufacturer_code,
+            image_type=cfg.image_type,
+            file_version=cfg.file_version,
+            body=body,
+            private_key=key,
+            hardware_versions=cfg.hardware_versions,
+            header_string=f"smets1-fleet {cfg.name}"[:32],
+        )
+
+    overhead = len(build(b""))
+    if cfg.size_bytes < overhead:
+        raise ConfigError(
+            f"images.{cfg.name}.size_bytes: at least {overhead} bytes are needed for the "
+            f"header and signature, got {cfg.size_bytes}"
+        )
+    data = build(seeded_body(cfg.size_bytes - overhead, cfg.seed))
+    assert len(data) == cfg.size_bytes
+    return data
+
+
+def peak_rss_bytes() -> int:
+    # ru_maxrss is KiB on Linux.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class Run:
+    """One run of a fleet config: builds every part, drives the campaigns, sums up."""
+
+    def __init__(self, config: FleetConfig, out_dir: Path, progress: TextIO | None = sys.stderr):
+        self.config = config
+        self.out_dir = out_dir
+        self.progress = progress
+        self.clock: Clock = VirtualClock(config.epoch_seconds)
+
+    def execute(self) -> dict[str, Any]:
+        wall0 = wall_seconds()
+        summary = self.clock.run(self._main(wall0))
+        summary["wall_seconds"] = round(wall_seconds() - wall0, 3)
+        summary["peak_rss_bytes"] = peak_rss_bytes()
+        return summary
+
+    async def _main(self, wall0: float) -> dict[str, Any]:
+        cfg = self.config
+        state_dir = self.out_dir / "state"
+        shutil.rmtree(state_dir, ignore_errors=True)
+        images = {i.name: make_image(i) for i in cfg.images}
+        bus = InProcessBus()
+        flash = FlashStore()
+        devices = build_devices(cfg, flash=flash)
+        host = FleetHost(self.clock, bus, cfg.name, devices)
+        dco = Dco(
+            self.clock,
+            bus,
+            cfg.name,
+            1,
+            cfg.dco,
+            state_dir=state_dir,
+            block_size=cfg.block_size_bytes,
+        )
+        scheduler = Scheduler(self.clock, dco, cfg.scheduler)
+        host.start()
+        dco.start()
+        started = self.clock.now()
+        by_model: dict[str, list[int]] = {}
+        for device_id, group in cfg.device_ids():
+            by_model.setdefault(group.model, []).append(device_id)
+
+        async def submit(c: Any) -> None:
+            await self.clock.sleep(c.submit_after_seconds)
+            ids = by_model.get(c.devices.model, [])
+            if c.devices.count is not None:
+                ids = ids[: c.devices.count]
+            await scheduler.submit_campaign(c.name, c.user, images[c.image], ids)
+
+        releaser = asyncio.create_task(scheduler.run())
+        ticker = asyncio.create_task(self._progress(scheduler, host, wall0))
+        try:
+            await asyncio.gather(*(submit(c) for c in cfg.campaigns))
+            await scheduler.wait_idle()
+        finally:
+            for task in (releaser, ticker):
+                task.cancel()
+            await asyncio.gather(releaser, ticker, return_exceptions=True)
+            await scheduler.close()
+            await dco.close()
+            await bus.close()
+        simulated = self.clock.now() - started
+        return self._summary(scheduler, host, dco, bus, simulated, images)
+
+    async def _progress(self, scheduler: Scheduler, host: FleetHost, wall0: float) -> None:
+        last = wall0
+        while True:
+            await self.clock.sleep(PROGRESS_TICK_SECONDS)
+            now = wall_seconds()
+            if self.progress is None or now - last < PROGRESS_WALL_SECONDS:
+                continue
+            last = now
+            self.progress.write(self._progress_line(scheduler, now - wall0) + "\n")
+            self.progress.flush()
+
+    def _progress_line(self, scheduler: Scheduler, wall: float) -> str:
+        states = Counter(r.state for r in scheduler.requests)
+        total = len(scheduler.requests)
+        done = states[RequestState.DONE]
+        return (
+            f"[{to_datetime(self.clock.now()):%Y-%m-%d %H:%M} sim | {wall:6.1f}s wall] "
+            f"activated {done}/{total}, failed {states[RequestState.FAILED]}, "
+            f"in flight {states[RequestState.RELEASED]}, waiting {states[RequestState.WAITING]}"
+        )
+
+    def _summary(
+        self,
+        scheduler: Scheduler,
+        host: FleetHost,
+        dco: Dco,
+        bus: InProcessBus,
+        simulated: float,
+        images: dict[str, bytes],
+    ) -> dict[str, Any]:
+        reqs = scheduler.requests
+        failed = Counter(r.failure or "unknown" for r in reqs if r.state is RequestState.FAILED)
+        day0 = to_datetime(self.config.epoch_seconds).date()
+        per_day = {
+            str(day0.fromordinal(day0.toordinal() + d)): n
+            for d, n in sorted(scheduler.released_per_day.items())
+        }
+        trt = Counter(r.trt_met for r in reqs)
+        return {
+            "config": self.config.name,
+            "seed": self.config.seed,
+            "devices": len(host.devices),
+            "requests": len(reqs),
+            "images_activated": sum(1 for r in reqs if r.state is RequestState.DONE),
+            "failed": dict(sorted(failed.items())),
+            "blocks_delivered": host.counters.blocks_received,
+            "bytes_delivered": host.counters.block_bytes_received,
+            "blocks_sent": dco.counters.blocks_sent,
+            "bytes_sent": dco.counters.bytes_sent,
+            "transfer_rounds": dco.counters.rounds,
+            "simulated_seconds": round(simulated, 3),
+            "simulated_days": round(simulated / 86_400, 4),
+            "large_images_released_per_day": per_day,
+            "max_large_images_released_in_a_day": max(per_day.values(), default=0),
+            "trt_met": trt[True],
+            "trt_missed": trt[False],
+            "device_states": dict(sorted(host.state_counts().items())),
+            "bus": {
+                "messages": bus.counters.messages_published,
+                "bytes": bus.counters.bytes_published,
+            },
+            "images": [
+                {
+                    "name": name,
+                    "size_bytes": len(data),
+                    "firmware_hash": parse_image(data).firmware_hash.hex(),
+                }
+                for name, data in images.items()
+            ],
+            "campaigns": [
+                {
+                    "name": c.name,
+                    "user": format_eui64(c.user),
+                    "devices": len(c.requests),
+                    "large": c.large,
+                    "activated": sum(1 for r in c.requests if r.state is RequestState.DONE),
+                }
+                for c in scheduler.campaigns.values()
+            ],
+        }
+
+
+def run_config(
+    config: FleetConfig, out_dir: Path, progress: TextIO | None = sys.stderr
+) -> dict[str, Any]:
+    """Run a config and write `summary.json` into `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = Run(config, out_dir, progress).execute()
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
