@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,7 @@ _HEX_DIGITS = {
 }
 
 
-def _unsigned(bits: int) -> Any:
+def _unsigned(bits: int) -> Callable[[str], int]:
     """An argparse type: an integer in decimal or 0x hex that fits ``bits`` bits unsigned."""
 
     def parse(text: str) -> int:
@@ -85,7 +86,7 @@ def _positive(text: str) -> int:
     value = _unsigned(63)(text)
     if value == 0:
         raise argparse.ArgumentTypeError("must be at least 1")
-    return int(value)
+    return value
 
 
 def _hardware_versions(text: str) -> tuple[int, int]:
@@ -105,12 +106,11 @@ def _eui64(text: str) -> int:
         except ValueError:
             pass
     try:
-        value = _unsigned(64)(text)
+        return _unsigned(64)(text)
     except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not an EUI-64 (write 00-DB-12-34-56-78-90-A0)"
         ) from None
-    return int(value)
 
 
 def _fail(subject: str | os.PathLike[str] | None, message: str) -> int:

@@ -6,6 +6,7 @@ import hashlib
 import pickle
 import struct
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -49,7 +50,7 @@ MANUFACTURER = 0x1037
 DESTINATION = 0x00DB1234567890A0
 
 
-def build(body: bytes = b"firmware" * 100, **overrides: object) -> bytes:
+def build(body: bytes = b"firmware" * 100, /, **overrides: object) -> bytes:
     kwargs: dict[str, object] = {
         "manufacturer_code": MANUFACTURER,
         "image_type": 0x0001,
@@ -133,7 +134,7 @@ def test_header_round_trip_with_each_optional_field(
 
 
 @pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
-def test_header_deserialize_returns_rest_of_the_same_type(kind: type) -> None:
+def test_header_deserialize_returns_rest_of_the_same_type(kind: Any) -> None:
     raw = header_with(hardware_versions=(1, 2)).serialize()
     parsed, rest = OtaHeader.deserialize(kind(raw + b"xyz"))
     assert parsed.header_length == 60

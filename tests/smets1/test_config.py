@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from smets1.config import DEVICE_ID_BASE, FleetConfig, load_config
+from smets1.errors import ConfigError
+from tests.factories import tiny_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path: Path, data: object) -> Path:
+    p = tmp_path / "fleet.yaml"
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+@pytest.mark.parametrize("name", ["small.yaml", "demo.yaml"])
+def test_shipped_configs_validate(name: str) -> None:
+    cfg = load_config(ROOT / "fleet_configs" / name)
+    assert cfg.campaigns and cfg.images
+
+
+def test_demo_is_a_dcc_day() -> None:
+    cfg = load_config(ROOT / "fleet_configs" / "demo.yaml")
+    assert sum(g.count for g in cfg.devices) == 12_000
+    assert len(cfg.models) >= 2
+    assert {i.size_bytes for i in cfg.images} == {1_048_576}
+    assert cfg.block_size_bytes == 1024
+
+
+def test_unknown_key_names_the_field(tmp_path: Path) -> None:
+    data = tiny_config()
+    data["models"][0]["reboot_secs"] = 5
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, data))
+    text = str(err.value)
+    assert str(tmp_path / "fleet.yaml") in text
+    assert "models.0.reboot_secs: unknown key" in text
+
+
+def test_bad_number_names_field_and_value(tmp_path: Path) -> None:
+    data = tiny_config()
+    data["models"][0]["manufacturer_code"] = "0xZZ"
+    with pytest.raises(ConfigError, match=r"models\.0\.manufacturer_code: .*0xZZ"):
+        load_config(write(tmp_path, data))
+
+
+def test_unknown_reference_is_an_error(tmp_path: Path) -> None:
+    data = tiny_config()
+    data["campaigns"][0]["image"] = "nope"
+    with pytest.raises(ConfigError, match=r"campaigns\.0\.image: unknown image 'nope'"):
+        load_config(write(tmp_path, data))
+
+
+def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "absent.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    bad.write_text("- 1\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(bad)
+
+
+def test_hex_strings_and_eui64_and_numbering() -> None:
+    data = tiny_config()
+    data["models"][0]["manufacturer_code"] = "0x1234"
+    data["devices"].append(
+        {
+            "model": "acme-e1",
+            "count": 2,
+            "firmware_version": 1,
+            "first_id": "00-DB-12-34-00-00-00-10",
+        }
+    )
+    cfg = FleetConfig.model_validate(data)
+    assert cfg.models[0].manufacturer_code == 0x1234
+    ids = [i for i, _ in cfg.device_ids()]
+    assert ids[:6] == [DEVICE_ID_BASE + 1 + k for k in range(6)]
+    assert ids[6:] == [0x00DB123400000010, 0x00DB123400000011]
+    assert cfg.campaigns[0].user == 0x90B3D51F30010000

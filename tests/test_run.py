@@ -1,0 +1,86 @@
+"""`smets1 run` end to end: fleet, DCO and scheduler in one process on a virtual clock."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from smets1.cli import main
+from tests.factories import tiny_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, data: object) -> Path:
+    p = tmp_path / "fleet.yaml"
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+def test_small_config_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert main(["run", str(ROOT / "fleet_configs" / "small.yaml"), "--out", str(out)]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["devices"] == 40 and s["images_activated"] == 40 and s["failed"] == {}
+    # Every block of every image reached a device: 24 × 1 MiB and 16 × 800,000 bytes.
+    assert s["bytes_delivered"] == 24 * 1_048_576 + 16 * 800_000
+    assert s["blocks_delivered"] == 24 * 1024 + 16 * 782
+    assert s["device_states"] == {"active": 40}
+    # A 1 MiB image over 20 kbit/s takes simulated minutes, not zero.
+    assert s["simulated_seconds"] > 400
+    for key in ("wall_seconds", "peak_rss_bytes", "simulated_seconds"):
+        assert s[key] > 0
+    assert "40/40 activated" in capsys.readouterr().out
+
+
+def test_run_is_repeatable(tmp_path: Path) -> None:
+    cfg = write(tmp_path, tiny_config())
+    runs = []
+    for n in range(2):
+        out = tmp_path / f"r{n}"
+        assert main(["run", str(cfg), "--out", str(out), "--quiet"]) == 0
+        s = json.loads((out / "summary.json").read_text())
+        s.pop("wall_seconds")
+        s.pop("peak_rss_bytes")
+        runs.append(s)
+    assert runs[0] == runs[1]
+
+
+def test_daily_cap_spreads_releases_over_days(tmp_path: Path) -> None:
+    data = tiny_config(scheduler={"large_images_per_day": 2, "large_image_threshold_bytes": 10_000})
+    out = tmp_path / "out"
+    assert main(["run", str(write(tmp_path, data)), "--out", str(out), "--quiet"]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert list(s["large_images_released_per_day"].values()) == [2, 2, 2]
+    assert s["max_large_images_released_in_a_day"] == 2
+    assert s["images_activated"] == 6 and s["simulated_days"] > 2
+
+
+def test_image_that_does_not_fit_fails_with_reason(tmp_path: Path) -> None:
+    data = tiny_config()
+    data["models"][0]["slot_capacity_bytes"] = 10_000
+    out = tmp_path / "out"
+    assert main(["run", str(write(tmp_path, data)), "--out", str(out), "--quiet"]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["images_activated"] == 0 and s["failed"] == {"too_large_for_slot": 6}
+    assert s["blocks_delivered"] == 0
+
+
+def test_bad_config_is_one_line_exit_2(tmp_path: Path) -> None:
+    data = tiny_config()
+    data["devices"][0]["count"] = "many"
+    proc = subprocess.run(
+        [sys.executable, "-m", "smets1.cli", "run", str(write(tmp_path, data))],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "devices.0.count" in proc.stderr and "fleet.yaml" in proc.stderr
