@@ -52,7 +52,7 @@ def test_blocks_in_any_order_assemble_the_exact_image() -> None:
     dev = device()
     initiate(dev, image)
     n = -(-len(image) // BS)
-    order = list(range(n))[::-1] + [0, 3, 3]  # reversed, then duplicates
+    order = [*range(n - 1, -1, -1), 0, 3, 3]  # reversed, then duplicates
     send_all(dev, image, order=order)
     assert dev.state is DeviceState.VERIFIED
     assert dev.inactive is not None and dev.inactive.data == image
