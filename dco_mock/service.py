@@ -4,6 +4,12 @@ It implements `smets1.services.DcoApi` in process. Each 11.3 or 11.2 in flight i
 coroutine with an inbox of the frames its device sends back; nothing runs for devices
 that have no request open. A lost frame is recovered by asking the device for its bitmap
 and sending the runs it lacks, never by resending the whole image.
+
+Recovery (`Recovery`): a device that does not answer is sent INITIATE again with a
+doubling backoff until the give-up time; its answer carries the bitmap it kept, so the
+transfer resumes. A failed 11.3 carries the device's own reason code; the DCO adds only
+OFFLINE (never answered), TIMEOUT (stopped answering during activation) and INCOMPLETE
+(rounds that brought no new block).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from smets1.wire import (
     Status,
     Version,
     decode,
+    is_cancellation,
 )
 
 _F = TypeVar("_F", bound=Frame)
@@ -41,6 +48,30 @@ _F = TypeVar("_F", bound=Frame)
 _FINAL_ACTIVATION = frozenset(
     {DeviceState.ACTIVE, DeviceState.ACTIVATION_FAILED, DeviceState.CANCELLED}
 )
+#: Transfer states in which the device holds the verified image, ready to activate.
+_READY = frozenset({DeviceState.VERIFIED, DeviceState.ACTIVATION_SCHEDULED, DeviceState.CANCELLED})
+
+
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    """How the DCO retries a silent device, and when it gives up on it."""
+
+    #: First wait after an INITIATE that got no answer; doubles on each further silence.
+    retry_initial_seconds: float = 60.0
+    retry_max_seconds: float = 3_600.0
+    #: From the start of an 11.3, how long the DCO keeps trying before it reports OFFLINE;
+    #: under the five-day TRT, so the failure still reaches the User in time.
+    give_up_seconds: float = 3 * 86_400.0
+
+    @classmethod
+    def from_config(cls, config: DcoConfig) -> Recovery:
+        """Read the recovery keys if this DcoConfig has them, else use the defaults."""
+        d = cls()
+        return cls(
+            float(getattr(config, "retry_initial_seconds", d.retry_initial_seconds)),
+            float(getattr(config, "retry_max_seconds", d.retry_max_seconds)),
+            float(getattr(config, "give_up_seconds", d.give_up_seconds)),
+        )
 
 
 @dataclass(slots=True)
@@ -57,6 +88,10 @@ class DcoCounters:
     stray_frames: int = 0
     rounds: int = 0
     in_flight: int = 0
+    #: INITIATE or ACTIVATE sent again after a silence.
+    retries: int = 0
+    #: Transfers picked up again from the device's bitmap after a round went unanswered.
+    resumes: int = 0
 
 
 class _Failed(Exception):
@@ -96,6 +131,7 @@ class Dco:
         config: DcoConfig,
         state_dir: Path | None = None,
         block_size: int = 1024,
+        recovery: Recovery | None = None,
     ) -> None:
         self.clock = clock
         self.bus = bus
@@ -103,6 +139,7 @@ class Dco:
         self.shards = shards
         self.config = config
         self.block_size = block_size
+        self.recovery = recovery if recovery is not None else Recovery.from_config(config)
         self.store = ImageStore(state_dir, block_size)
         self.counters = DcoCounters()
         self._next_transfer = 1
@@ -151,6 +188,12 @@ class Dco:
             if isinstance(frame, kind):
                 return frame
 
+    def _tell_waiting(self, device_id: int, tid: int, frame: Activation) -> None:
+        """A cancellation also ends the 11.3 that scheduled the activation, if it waits."""
+        for (dev, other), inbox in self._inbox.items():
+            if dev == device_id and other != tid:
+                inbox.put_nowait(frame)
+
     def _open(self, device_id: int) -> tuple[int, asyncio.Queue[Frame]]:
         tid = self._next_transfer
         self._next_transfer = tid % 0xFFFF_FFFF + 1
@@ -176,13 +219,20 @@ class Dco:
             c.transfers_started += 1
             c.in_flight += 1
             started = self.clock.now()
+            deadline = started + self.recovery.give_up_seconds
             tid, inbox = self._open(device_id)
-            sent = [0, 0]  # blocks, bytes
+            sent = [0, 0, 0]  # blocks, bytes, rounds
             rounds = 0
+            cancel = is_cancellation(execution_time, started)
             try:
-                rounds = await self._transfer(device_id, tid, inbox, held, sent)
-                final = await self._activate(device_id, tid, inbox, firmware_hash, execution_time)
-                ok = final.state is DeviceState.ACTIVE
+                if not cancel:  # a cancellation moves no image
+                    rounds = await self._transfer(device_id, tid, inbox, held, sent, deadline)
+                final = await self._activate(
+                    device_id, tid, inbox, firmware_hash, execution_time, deadline
+                )
+                if cancel and final.state is DeviceState.CANCELLED:
+                    self._tell_waiting(device_id, tid, final)
+                ok = final.state is (DeviceState.CANCELLED if cancel else DeviceState.ACTIVE)
                 outcome = ActivationOutcome(
                     device_id,
                     ok,
@@ -206,7 +256,7 @@ class Dco:
                     sent[1],
                     started,
                     self.clock.now(),
-                    rounds,
+                    sent[2],
                 )
             finally:
                 del self._inbox[(device_id, tid)]
@@ -217,6 +267,40 @@ class Dco:
                 c.transfers_failed[outcome.reason.name.lower()] += 1
             return outcome
 
+    async def _initiate(
+        self,
+        device_id: int,
+        tid: int,
+        inbox: asyncio.Queue[Frame],
+        held: HeldImage,
+        deadline: float,
+        last_state: DeviceState,
+    ) -> Status:
+        """Send INITIATE until the device answers with its bitmap, backing off while it is
+        silent; give up (Reason.OFFLINE) at `deadline`. Used to start and to resume."""
+        cfg = self.config
+        rec = self.recovery
+        info = held.info
+        delay = rec.retry_initial_seconds
+        while True:
+            self._send(
+                Initiate(device_id, tid, info.size_bytes, held.block_size, info.firmware_hash)
+            )
+            status = await self._receive(inbox, Status, cfg.reply_timeout_seconds)
+            if status is not None:
+                return status
+            now = self.clock.now()
+            if now + delay >= deadline:
+                raise _Failed(last_state, Reason.OFFLINE)
+            self.counters.retries += 1
+            # A silent device moves no bytes: its transfer slot serves others meanwhile.
+            self._slots.release()
+            try:
+                await self.clock.sleep(delay)
+            finally:
+                await self._slots.acquire()
+            delay = min(delay * 2, rec.retry_max_seconds)
+
     async def _transfer(
         self,
         device_id: int,
@@ -224,31 +308,28 @@ class Dco:
         inbox: asyncio.Queue[Frame],
         held: HeldImage,
         sent: list[int],
+        deadline: float,
     ) -> int:
-        """Move every block the device lacks; return the rounds it took."""
+        """Move every block the device lacks; return the rounds it took.
+
+        A round sends the runs the device's bitmap lacks, then a QUERY. A round whose
+        answer does not come (lost frames, a hung link, a power cut) resumes with a new
+        INITIATE, which the device answers with the bitmap it kept. Rounds that bring no
+        new block count towards `max_rounds`; rounds that make progress do not.
+        """
         cfg = self.config
-        info = held.info
-        status: Status | None = None
-        for _ in range(cfg.max_rounds):
-            self._send(
-                Initiate(device_id, tid, info.size_bytes, held.block_size, info.firmware_hash)
-            )
-            status = await self._receive(inbox, Status, cfg.reply_timeout_seconds)
-            if status is not None:
-                break
-        if status is None:
-            raise _Failed(DeviceState.IDLE, Reason.TIMEOUT)
+        status = await self._initiate(device_id, tid, inbox, held, deadline, DeviceState.IDLE)
         rounds = 0
+        stalls = 0
         while True:
-            if status.reason is not Reason.NONE:
+            if status.reason is not Reason.NONE or status.state is DeviceState.VERIFY_FAILED:
                 raise _Failed(status.state, status.reason)
-            if status.state is DeviceState.VERIFIED:
+            if status.state in _READY:
                 return rounds
-            if status.state is DeviceState.VERIFY_FAILED:
-                raise _Failed(status.state, status.reason)
-            if rounds >= cfg.max_rounds:
+            if stalls >= cfg.max_rounds:
                 raise _Failed(status.state, Reason.INCOMPLETE)
             rounds += 1
+            sent[2] = rounds
             self.counters.rounds += 1
             if not status.complete:
                 for first, count in missing_runs(status, cfg.run_blocks):
@@ -260,8 +341,12 @@ class Dco:
                     self.counters.bytes_sent += len(data)
             self._send(Query(device_id, tid))
             answer = await self._receive(inbox, Status, cfg.reply_timeout_seconds)
-            if answer is not None:
-                status = answer
+            if answer is None:
+                self.counters.resumes += 1
+                answer = await self._initiate(device_id, tid, inbox, held, deadline, status.state)
+            progressed = answer.received > status.received or answer.state is not status.state
+            stalls = 0 if progressed else stalls + 1
+            status = answer
 
     async def _activate(
         self,
@@ -270,25 +355,48 @@ class Dco:
         inbox: asyncio.Queue[Frame],
         firmware_hash: bytes,
         execution_time: float,
+        deadline: float,
     ) -> Activation:
+        """Send ACTIVATE and wait for the final answer. A silence is met by sending it
+        again: the device answers a repeated ACTIVATE as it stands (active, activating,
+        failed), so asking twice never activates twice."""
         timeout = self.config.reply_timeout_seconds
-        if execution_time != IMMEDIATE:
-            timeout += max(0.0, execution_time - self.clock.now())
-        self._send(Activate(device_id, tid, execution_time, firmware_hash))
+        cancel = is_cancellation(execution_time, self.clock.now())
+        if not cancel and execution_time != IMMEDIATE:
+            deadline = max(deadline, execution_time + self.recovery.give_up_seconds)
+        last: Activation | None = None
         while True:
-            answer = await self._receive(inbox, Activation, timeout)
-            if answer is None:
-                raise _Failed(DeviceState.VERIFIED, Reason.TIMEOUT)
-            if answer.reason is not Reason.NONE or answer.state in _FINAL_ACTIVATION:
-                return answer
+            self._send(Activate(device_id, tid, execution_time, firmware_hash))
+            wait = timeout
+            if not cancel and execution_time != IMMEDIATE:
+                wait += max(0.0, execution_time - self.clock.now())
+            while True:
+                answer = await self._receive(inbox, Activation, wait)
+                if answer is None:
+                    break
+                last = answer
+                if answer.reason is not Reason.NONE or answer.state in _FINAL_ACTIVATION:
+                    return answer
+            if self.clock.now() >= deadline:
+                state = last.state if last is not None else DeviceState.VERIFIED
+                raise _Failed(state, Reason.TIMEOUT)
+            self.counters.retries += 1
 
     # -- SRV 11.2 -----------------------------------------------------------------------
 
     async def read_firmware_version(self, device_id: int) -> VersionReading:
         tid, inbox = self._open(device_id)
+        deadline = self.clock.now() + self.recovery.give_up_seconds
+        delay = self.recovery.retry_initial_seconds
         try:
-            self._send(ReadVersion(device_id, tid))
-            answer = await self._receive(inbox, Version, self.config.reply_timeout_seconds)
+            while True:
+                self._send(ReadVersion(device_id, tid))
+                answer = await self._receive(inbox, Version, self.config.reply_timeout_seconds)
+                if answer is not None or self.clock.now() + delay >= deadline:
+                    break
+                self.counters.retries += 1
+                await self.clock.sleep(delay)
+                delay = min(delay * 2, self.recovery.retry_max_seconds)
         finally:
             del self._inbox[(device_id, tid)]
         now = self.clock.now()

@@ -1,20 +1,26 @@
-"""The fleet host: the devices of one shard, on a bus and a clock.
+"""The fleet host: the devices of one shard, on a bus and a clock, with links and faults.
 
 It decodes frames from the shard's down topic, holds each one for the time the device's
 link takes to carry it, hands it to the device and publishes the answer on the up topic.
-Timers exist only for frames in flight and for activations, never for idle devices.
+Around the sans-IO device it plays the physical world its profile describes: offline
+windows, hung links, lost and corrupted blocks, power cuts, refusals and failed boots.
+Timers exist only for frames in flight, activations and power cuts, never for idle
+devices.
 """
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from dataclasses import dataclass, field
 
 from emulator.device import DeviceModel, Esme
 from emulator.errors import FleetError
+from emulator.faults import DeviceProfile, FaultModel, Link, device_rng
 from emulator.slots import FlashStore, SlotImage
 from smets1.bus import Bus, down_topic, shard_of, up_topic
 from smets1.clock import Clock
+from smets1.codes import DeviceState, Reason
 from smets1.config import FleetConfig
 from smets1.errors import Smets1Error, WireError
 from smets1.signing import demo_private_key, load_public_key
@@ -34,6 +40,10 @@ class FleetCounters:
     blocks_received: int = 0
     block_bytes_received: int = 0
     states: Counter[str] = field(default_factory=Counter)
+    #: Frames that never reached their device or the DCO, by cause.
+    frames_dropped: Counter[str] = field(default_factory=Counter)
+    #: Faults that happened, by kind (blocks_lost, power_losses, boot_failures, ...).
+    faults: Counter[str] = field(default_factory=Counter)
 
 
 def build_models(config: FleetConfig) -> dict[str, DeviceModel]:
@@ -66,19 +76,53 @@ def build_devices(
 ) -> dict[int, Esme]:
     """The devices of `shard` out of `shards`, as the config numbers them."""
     models = build_models(config)
+    model_cfg = {m.name: m for m in config.models}
     flash = flash or FlashStore()
+    transitions: Counter[str] = Counter()  # one per fleet, shared by every profile
+    profiles: dict[int, DeviceProfile] = {}
     factory: dict[int, SlotImage] = {}
     devices: dict[int, Esme] = {}
     for device_id, group in config.device_ids():
         if shards > 1 and shard_of(device_id, shards) != shard:
             continue
+        profile = profiles.get(id(group))
+        if profile is None:
+            mc = model_cfg[group.model]
+            link = group.link or mc.link
+            faults = group.faults or mc.faults
+            profile = profiles[id(group)] = DeviceProfile(
+                models[group.model],
+                Link.from_config(link),
+                FaultModel.from_config(faults) if faults is not None else None,
+                config.seed,
+                transitions,
+            )
         slot = factory.get(group.firmware_version)
         if slot is None:
             slot = factory[group.firmware_version] = SlotImage(group.firmware_version)
         if device_id in devices:
             raise FleetError(f"device id {device_id:016X} appears twice in the config")
-        devices[device_id] = Esme(device_id, models[group.model], slot, flash)
+        devices[device_id] = Esme(device_id, profile.model, slot, flash, profile)
     return devices
+
+
+#: States in which a device's 11.3 has come to an end: its random stream may go.
+_SETTLED = frozenset(
+    {
+        DeviceState.ACTIVE,
+        DeviceState.ACTIVATION_FAILED,
+        DeviceState.VERIFY_FAILED,
+        DeviceState.CANCELLED,
+    }
+)
+
+
+def _rng(device: Esme) -> random.Random:
+    rng = device.rng
+    if rng is None:
+        rng = device.rng = device_rng(device.profile.seed, device.device_id, device.rng_streams)
+        device.rng_streams += 1
+    return rng
 
 
 class FleetHost:
@@ -103,6 +147,16 @@ class FleetHost:
     def start(self) -> None:
         self.bus.subscribe(self._down, self._on_payload)
 
+    # -- the link -----------------------------------------------------------------------
+
+    def _link_down(self, device: Esme, faults: FaultModel, now: float) -> str | None:
+        """Why the device's link carries nothing at `now`, or None if it is up."""
+        if device.link_down_until > now:
+            return "hang"
+        if faults.has_windows and faults.offline(now - self.clock.epoch):
+            return "offline"
+        return None
+
     def _on_payload(self, topic: str, payload: bytes) -> None:
         c = self.counters
         c.frames_received += 1
@@ -117,47 +171,215 @@ class FleetHost:
             c.unknown_device_frames += 1
             return
         # The downlink carries one frame at a time: this one starts when the last ends.
-        m = device.model
+        # Jitter delays the frame and every frame queued behind it: the link (TCP under
+        # MQTT) keeps them in order.
+        link = device.profile.link
         now = self.clock.now()
         start = max(now, device.link_free_at)
-        done = start + (len(payload) + LINK_OVERHEAD_BYTES) * 8 / m.bandwidth_bps
+        if link.jitter_seconds:
+            start += _rng(device).random() * link.jitter_seconds
+        done = start + (len(payload) + LINK_OVERHEAD_BYTES) * 8 / link.bandwidth_bps
         device.link_free_at = done
-        self.clock.call_at(done + m.latency_seconds / 2, self._deliver, device, frame)
+        self.clock.call_at(done + link.latency_seconds / 2, self._deliver, device, frame)
 
     def _deliver(self, device: Esme, frame: Frame) -> None:
+        c = self.counters
+        if device.off_until:  # 0.0 while powered; the hot path asks nothing more
+            c.frames_dropped["power_off"] += 1
+            return
+        faults = device.profile.faults
+        if faults is not None:
+            now = self.clock.now()
+            down = self._link_down(device, faults, now)
+            if down is None and faults.hang_probability:
+                if _rng(device).random() < faults.hang_probability:
+                    device.link_down_until = now + faults.hang_seconds
+                    c.faults["hangs"] += 1
+                    down = "hang"
+            if down is not None:
+                c.frames_dropped[down] += 1
+                return
         reply: Frame | None
         if isinstance(frame, Blocks):
-            self.counters.blocks_received += len(frame.crcs)
-            self.counters.block_bytes_received += len(frame.data)
+            if faults is not None and (faults.block_loss_rate or faults.block_corruption_rate):
+                self._deliver_blocks_with_faults(device, frame, faults)
+                return
+            c.blocks_received += len(frame.crcs)
+            c.block_bytes_received += len(frame.data)
             reply = device.on_blocks(frame)
         elif isinstance(frame, Query):
             reply = device.on_query(frame)
         elif isinstance(frame, Initiate):
-            reply = device.on_initiate(frame)
+            refuse = (
+                faults is not None
+                and faults.refusal_rate > 0
+                and _rng(device).random() < faults.refusal_rate
+            )
+            if refuse:
+                c.faults["refusals"] += 1
+            rx_before = device.rx
+            reply = device.on_initiate(frame, refuse=refuse)
+            if (
+                faults is not None
+                and faults.power_loss_during_transfer
+                and device.rx is not rx_before  # a new transfer, not a resumed one
+            ):
+                self._maybe_cut_during_transfer(device, faults, reply.reason)
         elif isinstance(frame, Activate):
+            before = device.state
             reply, wake = device.on_activate(frame, self.clock.now())
             if wake is not None:
                 self.clock.call_at(wake, self._wake, device)
+            self._activation_started(device, before)
         elif isinstance(frame, ReadVersion):
             reply = device.on_read_version(frame)
         else:
-            self.counters.bad_frames += 1  # an uplink type sent down: ignore it
+            c.bad_frames += 1  # an uplink type sent down: ignore it
             return
         if reply is not None:
             self._send(device, reply)
 
-    def _wake(self, device: Esme) -> None:
-        reply, wake = device.on_timer(self.clock.now())
-        if wake is not None:
-            self.clock.call_at(wake, self._wake, device)
-        if reply is not None:
-            self._send(device, reply)
+    def _deliver_blocks_with_faults(self, device: Esme, frame: Blocks, faults: FaultModel) -> None:
+        """Lose some blocks of the run and corrupt others; hand the rest to the device as
+        the runs of consecutive blocks that survived."""
+        c = self.counters
+        rng = _rng(device)
+        bs = device.rx.block_size if device.rx is not None else 0
+        n = len(frame.crcs)
+        if bs == 0 or len(frame.data) > n * bs:
+            device.on_blocks(frame)  # not a run the device can use anyway: let it say so
+            return
+        data = memoryview(frame.data)
+        run_start = 0
+        pieces: list[tuple[int, int]] = []  # [start, end) of surviving runs, in blocks
+        corrupt: list[int] = []
+        for i in range(n):
+            if faults.block_loss_rate and rng.random() < faults.block_loss_rate:
+                c.faults["blocks_lost"] += 1
+                if i > run_start:
+                    pieces.append((run_start, i))
+                run_start = i + 1
+            elif faults.block_corruption_rate and rng.random() < faults.block_corruption_rate:
+                corrupt.append(i)
+        if n > run_start:
+            pieces.append((run_start, n))
+        for lo, hi in pieces:
+            chunk: bytes | memoryview = data[lo * bs : hi * bs]
+            bad = [i for i in corrupt if lo <= i < hi]
+            if bad:
+                mutable = bytearray(chunk)
+                for i in bad:
+                    mutable[(i - lo) * bs] ^= 0xFF  # one flipped byte: the CRC-32 catches it
+                c.faults["blocks_corrupted"] += len(bad)
+                chunk = bytes(mutable)
+            c.blocks_received += hi - lo
+            c.block_bytes_received += len(chunk)
+            device.on_blocks(
+                Blocks(
+                    frame.device_id,
+                    frame.transfer_id,
+                    frame.first_block + lo,
+                    frame.crcs[lo:hi],
+                    chunk,
+                )
+            )
 
     def _send(self, device: Esme, reply: Frame) -> None:
+        faults = device.profile.faults
+        if faults is not None:
+            down = self._link_down(device, faults, self.clock.now())
+            if down is not None:
+                self.counters.frames_dropped[down] += 1
+                return
         self.counters.frames_sent += 1
         payload = reply.serialize()
         # Uplink frames are small; they cost the link's latency only.
-        self.clock.call_later(device.model.latency_seconds / 2, self.bus.publish, self._up, payload)
+        link = device.profile.link
+        delay = link.latency_seconds / 2
+        if link.jitter_seconds:
+            delay += _rng(device).random() * link.jitter_seconds
+        if device.rng is not None and device.state in _SETTLED:
+            device.rng = None
+        self.clock.call_later(delay, self.bus.publish, self._up, payload)
+
+    # -- activation and power -------------------------------------------------------------
+
+    def _wake(self, device: Esme) -> None:
+        faults = device.profile.faults
+        boot_ok = True
+        before = device.state
+        if (
+            faults is not None
+            and faults.boot_failure_rate
+            and before is DeviceState.ACTIVATING
+            and device.powered
+            and self.clock.now() + 1e-6 >= device.activate_at
+        ):
+            boot_ok = _rng(device).random() >= faults.boot_failure_rate
+            if not boot_ok:
+                self.counters.faults["boot_failures"] += 1
+        reply, wake = device.on_timer(self.clock.now(), boot_ok)
+        if wake is not None:
+            self.clock.call_at(wake, self._wake, device)
+        self._activation_started(device, before)
+        if reply is not None:
+            self._send(device, reply)
+
+    def _activation_started(self, device: Esme, before: DeviceState) -> None:
+        """If the device has just begun its activation reboot, maybe cut its power."""
+        faults = device.profile.faults
+        if (
+            faults is None
+            or not faults.power_loss_during_activation
+            or before is DeviceState.ACTIVATING
+            or device.state is not DeviceState.ACTIVATING
+        ):
+            return
+        rng = _rng(device)
+        if rng.random() < faults.power_loss_during_activation:
+            at = rng.random() * device.model.reboot_seconds
+            self.clock.call_later(at, self._power_cut, device, faults.power_off_seconds)
+
+    def _maybe_cut_during_transfer(self, device: Esme, faults: FaultModel, reason: Reason) -> None:
+        rx = device.rx
+        if reason is not Reason.NONE or rx is None or device.state is not DeviceState.RECEIVING:
+            return
+        rng = _rng(device)
+        if rng.random() >= faults.power_loss_during_transfer:
+            return
+        # Somewhere in what is left of the transfer, at the link's speed.
+        left_bytes = (rx.block_count - rx.received) * rx.block_size
+        at = rng.random() * left_bytes * 8 / device.profile.link.bandwidth_bps
+        self.clock.call_later(at, self._power_cut, device, faults.power_off_seconds)
+
+    def _power_cut(self, device: Esme, off_seconds: float) -> None:
+        """Cut the device's power now (tests call this too) and restore it later."""
+        if not device.powered:
+            return
+        device.power_off(self.clock.now())
+        self.counters.faults["power_losses"] += 1
+        self.clock.call_later(off_seconds, self._power_on, device)
+
+    def power_cut(self, device_id: int, off_seconds: float) -> None:
+        self._power_cut(self.devices[device_id], off_seconds)
+
+    def _power_on(self, device: Esme) -> None:
+        wake = device.power_on(self.clock.now())
+        if wake is not None:
+            self.clock.call_at(wake, self._wake, device)
+
+    # -- what the summary shows ---------------------------------------------------------
 
     def state_counts(self) -> Counter[str]:
         return Counter(d.state.name.lower() for d in self.devices.values())
+
+    def transitions(self) -> Counter[str]:
+        """Entries into each state since the fleet was built."""
+        seen: dict[int, Counter[str]] = {}
+        for d in self.devices.values():
+            t = d.profile.transitions
+            seen.setdefault(id(t), t)
+        total: Counter[str] = Counter()
+        for t in seen.values():
+            total.update(t)
+        return total

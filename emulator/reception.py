@@ -3,6 +3,9 @@
 Blocks arrive in runs, in any order, twice or not at all. Each block is checked against
 its CRC-32 before it is copied; a bad one is rejected and counted. A bitmap of held blocks
 gives the first missing block, so an interrupted transfer resumes where it stopped.
+
+The buffer and the bitmap stand for the inactive slot's flash: they survive a power cut
+(see emulator.device). Only the counters of corrupt and duplicate blocks are RAM.
 """
 
 from __future__ import annotations
@@ -79,26 +82,32 @@ class Reception:
         view = memoryview(data)
         if len(view) != end - start:
             return None
-        good = [zlib.crc32(view[i * bs : (i + 1) * bs]) == crc for i, crc in enumerate(crcs)]
+        crc32 = zlib.crc32
+        good = [
+            crc32(view[o : o + bs]) == crc
+            for o, crc in zip(range(0, len(view), bs), crcs, strict=True)
+        ]
         have = self.have
         before = have[first_block : first_block + n].count(1)
         if all(good):
             self.buffer[start:end] = view
             have[first_block : first_block + n] = _ONE * n
-            new = n - before
-        else:
-            new = 0
-            for i, ok in enumerate(good):
-                if not ok:
-                    self.corrupt_blocks += 1
-                    continue
-                b = first_block + i
-                if not have[b]:
-                    lo = i * bs
-                    hi = min(lo + bs, len(view))
-                    self.buffer[start + lo : start + hi] = view[lo:hi]
-                    have[b] = 1
-                    new += 1
+            self.duplicate_blocks += before
+            self.received += n - before
+            return n - before
+        # Some blocks failed their CRC: take the good ones one by one.
+        new = 0
+        for i, ok in enumerate(good):
+            if not ok:
+                self.corrupt_blocks += 1
+                continue
+            b = first_block + i
+            if not have[b]:
+                lo = i * bs
+                hi = min(lo + bs, len(view))
+                self.buffer[start + lo : start + hi] = view[lo:hi]
+                have[b] = 1
+                new += 1
         self.duplicate_blocks += sum(good) - new
         self.received += new
         return new

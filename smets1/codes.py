@@ -58,6 +58,7 @@ class Reason(_OpenEnum):
     TIMEOUT = 13  # the device did not answer in time (set by the DCO, never by a device)
     CANCELLED = 14  # the activation was cancelled
     OFFLINE = 15  # the device could not be reached (set by the DCO)
+    BUSY = 16  # the inactive slot is committed to an activation: cancel it or wait
 
 
 FAILED_STATES = frozenset({DeviceState.VERIFY_FAILED, DeviceState.ACTIVATION_FAILED})

@@ -29,6 +29,13 @@ NO_BLOCK = 0xFFFFFFFF
 NO_VERSION = 0xFFFFFFFF
 #: An execution time of 0 in an ACTIVATE frame means "now".
 IMMEDIATE = 0.0
+#: An execution time this far ahead cancels a pending activation, as DUIS uses a
+#: far-future date (3000-01-01) to cancel.
+CANCEL_AFTER_SECONDS = 100 * 365 * 86_400.0
+
+
+def is_cancellation(execution_time: float, now: float) -> bool:
+    return execution_time != IMMEDIATE and execution_time - now >= CANCEL_AFTER_SECONDS
 
 _HEAD = struct.Struct("<BBQI")
 
