@@ -1,24 +1,43 @@
-"""Service requests as the scheduler tracks them, one per device per 11.3."""
+"""What the scheduler tracks: one activation request per device per 11.3, and schedules.
+
+A request lives through these states::
+
+    WAITING ──release──▶ RELEASED ──answer──▶ DONE | FAILED
+    HELD ──schedule accepted──▶ WAITING
+    WAITING | HELD ──11.3 with a far-future ExecutionDateTime──▶ CANCELLED
+
+A refused request is never a request: it is a `Refusal`, kept for the User to read.
+"""
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from smets1.services import ActivationOutcome, VersionReading
 
-#: Target response time: five days from the release of a batch to the device's answer.
+#: Default target response time: five days from the release of a batch to the answer.
 TRT_SECONDS = 5 * 86_400.0
 
 
 class RequestState(enum.Enum):
-    WAITING = "waiting"  # accepted, not yet released onto the DCC system
+    WAITING = "waiting"  # accepted and planned on a day; not yet released
+    HELD = "held"  # over the User's daily allowance: waits for an agreed schedule
     RELEASED = "released"  # sent to the DCO; transfer and activation under way
     DONE = "done"  # the device answered: activated, and 11.2 read the new version
     FAILED = "failed"  # the device or the DCO answered with a failure
+    CANCELLED = "cancelled"  # withdrawn by an 11.3 with a far-future ExecutionDateTime
 
 
-@dataclass(slots=True)
+OPEN_STATES = frozenset({RequestState.WAITING, RequestState.HELD, RequestState.RELEASED})
+
+
+class Priority(enum.Enum):
+    ROUTINE = "routine"
+    SECURITY = "security"  # released first; may move routine work, never a schedule silently
+
+
+@dataclass(slots=True, eq=False)
 class ActivationRequest:
     request_id: int
     user: int
@@ -28,15 +47,59 @@ class ActivationRequest:
     file_version: int
     large: bool
     submitted_at: float
+    priority: Priority = Priority.ROUTINE
+    #: 11.3 ExecutionDateTime; 0 is immediate.
+    execution_time: float = 0.0
+    schedule_id: int | None = None
+    #: Day index (from the clock's epoch) on which it is to be released.
+    planned_day: int | None = None
     state: RequestState = RequestState.WAITING
+    held_reason: str | None = None
     released_at: float | None = None
     completed_at: float | None = None
+    failure: str | None = None
+    #: Still open `stale_after_seconds` after submission: the User's system fails it.
+    overdue: bool = False
+    trt_met: bool | None = None
+    #: The DUIS RequestID, when the request came as a DUIS document.
+    duis_request_id: str | None = None
     outcome: ActivationOutcome | None = None
     reading: VersionReading | None = None
-    failure: str | None = None
 
     @property
-    def trt_met(self) -> bool | None:
-        if self.released_at is None or self.completed_at is None:
-            return None
-        return self.completed_at - self.released_at <= TRT_SECONDS
+    def is_open(self) -> bool:
+        return self.state in OPEN_STATES
+
+
+class ScheduleState(enum.Enum):
+    PROPOSED = "proposed"  # batches offered; capacity not yet held
+    AGREED = "agreed"  # accepted: its batches hold capacity and are released day by day
+
+
+@dataclass(slots=True, eq=False)
+class Schedule:
+    schedule_id: int
+    user: int
+    devices: int
+    created_at: float
+    state: ScheduleState = ScheduleState.PROPOSED
+    #: Day index → devices released that day.
+    batches: dict[int, int] = field(default_factory=dict)
+    max_per_day: int | None = None
+    start_day: int = 0
+    #: Devices attached so far (requests that point at this schedule).
+    assigned: int = 0
+    #: How often another User's schedule or a security fix moved this one.
+    moves: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Work refused at submission, with why and the first day it would fit."""
+
+    user: int
+    campaign: str
+    devices: int
+    reason: str
+    earliest_day: int | None
+    at: float

@@ -2,6 +2,7 @@
 
     smets1 run CONFIG [--out DIR] [--quiet]     a whole campaign in one process
     smets1 image build|inspect|verify|keygen    firmware images (see smets1.image_cli)
+    smets1 dco|fleet|scheduler|distributed      roles as services over MQTT (smets1.services_cli)
 
 Every expected failure prints one line `smets1: error: ...` and exits 2; never a traceback.
 """
@@ -17,6 +18,7 @@ from emulator.errors import EmulatorError
 from smets1.config import load_config
 from smets1.errors import Smets1Error
 from smets1.image_cli import add_image_commands
+from smets1.services_cli import add_service_commands
 
 EXIT_USAGE = 2
 
@@ -43,9 +45,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"delivered; most large images released in a day: "
         f"{summary['max_large_images_released_in_a_day']:,}; TRT met {summary['trt_met']:,}, "
         f"missed {summary['trt_missed']:,}\n"
+        f"  held for a schedule {summary['held_for_schedule']:,}, refused "
+        f"{summary['refused']:,}, overdue {summary['overdue']:,}\n"
         f"  {summary['simulated_days']} simulated days in {summary['wall_seconds']} s wall, "
         f"peak RSS {summary['peak_rss_bytes'] / 2**20:.0f} MiB\n"
-        f"  summary: {out / 'summary.json'}"
+        f"  summary: {out / 'summary.json'}, report: {out / 'report.html'}"
     )
     return 0
 
@@ -62,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress lines")
     run.set_defaults(func=cmd_run)
     add_image_commands(sub)
+    add_service_commands(sub)
     return parser
 
 

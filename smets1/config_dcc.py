@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -31,10 +32,13 @@ class ImageConfig(Strict):
 
 
 class DeviceSelection(Strict):
-    """Which devices a campaign targets: every device of a model, or the first `count`."""
+    """Which devices a campaign targets: every device of a model, or `count` of them from
+    `offset` on."""
 
     model: str
     count: int | None = Field(None, gt=0)
+    #: Skip this many devices of the model first (so campaigns can split a model).
+    offset: int = Field(0, ge=0)
 
 
 class CampaignConfig(Strict):
@@ -44,11 +48,75 @@ class CampaignConfig(Strict):
     devices: DeviceSelection
     #: Seconds after the start of the run at which the User submits.
     submit_after_seconds: float = Field(0.0, ge=0)
+    #: Security fixes take precedence over routine work (never silently over a schedule).
+    priority: Literal["routine", "security"] = "routine"
+    #: `agreed`: the User asks for a delivery schedule at submission and accepts the
+    #: proposal at once; `none`: unscheduled (at most the User's daily allowance).
+    schedule: Literal["none", "agreed"] = "none"
+    #: Largest daily batch the User wants in an agreed schedule (default: any).
+    max_per_day: int | None = Field(None, gt=0)
+
+
+class UserConfig(Strict):
+    """A DCC User (a Supplier's system, or the Service Desk) allowed to call the scheduler."""
+
+    id: Eui64
+    name: str = ""
+    #: Bearer token its system presents on every HTTP call.
+    token: str = Field("", max_length=512)
+    #: Where its DUIS responses and notifications are POSTed (none: poll only).
+    callback_url: str | None = None
+    #: May ask for and accept schedules on behalf of other Users.
+    service_desk: bool = False
+
+
+class PeakWindow(Strict):
+    """Hours of each day (UTC, [start, end)) when no large image is released."""
+
+    start_hour: float = Field(ge=0, le=24)
+    end_hour: float = Field(ge=0, le=24)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PeakWindow:
+        if self.end_hour <= self.start_hour:
+            raise ValueError("end_hour must be after start_hour")
+        return self
 
 
 class SchedulerConfig(Strict):
+    #: An image strictly over this many bytes is large (MP230: 750 kB).
     large_image_threshold_bytes: int = Field(750_000, gt=0)
+    #: Large-image 11.3 activations the DCC releases a day, across every User.
     large_images_per_day: int = Field(12_000, gt=0)
+    #: Large-image activations a User may have released in one day without a schedule.
+    user_daily_limit: int = Field(500, gt=0)
+    #: Target response time, from the release of a batch to each device's answer.
+    trt_seconds: float = Field(5 * 86_400.0, gt=0)
+    #: Users' systems fail a request still open this long after submission.
+    stale_after_seconds: float = Field(7 * 86_400.0, gt=0)
+    #: Large images are not released inside these windows.
+    peak_windows: list[PeakWindow] = []
+    #: Days ahead a schedule proposal may reach before it is refused.
+    schedule_horizon_days: int = Field(400, gt=0)
+    #: Largest DUIS document accepted, in bytes.
+    max_document_bytes: int = Field(16 * 1024 * 1024, gt=0)
+    #: Callback delivery: first retry delay and attempts before giving up.
+    callback_retry_seconds: float = Field(2.0, gt=0)
+    callback_attempts: int = Field(8, gt=0)
+    #: Users allowed to call the scheduler (none: Users are taken from the campaigns).
+    users: list[UserConfig] = []
+
+    @model_validator(mode="after")
+    def _admissible(self) -> SchedulerConfig:
+        if self.stale_after_seconds <= self.trt_seconds:
+            raise ValueError("stale_after_seconds must be longer than trt_seconds")
+        ids = [u.id for u in self.users]
+        if len(set(ids)) != len(ids):
+            raise ValueError("users: two users share an id")
+        tokens = [u.token for u in self.users if u.token]
+        if len(set(tokens)) != len(tokens):
+            raise ValueError("users: two users share a token")
+        return self
 
 
 class DcoConfig(Strict):
@@ -58,3 +126,8 @@ class DcoConfig(Strict):
     #: How long the DCO waits for a device to answer a query before asking again.
     reply_timeout_seconds: float = Field(7_200.0, gt=0)
     max_rounds: int = Field(8, gt=0)
+    #: First wait after an unanswered INITIATE or 11.2; doubles on each further silence.
+    retry_initial_seconds: float = Field(60.0, gt=0)
+    retry_max_seconds: float = Field(3_600.0, gt=0)
+    #: How long the DCO keeps trying a silent device before the 11.3 fails `offline`.
+    give_up_seconds: float = Field(3 * 86_400.0, gt=0)

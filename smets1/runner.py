@@ -18,14 +18,17 @@ from typing import Any, TextIO
 from dco_mock.service import Dco
 from emulator.fleet import FleetHost, build_devices
 from emulator.slots import FlashStore
-from scheduler.requests import RequestState
+from scheduler.errors import AdmissionRefused
+from scheduler.requests import Priority, RequestState
 from scheduler.service import Scheduler
 from smets1.bus import InProcessBus
 from smets1.clock import Clock, VirtualClock, to_datetime, wall_seconds
-from smets1.config import FleetConfig, ImageConfig
+from smets1.config import CampaignConfig, FleetConfig, ImageConfig
+from smets1.config_dcc import UserConfig
 from smets1.errors import ConfigError
 from smets1.eui64 import format_eui64
 from smets1.image import ImageError, build_image, parse_image, seeded_body
+from smets1.report import hourly_counts, write_report
 from smets1.signing import demo_private_key, load_private_key
 
 #: How often, in simulated seconds, the progress line is considered for printing.
@@ -73,6 +76,12 @@ def make_image(cfg: ImageConfig) -> bytes:
     return data
 
 
+def campaign_devices(c: CampaignConfig, by_model: dict[str, list[int]]) -> list[int]:
+    """The devices a campaign selects: `count` of its model's devices from `offset` on."""
+    ids = by_model.get(c.devices.model, [])[c.devices.offset :]
+    return ids if c.devices.count is None else ids[: c.devices.count]
+
+
 def peak_rss_bytes() -> int:
     # ru_maxrss is KiB on Linux.
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -86,6 +95,7 @@ class Run:
         self.out_dir = out_dir
         self.progress = progress
         self.clock: Clock = VirtualClock(config.epoch_seconds)
+        self.activations_per_hour: list[int] = []
 
     def execute(self) -> dict[str, Any]:
         wall0 = wall_seconds()
@@ -112,20 +122,19 @@ class Run:
             state_dir=state_dir,
             block_size=cfg.block_size_bytes,
         )
-        scheduler = Scheduler(self.clock, dco, cfg.scheduler)
-        host.start()
-        dco.start()
-        started = self.clock.now()
         by_model: dict[str, list[int]] = {}
         for device_id, group in cfg.device_ids():
             by_model.setdefault(group.model, []).append(device_id)
+        scheduler = self._build_scheduler(dco, state_dir, by_model)
+        host.start()
+        dco.start()
+        started = self.clock.now()
 
-        async def submit(c: Any) -> None:
+        async def submit(c: CampaignConfig) -> None:
             await self.clock.sleep(c.submit_after_seconds)
-            ids = by_model.get(c.devices.model, [])
-            if c.devices.count is not None:
-                ids = ids[: c.devices.count]
-            await scheduler.submit_campaign(c.name, c.user, images[c.image], ids)
+            ids = campaign_devices(c, by_model)
+            if ids:
+                await self._submit_campaign(scheduler, c, images[c.image], ids)
 
         releaser = asyncio.create_task(scheduler.run())
         ticker = asyncio.create_task(self._progress(scheduler, host, wall0))
@@ -140,7 +149,46 @@ class Run:
             await dco.close()
             await bus.close()
         simulated = self.clock.now() - started
+        self.activations_per_hour = hourly_counts(
+            (r.completed_at for r in scheduler.requests if r.completed_at is not None), started
+        )
         return self._summary(scheduler, host, dco, bus, simulated, images)
+
+    def _build_scheduler(
+        self, dco: Dco, state_dir: Path, by_model: dict[str, list[int]]
+    ) -> Scheduler:
+        cfg = self.config
+        # Campaign Users not listed under scheduler.users are registered without a token.
+        listed = {u.id for u in cfg.scheduler.users}
+        extra = [UserConfig(id=c.user) for c in cfg.campaigns if c.user not in listed]
+        devices = {d for ids in by_model.values() for d in ids}
+        return Scheduler(
+            self.clock, dco, cfg.scheduler, state_dir=state_dir, devices=devices, users=extra
+        )
+
+    async def _submit_campaign(
+        self, scheduler: Scheduler, c: CampaignConfig, image: bytes, ids: list[int]
+    ) -> None:
+        """11.1 for the image, an agreed schedule if the campaign has one, then the 11.3s."""
+        stored = await scheduler.store_image(c.user, image)
+        schedule_id = None
+        if c.schedule == "agreed" and scheduler.is_large(stored):
+            try:
+                proposed, _ = scheduler.request_schedule(
+                    c.user, len(ids), max_per_day=c.max_per_day
+                )
+            except AdmissionRefused as exc:
+                scheduler.record_refusal(c.user, c.name, len(ids), exc.reason, exc.earliest_day)
+                return
+            schedule_id = scheduler.accept_schedule(c.user, proposed.schedule_id).schedule_id
+        scheduler.submit_activations(
+            c.user,
+            stored.firmware_hash,
+            ids,
+            campaign=c.name,
+            priority=Priority(c.priority),
+            schedule_id=schedule_id,
+        )
 
     async def _progress(self, scheduler: Scheduler, host: FleetHost, wall0: float) -> None:
         last = wall0
@@ -160,7 +208,8 @@ class Run:
         return (
             f"[{to_datetime(self.clock.now()):%Y-%m-%d %H:%M} sim | {wall:6.1f}s wall] "
             f"activated {done}/{total}, failed {states[RequestState.FAILED]}, "
-            f"in flight {states[RequestState.RELEASED]}, waiting {states[RequestState.WAITING]}"
+            f"in flight {states[RequestState.RELEASED]}, waiting {states[RequestState.WAITING]}, "
+            f"held {states[RequestState.HELD]}"
         )
 
     def _summary(
@@ -177,7 +226,8 @@ class Run:
         day0 = to_datetime(self.config.epoch_seconds).date()
         per_day = {
             str(day0.fromordinal(day0.toordinal() + d)): n
-            for d, n in sorted(scheduler.released_per_day.items())
+            for d, n in sorted(scheduler.calendar.released.items())
+            if n
         }
         trt = Counter(r.trt_met for r in reqs)
         return {
@@ -199,6 +249,12 @@ class Run:
             "trt_met": trt[True],
             "trt_missed": trt[False],
             "device_states": dict(sorted(host.state_counts().items())),
+            "device_transitions": dict(sorted(host.transitions().items())),
+            "faults": dict(sorted(host.counters.faults.items())),
+            "frames_dropped": dict(sorted(host.counters.frames_dropped.items())),
+            "dco_retries": dco.counters.retries,
+            "dco_resumes": dco.counters.resumes,
+            "large_images_per_day": self.config.scheduler.large_images_per_day,
             "bus": {
                 "messages": bus.counters.messages_published,
                 "bytes": bus.counters.bytes_published,
@@ -211,6 +267,9 @@ class Run:
                 }
                 for name, data in images.items()
             ],
+            "held_for_schedule": sum(1 for r in reqs if r.state is RequestState.HELD),
+            "refused": sum(r.devices for r in scheduler.refusals),
+            "overdue": sum(1 for r in reqs if r.overdue),
             "campaigns": [
                 {
                     "name": c.name,
@@ -218,10 +277,72 @@ class Run:
                     "devices": len(c.requests),
                     "large": c.large,
                     "activated": sum(1 for r in c.requests if r.state is RequestState.DONE),
+                    "held": sum(1 for r in c.requests if r.state is RequestState.HELD),
+                    "refused": sum(f.devices for f in scheduler.refusals if f.campaign == c.name),
+                    "released_per_day": _per_day(scheduler, c.requests, day0),
+                    "trt_met": sum(1 for r in c.requests if r.trt_met is True),
+                    "trt_missed": sum(1 for r in c.requests if r.trt_met is False),
                 }
                 for c in scheduler.campaigns.values()
             ],
+            "users": _per_user(scheduler, day0),
         }
+
+
+def _per_day(scheduler: Scheduler, reqs: list[Any], day0: Any) -> dict[str, int]:
+    released: Counter[int] = Counter(
+        scheduler.calendar.day_of(r.released_at) for r in reqs if r.released_at is not None
+    )
+    return {str(day0.fromordinal(day0.toordinal() + d)): n for d, n in sorted(released.items())}
+
+
+def _per_user(scheduler: Scheduler, day0: Any) -> dict[str, Any]:
+    """Per User: released per day, TRT met and missed, held, refused with reason, and
+    each agreed schedule's batches."""
+    out: dict[str, Any] = {}
+    users = sorted({r.user for r in scheduler.requests} | {f.user for f in scheduler.refusals})
+    for user in users:
+        reqs = scheduler.requests_of(user)
+        released: Counter[int] = Counter(
+            scheduler.calendar.day_of(r.released_at)
+            for r in reqs
+            if r.large and r.released_at is not None
+        )
+        states = Counter(r.state for r in reqs)
+        out[format_eui64(user)] = {
+            "requests": len(reqs),
+            "large_released_per_day": {
+                str(day0.fromordinal(day0.toordinal() + d)): n for d, n in sorted(released.items())
+            },
+            "activated": states[RequestState.DONE],
+            "failed": states[RequestState.FAILED],
+            "trt_met": sum(1 for r in reqs if r.trt_met is True),
+            "trt_missed": sum(1 for r in reqs if r.trt_met is False),
+            "held_for_schedule": states[RequestState.HELD],
+            "held_reason": next((r.held_reason for r in reqs if r.held_reason), None),
+            "security": sum(1 for r in reqs if r.priority is Priority.SECURITY),
+            "refused": [
+                {
+                    "campaign": f.campaign,
+                    "devices": f.devices,
+                    "reason": f.reason,
+                    "earliest_date": scheduler.date_of(f.earliest_day),
+                }
+                for f in scheduler.refusals
+                if f.user == user
+            ],
+            "schedules": [
+                {
+                    "schedule_id": s.schedule_id,
+                    "state": s.state.value,
+                    "devices": s.devices,
+                    "moves": s.moves,
+                    "batches": scheduler.batch_status(s),
+                }
+                for s in scheduler.schedules_of(user)
+            ],
+        }
+    return out
 
 
 def run_config(
@@ -229,6 +350,8 @@ def run_config(
 ) -> dict[str, Any]:
     """Run a config and write `summary.json` into `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = Run(config, out_dir, progress).execute()
+    run = Run(config, out_dir, progress)
+    summary = run.execute()
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_report(out_dir / "report.html", summary, run.activations_per_hour)
     return summary

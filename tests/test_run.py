@@ -36,6 +36,8 @@ def test_small_config_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[s
     for key in ("wall_seconds", "peak_rss_bytes", "simulated_seconds"):
         assert s[key] > 0
     assert "40/40 activated" in capsys.readouterr().out
+    report = (out / "report.html").read_text()
+    assert report.startswith("<!doctype html>") and "<svg" in report
 
 
 def test_run_is_repeatable(tmp_path: Path) -> None:
@@ -53,6 +55,8 @@ def test_run_is_repeatable(tmp_path: Path) -> None:
 
 def test_daily_cap_spreads_releases_over_days(tmp_path: Path) -> None:
     data = tiny_config(scheduler={"large_images_per_day": 2, "large_image_threshold_bytes": 10_000})
+    # Three days of work: only an agreed schedule may reach past the two-day admission window.
+    data["campaigns"][0]["schedule"] = "agreed"
     out = tmp_path / "out"
     assert main(["run", str(write(tmp_path, data)), "--out", str(out), "--quiet"]) == 0
     s = json.loads((out / "summary.json").read_text())

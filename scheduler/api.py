@@ -1,0 +1,666 @@
+"""The scheduler over HTTP (aiohttp): DUIS XML, a JSON API, /openapi.json, /healthz, /metrics.
+
+    app = make_app(scheduler, users)        # users: extra UserConfigs beyond the config's
+    web.run_app(app, port=8080)             # or an AppRunner/TCPSite beside scheduler.run()
+
+Every route but /healthz, /metrics and /openapi.json wants `Authorization: Bearer <token>`;
+the token names the User, who sees and changes only its own requests and schedules (the
+Service Desk may ask for and accept schedules for others). Errors are JSON
+(`{"error", "code", "field", "earliest_date"}`) on /v1 and a DUIS `sr:Response` with an
+E-code on /duis; nothing of a refused document is stored.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import Counter as PromCounter
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from pydantic import BaseModel, ValidationError
+from pydantic.json_schema import models_json_schema
+
+from scheduler import duis
+from scheduler.errors import (
+    AdmissionRefused,
+    BadDocument,
+    Forbidden,
+    SchedulerError,
+    Unauthenticated,
+)
+from scheduler.models import (
+    ActivationIn,
+    ActivationOut,
+    BatchOut,
+    CapacityDay,
+    DuisAck,
+    ErrorOut,
+    ImageIn,
+    ImageOut,
+    MoveOut,
+    NotificationOut,
+    ReadIn,
+    ReadOut,
+    RequestList,
+    RequestOut,
+    ScheduleIn,
+    ScheduleOut,
+)
+from scheduler.policy import Proposal
+from scheduler.requests import ActivationRequest, Priority, RequestState, Schedule
+from scheduler.service import Scheduler
+from smets1.config_dcc import UserConfig
+from smets1.eui64 import format_eui64, parse_eui64
+from smets1.image import ImageError, parse_image
+
+SCHEDULER = web.AppKey("scheduler", Scheduler)
+REGISTRY = web.AppKey("registry", CollectorRegistry)
+DOCUMENTS = web.AppKey("documents", PromCounter)
+USER = web.RequestKey("user", int)
+DUIS_REQUEST_ID = web.RequestKey("duis_request_id", str)
+DUIS_SERVICE = web.RequestKey("duis_service_reference", str)
+PUBLIC_PATHS = frozenset({"/healthz", "/metrics", "/openapi.json"})
+MAX_CAPACITY_DAYS = 366
+
+routes = web.RouteTableDef()
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+# -- plumbing -----------------------------------------------------------------------
+
+
+def _json(model: BaseModel | list[Any] | dict[str, Any], status: int = 200) -> web.Response:
+    if isinstance(model, BaseModel):
+        text = model.model_dump_json()
+    else:
+        text = json.dumps(
+            [m.model_dump(mode="json") if isinstance(m, BaseModel) else m for m in model]
+            if isinstance(model, list)
+            else model
+        )
+    return web.Response(text=text, status=status, content_type="application/json")
+
+
+def _xml(body: bytes, status: int = 200) -> web.Response:
+    return web.Response(body=body, status=status, content_type="application/xml")
+
+
+def _error_response(request: web.Request, exc: SchedulerError) -> web.Response:
+    sched = request.app[SCHEDULER]
+    field = getattr(exc, "field", None)
+    earliest = sched.date_of(exc.earliest_day) if isinstance(exc, AdmissionRefused) else None
+    if request.path.startswith("/duis"):
+        body = duis.response(
+            request.get(DUIS_REQUEST_ID),
+            exc.code,
+            sched.clock.now(),
+            request.get(DUIS_SERVICE),
+            {"Error": exc.reason, "EarliestDate": earliest},
+        )
+        return _xml(body, exc.status)
+    out = ErrorOut(error=exc.reason, code=exc.code, field=field, earliest_date=earliest)
+    return _json(out, exc.status)
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except SchedulerError as exc:
+        return _error_response(request, exc)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        return _error_response(request, BadDocument(where, err["msg"]))
+    except web.HTTPRequestEntityTooLarge as exc:
+        return _error_response(request, BadDocument("document", f"over the size limit: {exc.text}"))
+
+
+@web.middleware
+async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path in PUBLIC_PATHS:
+        return await handler(request)
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    user = request.app[SCHEDULER].user_for_token(token.strip()) if scheme == "Bearer" else None
+    if user is None:
+        return _error_response(
+            request,
+            Unauthenticated("a valid bearer token is needed (Authorization: Bearer <token>)"),
+        )
+    request[USER] = user.id
+    return await handler(request)
+
+
+async def _body_bytes(request: web.Request) -> bytes:
+    limit = request.app[SCHEDULER].config.max_document_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise BadDocument(
+            "document", f"{request.content_length} bytes is over the {limit}-byte limit"
+        )
+    return await request.read()
+
+
+async def _parse(request: web.Request, model: type[Any]) -> Any:
+    data = await _body_bytes(request)
+    try:
+        raw = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadDocument("body", f"not JSON: {exc}") from None
+    return model.model_validate(raw)
+
+
+def _eui(text: str, where: str) -> int:
+    try:
+        return parse_eui64(text)
+    except ValueError as exc:
+        raise BadDocument(where, str(exc)) from None
+
+
+def _int_query(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise BadDocument(name, f"expected a whole number, got {text[:20]!r}") from None
+    if not lo <= value <= hi:
+        raise BadDocument(name, f"expected {lo} to {hi}, got {value}")
+    return value
+
+
+# -- views --------------------------------------------------------------------------
+
+
+def _request_out(s: Scheduler, r: ActivationRequest) -> RequestOut:
+    return RequestOut(
+        request_id=r.request_id,
+        campaign=r.campaign,
+        device_id=format_eui64(r.device_id),
+        state=r.state.value,
+        priority=r.priority.value,
+        large=r.large,
+        planned_date=s.date_of(r.planned_day),
+        schedule_id=r.schedule_id,
+        submitted_at=r.submitted_at,
+        released_at=r.released_at,
+        completed_at=r.completed_at,
+        trt_met=r.trt_met,
+        overdue=r.overdue,
+        failure=r.failure,
+        held_reason=r.held_reason,
+        duis_request_id=r.duis_request_id,
+    )
+
+
+def _schedule_out(s: Scheduler, sch: Schedule, proposal: Proposal | None = None) -> ScheduleOut:
+    return ScheduleOut(
+        schedule_id=sch.schedule_id,
+        user=format_eui64(sch.user),
+        state=sch.state.value,
+        devices=sch.devices,
+        assigned=sch.assigned,
+        moves=sch.moves,
+        batches=[BatchOut(**b) for b in s.batch_status(sch)],
+        would_move=[
+            MoveOut(schedule_id=m.schedule_id, date=s.date_of(m.day) or "", devices=m.count)
+            for m in (proposal.moves if proposal else [])
+        ],
+    )
+
+
+def _check_image(data: bytes, version: int | None, where: str) -> None:
+    try:
+        parsed = parse_image(data)
+    except ImageError as exc:
+        raise BadDocument(where, f"not a firmware image: {exc}") from None
+    if version is not None and parsed.header.file_version != version:
+        raise BadDocument(
+            "FirmwareVersion",
+            f"{version:08X} does not match the image's file version "
+            f"{parsed.header.file_version:08X}",
+        )
+
+
+# -- JSON API -----------------------------------------------------------------------
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return _json({"status": "ok"})
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[REGISTRY])
+    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
+
+
+@routes.get("/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    return _json(openapi_document())
+
+
+@routes.post("/v1/images")
+async def post_image(request: web.Request) -> web.Response:
+    s = request.app[SCHEDULER]
+    body: ImageIn = await _parse(request, ImageIn)
+    try:
+        data = base64.b64decode(body.image_base64, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadDocument("image_base64", "not valid base64") from None
+    version = None if body.firmware_version is None else int(body.firmware_version, 16)
+    _check_image(data, version, "image_base64")
+    s.check_devices([_eui(d, "device_ids") for d in body.device_ids])
+    stored = await s.store_image(request[USER], data)
+    return _json(
+        ImageOut(
+            firmware_hash=stored.firmware_hash.hex(),
+            size_bytes=stored.size_bytes,
+            large=s.is_large(stored),
+            file_version=f"{stored.file_version:08X}",
+            blocks=stored.blocks,
+        ),
+        201,
+    )
+
+
+@routes.post("/v1/activations")
+async def post_activations(request: web.Request) -> web.Response:
+    s = request.app[SCHEDULER]
+    body: ActivationIn = await _parse(request, ActivationIn)
+    when = 0.0
+    if body.execution_time is not None:
+        dt = body.execution_time
+        when = (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
+    sub = s.submit_activations(
+        request[USER],
+        bytes.fromhex(body.firmware_hash),
+        [_eui(d, "device_ids") for d in body.device_ids],
+        campaign=body.campaign,
+        priority=Priority(body.priority),
+        schedule_id=body.schedule_id,
+        execution_time=when,
+    )
+    out = ActivationOut(
+        accepted=len(sub.accepted),
+        held=sub.held,
+        refused=sub.refused,
+        request_ids=[r.request_id for r in sub.accepted],
+        planned={s.date_of(d) or "": n for d, n in sorted(sub.planned.items())},
+        held_reason=next((r.held_reason for r in sub.accepted if r.held_reason), None),
+        reason=sub.reason or None,
+        earliest_date=s.date_of(sub.earliest_day),
+        cancelled=len(sub.cancelled),
+    )
+    status = 409 if sub.refused and not sub.accepted else 202
+    return _json(out, status)
+
+
+@routes.post("/v1/reads")
+async def post_read(request: web.Request) -> web.Response:
+    s = request.app[SCHEDULER]
+    body: ReadIn = await _parse(request, ReadIn)
+    reading = await s.read_version(request[USER], _eui(body.device_id, "device_id"))
+    return _json(
+        ReadOut(
+            device_id=format_eui64(reading.device_id),
+            ok=reading.ok,
+            running_version=f"{reading.running_version:08X}",
+            pending_version=None
+            if reading.pending_version is None
+            else f"{reading.pending_version:08X}",
+            state=reading.state.name.lower(),
+            reason=reading.reason.name.lower(),
+        )
+    )
+
+
+@routes.post("/v1/schedules")
+async def post_schedule(request: web.Request) -> web.Response:
+    s = request.app[SCHEDULER]
+    body: ScheduleIn = await _parse(request, ScheduleIn)
+    start = None
+    if body.start_date is not None:
+        start = s.calendar.day_of(
+            datetime(
+                body.start_date.year, body.start_date.month, body.start_date.day, tzinfo=UTC
+            ).timestamp()
+        )
+    sch, proposal = s.request_schedule(
+        request[USER],
+        body.devices,
+        user=None if body.user is None else _eui(body.user, "user"),
+        start_day=start,
+        max_per_day=body.max_per_day,
+    )
+    return _json(_schedule_out(s, sch, proposal), 201)
+
+
+@routes.post("/v1/schedules/{schedule_id:\\d+}/accept")
+async def accept_schedule(request: web.Request) -> web.Response:
+    s = request.app[SCHEDULER]
+    sch = s.accept_schedule(request[USER], int(request.match_info["schedule_id"]))
+    return _json(_schedule_out(s, sch))
+
+
+@routes.get("/v1/schedules")
+async def list_schedules(request: web.Request) -> web.Response:
+    s = request.app[SCHEDULER]
+    return _json([_schedule_out(s, sch) for sch in s.schedules_of(request[USER])])
+
+
+@routes.get("/v1/schedules/{schedule_id:\\d+}")
+async def get_schedule(request: web.Request) -> web.Response:
+    s = request.app[SCHEDULER]
+    return _json(
+        _schedule_out(s, s.schedule(request[USER], int(request.match_info["schedule_id"])))
+    )
+
+
+@routes.get("/v1/requests")
+async def list_requests(request: web.Request) -> web.Response:
+    s = request.app[SCHEDULER]
+    reqs = s.requests_of(request[USER])
+    state = request.query.get("state")
+    if state is not None:
+        if state not in {st.value for st in RequestState}:
+            raise BadDocument("state", f"unknown state {state[:20]!r}")
+        reqs = [r for r in reqs if r.state.value == state]
+    offset = _int_query(request, "offset", 0, 0, 10**9)
+    limit = _int_query(request, "limit", 100, 1, 1000)
+    page = reqs[offset : offset + limit]
+    return _json(RequestList(requests=[_request_out(s, r) for r in page], total=len(reqs)))
+
+
+@routes.get("/v1/requests/{request_id:\\d+}")
+async def get_request(request: web.Request) -> web.Response:
+    s = request.app[SCHEDULER]
+    r = s.request(request[USER], int(request.match_info["request_id"]))
+    return _json(_request_out(s, r))
+
+
+@routes.get("/v1/capacity")
+async def get_capacity(request: web.Request) -> web.Response:
+    s = request.app[SCHEDULER]
+    first = s.calendar.day_of(s.clock.now())
+    text = request.query.get("from")
+    if text is not None:
+        try:
+            d = datetime.fromisoformat(text).replace(tzinfo=UTC)
+        except ValueError:
+            raise BadDocument(
+                "from", f"expected a date like 2025-03-01, got {text[:20]!r}"
+            ) from None
+        first = s.calendar.day_of(d.timestamp())
+    days = _int_query(request, "days", 7, 1, MAX_CAPACITY_DAYS)
+    return _json([CapacityDay(**d) for d in s.capacity(first, days)])
+
+
+@routes.get("/v1/notifications")
+async def get_notifications(request: web.Request) -> web.Response:
+    s = request.app[SCHEDULER]
+    after = _int_query(request, "after", 0, 0, 2**62)
+    items = s.store.notifications(request[USER], after)
+    return _json([NotificationOut(id=i, at=at, kind=kind, payload=p) for i, at, kind, p in items])
+
+
+# -- DUIS ---------------------------------------------------------------------------
+
+
+@routes.post("/duis")
+async def post_duis(request: web.Request) -> web.Response:
+    s = request.app[SCHEDULER]
+    counter = request.app[DOCUMENTS]
+    try:
+        doc = duis.parse_request(await _body_bytes(request), s.config.max_document_bytes)
+    except SchedulerError:
+        counter.labels("unknown", "rejected").inc()
+        raise
+    h = doc.header
+    request[DUIS_REQUEST_ID] = h.request_id
+    request[DUIS_SERVICE] = h.service_reference
+    user = request[USER]
+    if h.sender != user:
+        counter.labels(h.service_reference, "rejected").inc()
+        raise Forbidden(
+            f"RequestID sender {format_eui64(h.sender)} is not the authenticated User "
+            f"{format_eui64(user)}"
+        )
+    fields: dict[str, Any] = {}
+    try:
+        if s.store.duis_id_taken(h.request_id):
+            raise BadDocument("sr:Header/sr:RequestID", f"{h.request_id} was already used")
+        if isinstance(doc.body, duis.UpdateFirmware):
+            _check_image(doc.body.image, doc.body.firmware_version, "sr:FirmwareImage")
+            s.check_devices(doc.body.device_ids)
+            stored = await s.store_image(user, doc.body.image)
+            fields = {"FirmwareHash": stored.firmware_hash.hex()}
+            s.notifier.post(
+                user,
+                "response",
+                {
+                    "duis_request_id": h.request_id,
+                    "service_reference": "11.1",
+                    "response_code": "I0",
+                    "firmware_hash": stored.firmware_hash.hex(),
+                    "firmware_version": f"{stored.file_version:08X}",
+                    "state": "stored",
+                },
+            )
+        elif isinstance(doc.body, duis.ActivateFirmware):
+            priority = Priority(request.query.get("priority", "routine"))
+            schedule = request.query.get("schedule")
+            sub = s.submit_activations(
+                user,
+                doc.body.firmware_hash,
+                [h.target],
+                priority=priority,
+                schedule_id=None if schedule is None else int(schedule),
+                execution_time=doc.body.execution_time or 0.0,
+                duis_request_ids=[h.request_id],
+                all_or_nothing=True,
+            )
+            if sub.accepted:
+                req = sub.accepted[0]
+                fields = {
+                    "Status": req.state.value,
+                    "PlannedDate": s.date_of(req.planned_day),
+                    "Reason": req.held_reason,
+                }
+            else:
+                fields = {"Status": "cancelled", "Cancelled": len(sub.cancelled)}
+        else:
+            s.read_version_later(user, h.target, h.request_id)
+    except (ValueError, SchedulerError) as exc:
+        counter.labels(h.service_reference, "rejected").inc()
+        if isinstance(exc, ValueError):
+            raise BadDocument("query", str(exc)) from None
+        raise
+    s.store.claim_duis_id(h.request_id, h.service_reference, s.clock.now())
+    counter.labels(h.service_reference, "accepted").inc()
+    return _xml(duis.response(h.request_id, "I0", s.clock.now(), h.service_reference, fields))
+
+
+@routes.get("/duis/responses")
+async def get_duis_responses(request: web.Request) -> web.Response:
+    """Poll: every notification after `after`, as `sr:Response` documents in a list."""
+    s = request.app[SCHEDULER]
+    after = _int_query(request, "after", 0, 0, 2**62)
+    items = s.store.notifications(request[USER], after)
+    docs = [duis.render_notification(*item)[1] for item in items]
+    resp = _xml(duis.response_list(docs))
+    resp.headers["X-Last-Id"] = str(items[-1][0] if items else after)
+    return resp
+
+
+# -- metrics ------------------------------------------------------------------------
+
+
+class _SchedulerCollector:
+    """Read at scrape time from the scheduler; no device id in any label."""
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self.s = scheduler
+
+    def collect(self) -> Iterator[Metric]:
+        s = self.s
+        states = Counter(r.state.value for r in s.requests)
+        g = GaugeMetricFamily("smets1_scheduler_requests", "Requests by state", labels=["state"])
+        for st in RequestState:
+            g.add_metric([st.value], states[st.value])
+        yield g
+        today = s.calendar.day_of(s.clock.now())
+        yield GaugeMetricFamily(
+            "smets1_scheduler_large_images_released_today",
+            "Large-image 11.3s released on the current day",
+            value=s.calendar.released[today],
+        )
+        yield GaugeMetricFamily(
+            "smets1_scheduler_large_image_capacity_per_day",
+            "Large-image 11.3s the DCC releases a day",
+            value=s.calendar.capacity,
+        )
+        trt = CounterMetricFamily(
+            "smets1_scheduler_trt", "Answered requests by TRT outcome", labels=["outcome"]
+        )
+        trt.add_metric(["met"], sum(1 for r in s.requests if r.trt_met is True))
+        trt.add_metric(["missed"], sum(1 for r in s.requests if r.trt_met is False))
+        yield trt
+        yield CounterMetricFamily(
+            "smets1_scheduler_refused_devices",
+            "Devices refused at submission",
+            value=sum(f.devices for f in s.refusals),
+        )
+        yield GaugeMetricFamily(
+            "smets1_scheduler_overdue_requests",
+            "Requests flagged still open seven days after submission",
+            value=sum(1 for r in s.requests if r.overdue),
+        )
+        sched = GaugeMetricFamily(
+            "smets1_scheduler_schedules", "Delivery schedules by state", labels=["state"]
+        )
+        for state, n in Counter(x.state.value for x in s.schedules.values()).items():
+            sched.add_metric([state], n)
+        yield sched
+
+
+# -- OpenAPI ------------------------------------------------------------------------
+
+_OPS: list[tuple[str, str, str, type[BaseModel] | None, type[BaseModel] | None, bool]] = [
+    # method, path, summary, request model, response model, list response
+    ("post", "/v1/images", "SRV 11.1: store a firmware image", ImageIn, ImageOut, False),
+    ("post", "/v1/activations", "SRV 11.3 per device", ActivationIn, ActivationOut, False),
+    ("post", "/v1/reads", "SRV 11.2: read the firmware version", ReadIn, ReadOut, False),
+    ("post", "/v1/schedules", "Ask for a delivery schedule", ScheduleIn, ScheduleOut, False),
+    ("post", "/v1/schedules/{schedule_id}/accept", "Agree a schedule", None, ScheduleOut, False),
+    ("get", "/v1/schedules", "Your schedules", None, ScheduleOut, True),
+    ("get", "/v1/schedules/{schedule_id}", "A schedule and its batches", None, ScheduleOut, False),
+    ("get", "/v1/requests", "Your requests (state, offset, limit)", None, RequestList, False),
+    ("get", "/v1/requests/{request_id}", "One request", None, RequestOut, False),
+    ("get", "/v1/capacity", "Capacity per day (from, days)", None, CapacityDay, True),
+    ("get", "/v1/notifications", "Notifications after an id", None, NotificationOut, True),
+    ("post", "/duis", "A DUIS sr:Request (XML)", None, DuisAck, False),
+    ("get", "/duis/responses", "Poll DUIS responses (XML)", None, None, False),
+    ("get", "/healthz", "Health", None, None, False),
+    ("get", "/metrics", "Prometheus metrics", None, None, False),
+]
+
+
+def openapi_document() -> dict[str, Any]:
+    models: set[type[BaseModel]] = {ErrorOut}
+    for _, _, _, req, resp, _ in _OPS:
+        models.update(m for m in (req, resp) if m is not None)
+    _, schema = models_json_schema(
+        [(m, "validation") for m in sorted(models, key=lambda m: m.__name__)],
+        ref_template="#/components/schemas/{model}",
+    )
+    paths: dict[str, Any] = {}
+    for method, path, summary, req, resp, many in _OPS:
+        op: dict[str, Any] = {"summary": summary, "responses": {}}
+        if path not in PUBLIC_PATHS:
+            op["security"] = [{"bearer": []}]
+        params = [p[1:-1] for p in path.split("/") if p.startswith("{")]
+        if params:
+            op["parameters"] = [
+                {"name": p, "in": "path", "required": True, "schema": {"type": "integer"}}
+                for p in params
+            ]
+        if req is not None:
+            op["requestBody"] = {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"$ref": f"#/components/schemas/{req.__name__}"}}
+                },
+            }
+        if path.startswith("/duis"):
+            op["requestBody"] = {"content": {"application/xml": {"schema": {"type": "string"}}}}
+        ok: dict[str, Any] = {"description": "OK"}
+        if resp is not None:
+            ref = {"$ref": f"#/components/schemas/{resp.__name__}"}
+            ok["content"] = {
+                "application/json": {"schema": {"type": "array", "items": ref} if many else ref}
+            }
+        err = {
+            "description": "Error",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}},
+        }
+        op["responses"] = {"200": ok, "400": err, "401": err, "404": err, "409": err}
+        paths.setdefault(path, {})[method] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "smets1-fleet DCC scheduler", "version": "1"},
+        "paths": paths,
+        "components": {
+            "schemas": schema.get("$defs", {}),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+# -- the app ------------------------------------------------------------------------
+
+
+def make_app(scheduler: Scheduler, users: Iterable[UserConfig] = ()) -> web.Application:
+    """The HTTP face of `scheduler`; `users` are registered beside the config's Users."""
+    for u in users:
+        scheduler.users.setdefault(u.id, u)
+    scheduler.notifier.render = _renderer(scheduler)
+    app = web.Application(
+        client_max_size=scheduler.config.max_document_bytes,
+        middlewares=[_errors, _auth],
+    )
+    app[SCHEDULER] = scheduler
+    registry = CollectorRegistry()
+    registry.register(_SchedulerCollector(scheduler))
+    app[REGISTRY] = registry
+    app[DOCUMENTS] = PromCounter(
+        "smets1_scheduler_duis_documents",
+        "DUIS documents received",
+        ["service_reference", "outcome"],
+        registry=registry,
+    )
+    app.add_routes(routes)
+    return app
+
+
+def _renderer(
+    scheduler: Scheduler,
+) -> Callable[[int, float, str, dict[str, Any]], tuple[str, bytes]]:
+    from scheduler.notify import render_json
+
+    def render(nid: int, at: float, kind: str, payload: dict[str, Any]) -> tuple[str, bytes]:
+        # A response to a DUIS document goes back as DUIS; everything else as JSON.
+        if payload.get("duis_request_id"):
+            return duis.render_notification(nid, at, kind, payload)
+        return render_json(nid, at, kind, payload)
+
+    return render

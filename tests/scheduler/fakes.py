@@ -1,0 +1,171 @@
+"""A fake DcoApi and builders for the scheduler tests: no fleet, no bus, any clock."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from scheduler.service import Scheduler
+from smets1.clock import DEFAULT_EPOCH_SECONDS, Clock, VirtualClock
+from smets1.codes import DeviceState, Reason
+from smets1.config_dcc import SchedulerConfig, UserConfig
+from smets1.image import build_image, parse_image, seeded_body
+from smets1.services import ActivationOutcome, StoredImage, VersionReading
+from smets1.signing import demo_private_key
+
+T = TypeVar("T")
+ACME = 0x1234
+USER_A = 0x90B3_D51F_3001_0000
+USER_B = 0x90B3_D51F_3002_0000
+USER_C = 0x90B3_D51F_3003_0000
+DESK = 0x90B3_D51F_30FF_0000
+DEVICE_BASE = 0x00DB_1200_0000_0000
+DAY = 86_400.0
+EPOCH = DEFAULT_EPOCH_SECONDS
+
+
+def devices(n: int, first: int = 1) -> list[int]:
+    return [DEVICE_BASE + first + i for i in range(n)]
+
+
+def image_of_size(size: int, version: int = 0x02000000, seed: int = 1) -> bytes:
+    """A signed OTA file of exactly `size` bytes."""
+
+    def build(body: bytes) -> bytes:
+        return build_image(
+            manufacturer_code=ACME,
+            image_type=1,
+            file_version=version,
+            body=body,
+            private_key=demo_private_key(ACME),
+            hardware_versions=(1, 5),
+        )
+
+    overhead = len(build(b""))
+    data = build(seeded_body(size - overhead, seed))
+    assert len(data) == size
+    return data
+
+
+LARGE_IMAGE = image_of_size(800_000)
+
+
+@dataclass
+class FakeDco:
+    """Answers 11.3 after `activation_seconds` (per device if given); records every call."""
+
+    clock: Clock
+    activation_seconds: float = 600.0
+    per_device_seconds: dict[int, float] = field(default_factory=dict)
+    fail_devices: set[int] = field(default_factory=set)
+    activations: list[tuple[int, float]] = field(default_factory=list)
+    versions: dict[int, int] = field(default_factory=dict)
+    images: dict[bytes, StoredImage] = field(default_factory=dict)
+
+    async def update_firmware(self, image: bytes) -> StoredImage:
+        parsed = parse_image(image)
+        h = parsed.header
+        stored = StoredImage(
+            parsed.firmware_hash,
+            len(image),
+            h.file_version,
+            h.manufacturer_code,
+            h.image_type,
+            parsed.blocks(1024),
+            self.clock.now(),
+        )
+        self.images[stored.firmware_hash] = stored
+        return stored
+
+    async def activate_firmware(
+        self, device_id: int, firmware_hash: bytes, execution_time: float = 0.0
+    ) -> ActivationOutcome:
+        started = self.clock.now()
+        self.activations.append((device_id, started))
+        await self.clock.sleep(self.per_device_seconds.get(device_id, self.activation_seconds))
+        ok = device_id not in self.fail_devices
+        version = self.images[firmware_hash].file_version
+        if ok:
+            self.versions[device_id] = version
+        return ActivationOutcome(
+            device_id,
+            ok,
+            DeviceState.ACTIVE if ok else DeviceState.VERIFY_FAILED,
+            Reason.NONE if ok else Reason.BAD_SIGNATURE,
+            version if ok else 0,
+            1,
+            1024,
+            started,
+            self.clock.now(),
+            1,
+        )
+
+    async def read_firmware_version(self, device_id: int) -> VersionReading:
+        return VersionReading(
+            device_id,
+            True,
+            self.versions.get(device_id, 0x01000000),
+            None,
+            DeviceState.ACTIVE,
+            Reason.NONE,
+            self.clock.now(),
+        )
+
+
+def config(**kw: Any) -> SchedulerConfig:
+    base: dict[str, Any] = {
+        "large_images_per_day": 12_000,
+        "users": [
+            {"id": USER_A, "name": "a", "token": "token-a"},
+            {"id": USER_B, "name": "b", "token": "token-b"},
+            {"id": USER_C, "name": "c", "token": "token-c"},
+            {"id": DESK, "name": "desk", "token": "token-desk", "service_desk": True},
+        ],
+    }
+    base.update(kw)
+    return SchedulerConfig.model_validate(base)
+
+
+def make_scheduler(
+    clock: Clock,
+    cfg: SchedulerConfig | None = None,
+    state_dir: Path | None = None,
+    n_devices: int = 2_000,
+    dco: FakeDco | None = None,
+    users: list[UserConfig] | None = None,
+) -> tuple[Scheduler, FakeDco]:
+    dco = dco or FakeDco(clock)
+    s = Scheduler(
+        clock,
+        dco,
+        cfg or config(),
+        state_dir=state_dir,
+        devices=set(devices(n_devices)),
+        users=users or [],
+    )
+    return s, dco
+
+
+def run_virtual(body: Callable[[VirtualClock], Awaitable[T]]) -> T:
+    """Run `body(clock)` on a fresh virtual clock at the default epoch."""
+    clock = VirtualClock()
+    return clock.run(_wrap(body, clock))
+
+
+async def _wrap(body: Callable[[VirtualClock], Awaitable[T]], clock: VirtualClock) -> T:
+    return await body(clock)
+
+
+async def running(s: Scheduler) -> asyncio.Task[None]:
+    task = asyncio.create_task(s.run())
+    await asyncio.sleep(0)
+    return task
+
+
+async def stop(s: Scheduler, task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await s.close()

@@ -1,0 +1,58 @@
+"""`smets1 run` with MP230 campaigns: per-User and per-batch outcomes in the summary."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from smets1.cli import main
+from smets1.config import load_config
+from tests.factories import tiny_config
+
+ROOT = Path(__file__).resolve().parents[2]
+A, B, C = "90-B3-D5-1F-30-01-00-00", "90-B3-D5-1F-30-02-00-00", "90-B3-D5-1F-30-03-00-00"
+
+
+def test_campaigns_with_schedule_allowance_and_security(tmp_path: Path) -> None:
+    data = tiny_config(
+        scheduler={
+            "large_images_per_day": 4,
+            "user_daily_limit": 1,
+            "large_image_threshold_bytes": 10_000,
+            "users": [{"id": A, "token": "a"}, {"id": B, "token": "b"}],
+        }
+    )
+    data["devices"][0]["count"] = 8
+    sel = {"model": "acme-e1"}
+    data["campaigns"] = [
+        {"name": "a-agreed", "user": A, "image": "acme-2", "schedule": "agreed",
+         "max_per_day": 2, "devices": {**sel, "count": 4}},
+        {"name": "b-over", "user": B, "image": "acme-2",
+         "devices": {**sel, "count": 3, "offset": 4}},
+        {"name": "c-fix", "user": C, "image": "acme-2", "priority": "security",
+         "devices": {**sel, "count": 1, "offset": 7}, "submit_after_seconds": 60},
+    ]  # fmt: skip
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump(data))
+    out = tmp_path / "out"
+    assert main(["run", str(path), "--out", str(out), "--quiet"]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    users = s["users"]
+    assert users[A]["large_released_per_day"] == {"2025-03-01": 2, "2025-03-02": 2}
+    batches = users[A]["schedules"][0]["batches"]
+    assert [(b["devices"], b["done"], b["trt_met"]) for b in batches] == [(2, 2, 2), (2, 2, 2)]
+    assert users[B]["held_for_schedule"] == 2 and "schedule" in users[B]["held_reason"]
+    assert users[B]["activated"] == 1
+    assert users[C]["security"] == 1 and users[C]["activated"] == 1
+    assert s["held_for_schedule"] == 2
+    assert s["max_large_images_released_in_a_day"] <= 4
+    assert s["images_activated"] == 6 and s["trt_missed"] == 0
+
+
+def test_mp230_config_loads_and_keeps_to_the_rules() -> None:
+    cfg = load_config(ROOT / "fleet_configs" / "mp230.yaml")
+    assert cfg.scheduler.user_daily_limit == 500
+    assert {c.schedule for c in cfg.campaigns} == {"agreed", "none"}
+    assert {c.priority for c in cfg.campaigns} == {"routine", "security"}
