@@ -1,0 +1,105 @@
+"""The DCO's SRV 11.1, 11.3 and 11.2 over HTTP (aiohttp), for a scheduler in another process.
+
+Routes and JSON shapes are in `smets1.dco_http`. An 11.3 answers when the device has: the
+request stays open for the whole transfer and activation, as the in-process call does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from dco_mock.errors import ImageRejected, UnknownImage
+from smets1.dco_http import (
+    ACTIVATIONS_PATH,
+    HEALTH_PATH,
+    IMAGES_PATH,
+    METRICS_PATH,
+    VERSION_PATH,
+    activation_request_from_json,
+    outcome_to_json,
+    reading_to_json,
+    stored_image_to_json,
+)
+from smets1.eui64 import parse_eui64
+from smets1.services import DcoApi
+
+#: The largest 11.1 image accepted, bytes (a large image is 750 kB and up).
+MAX_IMAGE_BYTES = 64 * 2**20
+
+#: (healthy, details) for /health.
+HealthFn = Callable[[], tuple[bool, dict[str, Any]]]
+
+DCO_KEY = web.AppKey("dco", DcoApi)
+HEALTH_KEY: web.AppKey[HealthFn] = web.AppKey("health")
+METRICS_KEY: web.AppKey[Callable[[], str]] = web.AppKey("metrics")
+
+routes = web.RouteTableDef()
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": code, "message": message}, status=status)
+
+
+@routes.post(IMAGES_PATH)
+async def update_firmware(request: web.Request) -> web.Response:
+    image = await request.read()
+    if not image:
+        return _error(400, "bad_request", "the body must be the OTA image file")
+    try:
+        stored = await request.app[DCO_KEY].update_firmware(image)
+    except ImageRejected as exc:
+        return _error(400, "image_rejected", str(exc))
+    return web.json_response(stored_image_to_json(stored))
+
+
+@routes.post(ACTIVATIONS_PATH)
+async def activate_firmware(request: web.Request) -> web.Response:
+    try:
+        body = await request.json()
+        device_id, firmware_hash, execution_time = activation_request_from_json(body)
+    except (ValueError, KeyError, TypeError) as exc:
+        return _error(400, "bad_request", f"activation request: {exc!r}")
+    try:
+        outcome = await request.app[DCO_KEY].activate_firmware(
+            device_id, firmware_hash, execution_time
+        )
+    except UnknownImage as exc:
+        return _error(404, "unknown_image", str(exc))
+    return web.json_response(outcome_to_json(outcome))
+
+
+@routes.get(VERSION_PATH)
+async def read_firmware_version(request: web.Request) -> web.Response:
+    try:
+        device_id = parse_eui64(request.match_info["device_id"])
+    except ValueError as exc:
+        return _error(400, "bad_request", str(exc))
+    reading = await request.app[DCO_KEY].read_firmware_version(device_id)
+    return web.json_response(reading_to_json(reading))
+
+
+@routes.get(HEALTH_PATH)
+async def health(request: web.Request) -> web.Response:
+    ok, details = request.app[HEALTH_KEY]()
+    return web.json_response({"ok": ok, **details}, status=200 if ok else 503)
+
+
+@routes.get(METRICS_PATH)
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(text=request.app[METRICS_KEY](), content_type="text/plain")
+
+
+def make_app(
+    dco: DcoApi,
+    health: HealthFn | None = None,
+    metrics: Callable[[], str] | None = None,
+) -> web.Application:
+    app = web.Application(client_max_size=MAX_IMAGE_BYTES)
+    app[DCO_KEY] = dco
+    app[HEALTH_KEY] = health or (lambda: (True, {}))
+    app[METRICS_KEY] = metrics or (lambda: "")
+    app.add_routes(routes)
+    return app

@@ -1,0 +1,75 @@
+"""The DCO's HTTP API and its client, against a stand-in DCO (no broker needed)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from aiohttp.test_utils import TestServer
+
+from dco_mock.errors import UnknownImage
+from dco_mock.http_api import make_app
+from smets1.codes import DeviceState, Reason
+from smets1.dco_client import DcoClient, DcoHttpError
+from smets1.services import ActivationOutcome, StoredImage, VersionReading
+
+DEVICE = 0x00DB_1200_0000_0042
+HASH = hashlib.sha256(b"image").digest()
+
+
+class FakeDco:
+    def __init__(self) -> None:
+        self.images: list[bytes] = []
+
+    async def update_firmware(self, image: bytes) -> StoredImage:
+        self.images.append(image)
+        return StoredImage(HASH, len(image), 0x02000000, 0x1234, 1, 3, 100.0)
+
+    async def activate_firmware(
+        self, device_id: int, firmware_hash: bytes, execution_time: float = 0.0
+    ) -> ActivationOutcome:
+        if firmware_hash != HASH:
+            raise UnknownImage(firmware_hash)
+        return ActivationOutcome(
+            device_id, True, DeviceState.ACTIVE, Reason.NONE, 0x02000000, 3, 3000, 1.0, 2.5, 1
+        )
+
+    async def read_firmware_version(self, device_id: int) -> VersionReading:
+        # 0x99 is a code this build does not know: it must still travel.
+        return VersionReading(
+            device_id, True, 0x02000000, None, DeviceState.ACTIVE, Reason(0x99), 3.0
+        )
+
+
+async def test_round_trip_of_11_1_11_3_11_2_through_two_workers() -> None:
+    dcos = [FakeDco(), FakeDco()]
+    servers = [TestServer(make_app(d)) for d in dcos]
+    for s in servers:
+        await s.start_server()
+    try:
+        async with DcoClient([str(s.make_url("")) for s in servers]) as client:
+            stored = await client.update_firmware(b"image-bytes")
+            assert stored.firmware_hash == HASH and stored.size_bytes == 11
+            assert [d.images for d in dcos] == [[b"image-bytes"], [b"image-bytes"]]
+            outcome = await client.activate_firmware(DEVICE, HASH)
+            assert outcome.ok and outcome.state is DeviceState.ACTIVE
+            assert (outcome.device_id, outcome.bytes_sent, outcome.finished_at) == (
+                DEVICE,
+                3000,
+                2.5,
+            )
+            reading = await client.read_firmware_version(DEVICE)
+            assert reading.running_version == 0x02000000 and reading.pending_version is None
+            assert reading.reason.name == "undefined_0x99"
+            with pytest.raises(DcoHttpError, match="unknown_image") as err:
+                await client.activate_firmware(DEVICE, bytes(32))
+            assert err.value.status == 404
+    finally:
+        for s in servers:
+            await s.close()
+
+
+async def test_unreachable_dco_is_retried_then_reported() -> None:
+    async with DcoClient(["http://127.0.0.1:9"], retry_seconds=0.3) as client:
+        with pytest.raises(DcoHttpError, match="unreachable"):
+            await client.read_firmware_version(DEVICE)
