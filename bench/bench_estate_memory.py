@@ -17,6 +17,7 @@ import argparse
 import gc
 import json
 import os
+import resource
 import sys
 from typing import Any
 
@@ -24,7 +25,7 @@ from bench.machine import machine
 from emulator.fleet import FleetHost, build_devices
 from smets1.bus import InProcessBus
 from smets1.clock import VirtualClock, wall_seconds
-from smets1.config import FleetConfig
+from smets1.config import FleetConfig, load_config
 
 TARGET_SECONDS = 10.0
 TARGET_BYTES_PER_DEVICE = 1_536
@@ -79,8 +80,7 @@ def estate_config(devices: int, faulty_share: float) -> FleetConfig:
     )
 
 
-def measure(devices: int, faulty_share: float) -> dict[str, Any]:
-    config = estate_config(devices, faulty_share)
+def measure(config: FleetConfig, faulty_share: float) -> dict[str, Any]:
     clock = VirtualClock(config.epoch_seconds)
     gc.collect()
     rss0 = rss_bytes()
@@ -107,6 +107,7 @@ def measure(devices: int, faulty_share: float) -> dict[str, Any]:
         "target_build_seconds": TARGET_SECONDS,
         "target_bytes_per_device": TARGET_BYTES_PER_DEVICE,
         "within_target": seconds < TARGET_SECONDS and per_device < TARGET_BYTES_PER_DEVICE,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "machine": machine(),
     }
 
@@ -115,8 +116,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench_estate_memory", description=__doc__)
     parser.add_argument("--devices", type=int, default=100_000)
     parser.add_argument("--faulty-share", type=float, default=0.0)
+    parser.add_argument(
+        "--config", help="build the devices of this fleet config instead (e.g. the estate)"
+    )
     args = parser.parse_args(argv)
-    print(json.dumps(measure(args.devices, args.faulty_share), indent=2))
+    if args.config:
+        config = load_config(args.config)
+    else:
+        config = estate_config(args.devices, args.faulty_share)
+    print(json.dumps(measure(config, args.faulty_share), indent=2))
     return 0
 
 
