@@ -333,8 +333,8 @@ class Dco:
             self.counters.rounds += 1
             if not status.complete:
                 for first, count in missing_runs(status, cfg.run_blocks):
-                    crcs, data = held.run(first, count)
-                    self._send(Blocks(device_id, tid, first, crcs, data))
+                    crcs, data, run_crc = held.run(first, count)
+                    self._send(Blocks(device_id, tid, first, crcs, data, run_crc))
                     sent[0] += count
                     sent[1] += len(data)
                     self.counters.blocks_sent += count

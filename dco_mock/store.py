@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dco_mock.errors import ImageRejected, UnknownImage
@@ -49,11 +49,19 @@ class HeldImage:
     #: CRC-32 of every block, computed once per image rather than once per send.
     crcs: tuple[int, ...]
 
-    def run(self, first_block: int, count: int) -> tuple[tuple[int, ...], memoryview]:
-        """The CRCs and bytes of `count` blocks from `first_block` (no copy)."""
+    #: CRC-32 of each run sent so far, by (first block, count): every device of a
+    #: campaign is sent the same runs, so each is computed once per image.
+    run_crcs: dict[tuple[int, int], int] = field(default_factory=dict)
+
+    def run(self, first_block: int, count: int) -> tuple[tuple[int, ...], memoryview, int]:
+        """The block CRCs, bytes (no copy) and run CRC of `count` blocks from `first_block`."""
         bs = self.block_size
         view = memoryview(self.data)[first_block * bs : (first_block + count) * bs]
-        return self.crcs[first_block : first_block + count], view
+        key = (first_block, count)
+        run_crc = self.run_crcs.get(key)
+        if run_crc is None:
+            run_crc = self.run_crcs[key] = zlib.crc32(view)
+        return self.crcs[first_block : first_block + count], view, run_crc
 
 
 class ImageStore:

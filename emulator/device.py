@@ -247,7 +247,7 @@ class Esme:
         rx = self.rx
         if rx is None or rx.transfer_id != f.transfer_id or self.state is not S.RECEIVING:
             return None
-        if rx.accept(f.first_block, f.crcs, f.data) is None:
+        if rx.accept(f.first_block, f.crcs, f.data, f.run_crc) is None:
             return None
         if rx.complete:
             self.transition(S.RECEIVED)

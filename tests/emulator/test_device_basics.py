@@ -9,7 +9,7 @@ from emulator.slots import FlashStore, SlotImage
 from smets1.codes import DeviceState, Reason
 from smets1.image import parse_image
 from smets1.signing import demo_private_key
-from smets1.wire import NO_BLOCK, Activate, Blocks, Initiate, Query, ReadVersion
+from smets1.wire import NO_BLOCK, Activate, Blocks, Initiate, Query, ReadVersion, decode
 from tests.factories import ACME, make_image
 
 BS = 1024
@@ -157,3 +157,19 @@ def test_flash_store_shares_one_copy_between_devices() -> None:
     assert len(flash) == 1
     assert devs[0].inactive is not None and devs[1].inactive is not None
     assert devs[0].inactive.data is devs[1].inactive.data
+
+
+def test_run_crc_mismatch_falls_back_to_per_block_checks() -> None:
+    image = make_image(8000)
+    dev = device()
+    initiate(dev, image)
+    sent = Blocks.build(1, 1, 0, image[: 4 * BS], BS)
+    damaged = bytearray(sent.data)
+    damaged[2 * BS + 5] ^= 0x01  # block 2 damaged in transit; the run CRC no longer holds
+    frame = decode(Blocks(1, 1, 0, sent.crcs, bytes(damaged), sent.run_crc).serialize())
+    assert isinstance(frame, Blocks) and frame.run_crc == sent.run_crc
+    dev.on_blocks(frame)
+    assert dev.rx is not None
+    assert dev.rx.corrupt_blocks == 1 and dev.rx.received == 3
+    assert bytes(dev.rx.have[:4]) == b"\x01\x01\x00\x01"
+    assert dev.rx.buffer[: 2 * BS] == image[: 2 * BS]
