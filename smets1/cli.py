@@ -14,7 +14,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from dco_mock.errors import DcoError
 from emulator.errors import EmulatorError
+from scheduler.errors import SchedulerError
 from smets1.config import load_config
 from smets1.errors import Smets1Error
 from smets1.image_cli import add_image_commands
@@ -35,8 +37,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         config = load_config(args.config)
         out = Path(args.out) if args.out else Path("runs") / config.name
         summary = run_config(config, out, progress=None if args.quiet else sys.stderr)
-    except (Smets1Error, EmulatorError) as exc:
+    except (Smets1Error, EmulatorError, DcoError, SchedulerError) as exc:
         return _fail(str(exc))
+    except OSError as exc:
+        return _fail(f"{exc.filename or args.config}: {exc.strerror}")
     failed = ", ".join(f"{k} {v}" for k, v in summary["failed"].items()) or "none"
     print(
         f"{summary['config']}: {summary['images_activated']}/{summary['requests']} activated "

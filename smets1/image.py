@@ -52,6 +52,7 @@ from cryptography.hazmat.primitives.asymmetric.ec import (
 )
 
 from smets1.errors import Smets1Error
+from smets1.eui64 import format_eui64
 from smets1.signing import SIGNATURE_BYTES, sign, verify
 
 __all__ = [
@@ -70,7 +71,6 @@ __all__ = [
     "OtaHeader",
     "OtaImage",
     "build_image",
-    "format_eui64",
     "header_length_for",
     "image_summary",
     "parse_image",
@@ -151,11 +151,6 @@ def header_length_for(field_control: int) -> int:
     if field_control & FieldControl.HARDWARE_VERSIONS:
         length += 4
     return length
-
-
-def format_eui64(value: int) -> str:
-    """An EUI-64 as DUIS writes it, most significant byte first: ``00-DB-12-34-56-78-90-A0``."""
-    return "-".join(f"{b:02X}" for b in value.to_bytes(8, "big"))
 
 
 def _check_range(name: str, value: int | None, bits: int) -> None:

@@ -88,3 +88,10 @@ def test_bad_config_is_one_line_exit_2(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "devices.0.count" in proc.stderr and "fleet.yaml" in proc.stderr
+
+
+def test_unusable_out_dir_is_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    small = str(ROOT / "fleet_configs" / "small.yaml")
+    assert main(["run", small, "--out", "/proc/no-such-dir/out", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("smets1: error: /proc/no-such-dir") and err.count("\n") == 1

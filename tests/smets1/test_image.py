@@ -15,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from smets1.errors import Smets1Error
+from smets1.eui64 import format_eui64
 from smets1.image import (
     DEFAULT_BLOCK_BYTES,
     LARGE_IMAGE_BYTES,
@@ -25,7 +26,6 @@ from smets1.image import (
     OtaHeader,
     OtaImage,
     build_image,
-    format_eui64,
     header_length_for,
     image_summary,
     parse_image,
