@@ -196,7 +196,7 @@ def _request_out(s: Scheduler, r: ActivationRequest) -> RequestOut:
         trt_met=r.trt_met,
         overdue=r.overdue,
         failure=r.failure,
-        held_reason=r.held_reason,
+        held_reason=s.held_reason(r),
         duis_request_id=r.duis_request_id,
     )
 
@@ -296,10 +296,11 @@ async def post_activations(request: web.Request) -> web.Response:
         refused=sub.refused,
         request_ids=[r.request_id for r in sub.accepted],
         planned={s.date_of(d) or "": n for d, n in sorted(sub.planned.items())},
-        held_reason=next((r.held_reason for r in sub.accepted if r.held_reason), None),
+        held_reason=next((s.held_reason(r) for r in sub.accepted if r.held_day is not None), None),
         reason=sub.reason or None,
         earliest_date=s.date_of(sub.earliest_day),
         cancelled=len(sub.cancelled),
+        cancelling=len(sub.cancelling),
     )
     status = 409 if sub.refused and not sub.accepted else 202
     return _json(out, status)
@@ -474,10 +475,14 @@ async def post_duis(request: web.Request) -> web.Response:
                 fields = {
                     "Status": req.state.value,
                     "PlannedDate": s.date_of(req.planned_day),
-                    "Reason": req.held_reason,
+                    "Reason": s.held_reason(req),
                 }
             else:
-                fields = {"Status": "cancelled", "Cancelled": len(sub.cancelled)}
+                fields = {
+                    "Status": "cancelled",
+                    "Cancelled": len(sub.cancelled),
+                    "CancellationSent": len(sub.cancelling),
+                }
         else:
             s.read_version_later(user, h.target, h.request_id)
     except (ValueError, SchedulerError) as exc:
@@ -513,10 +518,9 @@ class _SchedulerCollector:
 
     def collect(self) -> Iterator[Metric]:
         s = self.s
-        states = Counter(r.state.value for r in s.requests)
         g = GaugeMetricFamily("smets1_scheduler_requests", "Requests by state", labels=["state"])
         for st in RequestState:
-            g.add_metric([st.value], states[st.value])
+            g.add_metric([st.value], s.state_counts[st])
         yield g
         today = s.calendar.day_of(s.clock.now())
         yield GaugeMetricFamily(
@@ -532,8 +536,8 @@ class _SchedulerCollector:
         trt = CounterMetricFamily(
             "smets1_scheduler_trt", "Answered requests by TRT outcome", labels=["outcome"]
         )
-        trt.add_metric(["met"], sum(1 for r in s.requests if r.trt_met is True))
-        trt.add_metric(["missed"], sum(1 for r in s.requests if r.trt_met is False))
+        trt.add_metric(["met"], s.trt_counts[True])
+        trt.add_metric(["missed"], s.trt_counts[False])
         yield trt
         yield CounterMetricFamily(
             "smets1_scheduler_refused_devices",
@@ -543,7 +547,7 @@ class _SchedulerCollector:
         yield GaugeMetricFamily(
             "smets1_scheduler_overdue_requests",
             "Requests flagged still open seven days after submission",
-            value=sum(1 for r in s.requests if r.overdue),
+            value=s.overdue_count,
         )
         sched = GaugeMetricFamily(
             "smets1_scheduler_schedules", "Delivery schedules by state", labels=["state"]

@@ -53,10 +53,6 @@ class Calendar:
     def user_unscheduled(self, day: int, user: int) -> int:
         return self.unscheduled[day][user]
 
-    def schedule_owners(self, day: int, owners: dict[int, int]) -> set[int]:
-        """Users holding batches on `day`; `owners` maps schedule id to User."""
-        return {owners[s] for s, n in self.reserved[day].items() if n > 0}
-
     # -- peak windows ----------------------------------------------------------------
 
     def peak_end(self, t: float) -> float | None:

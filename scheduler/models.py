@@ -65,8 +65,11 @@ class ActivationOut(BaseModel):
     held_reason: str | None = None
     reason: str | None = None
     earliest_date: str | None = None
-    #: Pending requests withdrawn (an execution_time beyond the horizon cancels).
+    #: Pending requests withdrawn (an execution_time 100 years ahead, as DUIS's
+    #: 3000-01-01, cancels).
     cancelled: int = 0
+    #: Released requests whose cancellation was sent on to the DCO and the device.
+    cancelling: int = 0
 
 
 class ReadIn(_In):

@@ -5,6 +5,7 @@ A request lives through these states::
     WAITING ──release──▶ RELEASED ──answer──▶ DONE | FAILED
     HELD ──schedule accepted──▶ WAITING
     WAITING | HELD ──11.3 with a far-future ExecutionDateTime──▶ CANCELLED
+    RELEASED ──that 11.3, and the device cancels its pending activation──▶ CANCELLED
 
 A refused request is never a request: it is a `Refusal`, kept for the User to read.
 """
@@ -13,11 +14,6 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-
-from smets1.services import ActivationOutcome, VersionReading
-
-#: Default target response time: five days from the release of a batch to the answer.
-TRT_SECONDS = 5 * 86_400.0
 
 
 class RequestState(enum.Enum):
@@ -54,7 +50,9 @@ class ActivationRequest:
     #: Day index (from the clock's epoch) on which it is to be released.
     planned_day: int | None = None
     state: RequestState = RequestState.WAITING
-    held_reason: str | None = None
+    #: HELD: the day the User's unscheduled allowance ran out (the reason is rendered
+    #: from it on demand: `Scheduler.held_reason`).
+    held_day: int | None = None
     released_at: float | None = None
     completed_at: float | None = None
     failure: str | None = None
@@ -63,8 +61,8 @@ class ActivationRequest:
     trt_met: bool | None = None
     #: The DUIS RequestID, when the request came as a DUIS document.
     duis_request_id: str | None = None
-    outcome: ActivationOutcome | None = None
-    reading: VersionReading | None = None
+    #: What 11.2 read after the activation (None: not read).
+    running_version: int | None = None
 
     @property
     def is_open(self) -> bool:

@@ -52,6 +52,7 @@ from scheduler.policy import (
     Limits,
     Placement,
     Proposal,
+    earliest_day,
     place_unscheduled,
     propose,
 )
@@ -64,13 +65,21 @@ from scheduler.requests import (
     ScheduleState,
 )
 from scheduler.store import Store
-from smets1.clock import DAY_SECONDS, Clock, to_datetime
+from smets1.clock import Clock, to_datetime
+from smets1.codes import DeviceState, Reason
 from smets1.config_dcc import SchedulerConfig, UserConfig
 from smets1.eui64 import format_eui64 as _eui
 from smets1.services import DcoApi, StoredImage, VersionReading
+from smets1.wire import is_cancellation
 
-#: How often open requests are checked for the seven-day mark.
+#: The longest the overdue sweep sleeps (it wakes sooner when a request falls due).
 SWEEP_SECONDS = HOUR_SECONDS
+#: How long after the seven-day mark the sweep looks again: "more than seven days".
+OVERDUE_STEP_SECONDS = 1e-3
+#: Requests whose planned day counts against capacity and the User's allowance.
+COMMITTED_STATES = frozenset(
+    {RequestState.WAITING, RequestState.RELEASED, RequestState.DONE, RequestState.FAILED}
+)
 
 
 @dataclass(slots=True)
@@ -96,6 +105,9 @@ class Submission:
     planned: Counter[int] = field(default_factory=Counter)
     #: Requests withdrawn by this submission (a far-future ExecutionDateTime).
     cancelled: list[ActivationRequest] = field(default_factory=list)
+    #: Released requests whose cancellation was sent on to the DCO and device: they end
+    #: CANCELLED if the device still had the activation pending.
+    cancelling: list[ActivationRequest] = field(default_factory=list)
 
 
 class Scheduler:
@@ -125,6 +137,11 @@ class Scheduler:
         )
         self.requests: list[ActivationRequest] = []
         self._by_id: dict[int, ActivationRequest] = {}
+        self._by_user: dict[int, list[ActivationRequest]] = {}
+        #: Kept up to date on every change, so that reading them costs nothing.
+        self.state_counts: Counter[RequestState] = Counter()
+        self.trt_counts: Counter[bool] = Counter()
+        self.overdue_count = 0
         self.schedules: dict[int, Schedule] = {}
         self.refusals: list[Refusal] = self.store.load_refusals()
         self.images: dict[bytes, StoredImage] = {
@@ -162,7 +179,8 @@ class Scheduler:
             self._index(r)
             if r.large and r.released_at is not None:
                 self.calendar.released[self.calendar.day_of(r.released_at)] += 1
-            if r.large and r.planned_day is not None and r.state is not RequestState.HELD:
+            # HELD and CANCELLED requests hold no capacity and none of the allowance.
+            if r.large and r.planned_day is not None and r.state in COMMITTED_STATES:
                 if r.schedule_id is None:
                     self.calendar.unscheduled[r.planned_day][r.user] += 1
                 else:
@@ -181,6 +199,17 @@ class Scheduler:
     def _index(self, r: ActivationRequest) -> None:
         self.requests.append(r)
         self._by_id[r.request_id] = r
+        self._by_user.setdefault(r.user, []).append(r)
+        self.state_counts[r.state] += 1
+        if r.trt_met is not None:
+            self.trt_counts[r.trt_met] += 1
+        if r.overdue:
+            self.overdue_count += 1
+
+    def _set_state(self, r: ActivationRequest, state: RequestState) -> None:
+        self.state_counts[r.state] -= 1
+        self.state_counts[state] += 1
+        r.state = state
 
     # -- Users -----------------------------------------------------------------------
 
@@ -315,8 +344,8 @@ class Scheduler:
                     f"got {len(device_ids)}"
                 )
         now = self.clock.now()
-        if execution_time - now > self.limits.horizon_days * DAY_SECONDS:
-            return self._cancel(user, image.firmware_hash, device_ids)
+        if is_cancellation(execution_time, now):
+            return self._cancel(user, image.firmware_hash, device_ids, execution_time)
         today = self.calendar.day_of(max(now, execution_time))
         large = self.is_large(image)
         name = campaign or f"{_eui(user)}@{now:.0f}"
@@ -352,7 +381,7 @@ class Scheduler:
                     undo.append(decision.day or 0)
                 elif decision.placement is Placement.HELD:
                     req.state = RequestState.HELD
-                    req.held_reason = self._held_reason(decision.day)
+                    req.held_day = decision.day
                     out.held += 1
                 else:
                     out.refused = len(device_ids) - n
@@ -391,7 +420,9 @@ class Scheduler:
                 {
                     "campaign": name,
                     "devices": out.held,
-                    "reason": next(r.held_reason for r in reqs if r.held_reason),
+                    "reason": self._held_reason(
+                        next(r.held_day for r in reqs if r.state is RequestState.HELD)
+                    ),
                 },
             )
         if out.refused:
@@ -401,18 +432,23 @@ class Scheduler:
         self._wakeup.set()
         return out
 
-    def _cancel(self, user: int, firmware_hash: bytes, device_ids: list[int]) -> Submission:
+    def _cancel(
+        self, user: int, firmware_hash: bytes, device_ids: list[int], execution_time: float
+    ) -> Submission:
         """DUIS cancels a pending 11.3 with a far-future ExecutionDateTime: withdraw the
-        User's waiting or held requests for these devices and this image."""
+        User's waiting or held requests for these devices and this image, and send the
+        cancellation on to the DCO for those already released (their device may hold the
+        activation for a future ExecutionDateTime)."""
         wanted = set(device_ids)
         out = Submission()
-        for req in self.requests:
-            if (
-                req.user != user
-                or req.device_id not in wanted
-                or req.firmware_hash != firmware_hash
-                or req.state not in (RequestState.WAITING, RequestState.HELD)
-            ):
+        for req in self._by_user.get(user, ()):
+            if req.device_id not in wanted or req.firmware_hash != firmware_hash:
+                continue
+            if req.state is RequestState.RELEASED:
+                out.cancelling.append(req)
+                self._spawn_task(self._cancel_released(req, execution_time))
+                continue
+            if req.state not in (RequestState.WAITING, RequestState.HELD):
                 continue
             if req.state is RequestState.WAITING:
                 self._dequeue(req)
@@ -424,7 +460,7 @@ class Scheduler:
                     self._batch_fill[(req.schedule_id, day)] -= 1
                     self.schedules[req.schedule_id].assigned -= 1
                     self.store.save_schedule(self.schedules[req.schedule_id])
-            req.state = RequestState.CANCELLED
+            self._set_state(req, RequestState.CANCELLED)
             req.completed_at = self.clock.now()
             out.cancelled.append(req)
         self.store.save_requests(out.cancelled)
@@ -433,6 +469,38 @@ class Scheduler:
         if self._active == 0:
             self._idle.set()
         return out
+
+    async def _cancel_released(self, req: ActivationRequest, execution_time: float) -> None:
+        """Send the cancelling 11.3 to the DCO. If the device still held the activation,
+        the DCO ends the released 11.3 as cancelled too (`_execute` records it); if not
+        (already activating, or done), the User is told that nothing was cancelled."""
+        try:
+            outcome = await self.dco.activate_firmware(
+                req.device_id, req.firmware_hash, execution_time
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.dco_errors += 1
+            failure = f"dco_error: {type(exc).__name__}"
+        else:
+            if outcome.ok:
+                return
+            failure = outcome.reason.name.lower()
+        self.notifier.post(
+            req.user,
+            "response",
+            {
+                "request_id": req.request_id,
+                "duis_request_id": req.duis_request_id,
+                "service_reference": "11.3",
+                "device_id": _eui(req.device_id),
+                "firmware_hash": req.firmware_hash.hex(),
+                "state": "not_cancelled",
+                "response_code": "E99",
+                "failure": f"cancellation: {failure}",
+            },
+        )
 
     def record_refusal(
         self, user: int, campaign: str, devices: int, reason: str, earliest_day: int | None
@@ -453,12 +521,22 @@ class Scheduler:
         )
         return refusal
 
+    def held_reason(self, req: ActivationRequest) -> str | None:
+        """Why a HELD request waits (rendered on demand: a request keeps only the day)."""
+        if req.state is not RequestState.HELD:
+            return None
+        return self._held_reason(req.held_day)
+
+    def held_count(self, user: int) -> int:
+        """The User's HELD requests: the next schedule it agrees takes them on first."""
+        return sum(1 for r in self._by_user.get(user, ()) if r.state is RequestState.HELD)
+
     def _held_reason(self, day: int | None) -> str:
         return (
             f"the User already has {self.limits.user_daily_limit} large-image activations on "
-            f"{self.date_of(day)} without an agreed delivery schedule (MP230): ask the DCC "
-            "Service Desk for a schedule (POST /v1/schedules); this request waits for it "
-            "and joins the schedule when it is agreed"
+            f"{self.date_of(day) or 'its day'} without an agreed delivery schedule (MP230): "
+            "ask the DCC Service Desk for a schedule (POST /v1/schedules); this request "
+            "waits for it and joins the schedule when it is agreed"
         )
 
     def _refusal_reason(self, first_day: int, earliest: int | None) -> str:
@@ -484,9 +562,28 @@ class Scheduler:
             ):
                 self._batch_fill[(schedule.schedule_id, day)] += 1
                 return day
-        # Batches in the past that went unused: release today, on the schedule's account.
-        self._batch_fill[(schedule.schedule_id, today)] += 1
-        return today
+        # Only batches in the past went unused: move one device of one of them to the
+        # first day from today with free capacity, as a move of the schedule would.
+        day = today
+        while self.calendar.free(day) <= 0:
+            day += 1
+        sid = schedule.schedule_id
+        unused = next(
+            (
+                d
+                for d in sorted(schedule.batches)
+                if self._batch_fill[(sid, d)] < schedule.batches[d]
+            ),
+            None,
+        )
+        if unused is not None:
+            self._shift_batch(schedule, unused, day, 1)
+        else:  # every batch is full: the schedule grows by one device
+            schedule.batches[day] = schedule.batches.get(day, 0) + 1
+            self.calendar.reserved[day][sid] += 1
+        self.store.save_schedule(schedule)
+        self._batch_fill[(sid, day)] += 1
+        return day
 
     def _make_room_for_security(self, user: int, first_day: int) -> Decision:
         """A security fix with no room: move routine unscheduled work, then (telling its
@@ -497,7 +594,10 @@ class Scheduler:
                 victim = self._latest_open(day, lambda r: r.schedule_id is not None)
             if victim is None:
                 continue
-            self._move_request(victim, day, reason="a security fix took its place")
+            new_day = self._move_target(victim, day)
+            if new_day is None:
+                continue
+            self._move_request(victim, day, new_day, reason="a security fix took its place")
             self.calendar.unscheduled[day][user] += 1
             return Decision(Placement.PLANNED, day)
         return Decision(Placement.REFUSED, None)
@@ -512,12 +612,19 @@ class Scheduler:
                 return r
         return None
 
-    def _move_request(self, req: ActivationRequest, day: int, reason: str) -> None:
-        """Take a waiting request off `day` and plan it on the next day with room."""
-        self._dequeue(req)
+    def _move_target(self, req: ActivationRequest, day: int) -> int | None:
+        """The next day after `day` with room for `req`: for unscheduled work also within
+        its User's daily allowance (None: none within the horizon)."""
+        if req.schedule_id is None:
+            return earliest_day(self.calendar, self.limits, req.user, day + 1)
         new_day = day + 1
         while self.calendar.free(new_day) <= 0:
             new_day += 1
+        return new_day
+
+    def _move_request(self, req: ActivationRequest, day: int, new_day: int, reason: str) -> None:
+        """Take a waiting request off `day` and plan it on `new_day` (`_move_target`)."""
+        self._dequeue(req)
         if req.schedule_id is None:
             self.calendar.unscheduled[day][req.user] -= 1
             self.calendar.unscheduled[new_day][req.user] += 1
@@ -685,12 +792,12 @@ class Scheduler:
         )
 
     def _attach_held(self, s: Schedule) -> None:
-        held = [r for r in self.requests if r.user == s.user and r.state is RequestState.HELD]
+        held = [r for r in self._by_user.get(s.user, ()) if r.state is RequestState.HELD]
         today = self.calendar.day_of(self.clock.now())
         changed = []
         for req in held[: s.devices - s.assigned]:
-            req.state = RequestState.WAITING
-            req.held_reason = None
+            self._set_state(req, RequestState.WAITING)
+            req.held_day = None
             req.schedule_id = s.schedule_id
             req.planned_day = self._batch_day(s, today)
             s.assigned += 1
@@ -735,6 +842,9 @@ class Scheduler:
         q = self._due.get(req.user)
         if q is not None and req in q:
             q.remove(req)
+            if not q and req.user in self._rr:
+                # An emptied queue leaves the round, or its User would get two turns later.
+                self._rr.remove(req.user)
 
     def _due_pool(self) -> list[ActivationRequest]:
         out = list(self._due_security)
@@ -767,15 +877,21 @@ class Scheduler:
             return req
         return None
 
-    async def run(self) -> None:
-        """Release, sweep for overdue requests and deliver callbacks, until cancelled."""
+    async def run(self, deliver_callbacks: bool = True) -> None:
+        """Release, sweep for overdue requests and deliver callbacks, until cancelled.
+
+        `deliver_callbacks=False` keeps notifications in the store (for polling) and POSTs
+        none: `smets1 run` uses it, because on a virtual clock's loop an HTTP timeout
+        would expire at once while the socket waits in real time.
+        """
         for req in self._resume:
             self._spawn(req)
         self._resume.clear()
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._release_loop())
             tg.create_task(self._sweep_loop())
-            tg.create_task(self.notifier.run())
+            if deliver_callbacks:
+                tg.create_task(self.notifier.run())
 
     async def _wait(self, until: float | None) -> None:
         if until is None:
@@ -817,7 +933,7 @@ class Scheduler:
                 await self.clock.sleep(min(steady, cal.offpeak_left(self.clock.now()) / left))
 
     def _release(self, req: ActivationRequest) -> None:
-        req.state = RequestState.RELEASED
+        self._set_state(req, RequestState.RELEASED)
         req.released_at = self.clock.now()
         if req.large:
             self.calendar.released[self.calendar.day_of(req.released_at)] += 1
@@ -825,7 +941,10 @@ class Scheduler:
         self._spawn(req)
 
     def _spawn(self, req: ActivationRequest) -> None:
-        task = asyncio.get_running_loop().create_task(self._execute(req))
+        self._spawn_task(self._execute(req))
+
+    def _spawn_task(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -834,26 +953,29 @@ class Scheduler:
             outcome = await self.dco.activate_firmware(
                 req.device_id, req.firmware_hash, req.execution_time
             )
-            req.outcome = outcome
+            if outcome.state is DeviceState.CANCELLED and outcome.reason is Reason.CANCELLED:
+                # A later 11.3 with a far-future date cancelled the pending activation.
+                self._set_state(req, RequestState.CANCELLED)
+                return
             if not outcome.ok:
-                req.state = RequestState.FAILED
+                self._set_state(req, RequestState.FAILED)
                 req.failure = outcome.reason.name.lower()
                 return
             reading = await self.dco.read_firmware_version(req.device_id)
-            req.reading = reading
+            req.running_version = reading.running_version
             if not reading.ok:
-                req.state = RequestState.FAILED
+                self._set_state(req, RequestState.FAILED)
                 req.failure = f"version_read_{reading.reason.name.lower()}"
             elif reading.running_version != req.file_version:
-                req.state = RequestState.FAILED
+                self._set_state(req, RequestState.FAILED)
                 req.failure = "version_mismatch"
             else:
-                req.state = RequestState.DONE
+                self._set_state(req, RequestState.DONE)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a DCO fault must not take the scheduler down
             self.dco_errors += 1
-            req.state = RequestState.FAILED
+            self._set_state(req, RequestState.FAILED)
             req.failure = f"dco_error: {type(exc).__name__}"
         finally:
             if req.state is not RequestState.RELEASED:
@@ -862,7 +984,9 @@ class Scheduler:
     def _complete(self, req: ActivationRequest) -> None:
         req.completed_at = self.clock.now()
         assert req.released_at is not None
-        req.trt_met = req.completed_at - req.released_at <= self.limits.trt_seconds
+        if req.state is not RequestState.CANCELLED:
+            req.trt_met = req.completed_at - req.released_at <= self.limits.trt_seconds
+            self.trt_counts[req.trt_met] += 1
         self.store.save_request(req)
         self.notifier.post(req.user, "response", self.response_payload(req))
         self._active -= 1
@@ -877,7 +1001,7 @@ class Scheduler:
             "device_id": _eui(req.device_id),
             "firmware_hash": req.firmware_hash.hex(),
             "firmware_version": (
-                None if req.reading is None else f"{req.reading.running_version:08X}"
+                None if req.running_version is None else f"{req.running_version:08X}"
             ),
             "state": req.state.value,
             "response_code": "I0"
@@ -895,12 +1019,14 @@ class Scheduler:
         while True:
             now = self.clock.now()
             q = self._by_submit
-            while q and (not q[0].is_open or q[0].overdue):
-                q.popleft()
-            while q and q[0].submitted_at + stale <= now:
-                req = q.popleft()
-                if req.is_open:
+            while q:
+                req = q[0]
+                # "More than seven days": open at exactly the mark is not yet overdue.
+                if req.is_open and not req.overdue:
+                    if req.submitted_at + stale >= now:
+                        break
                     req.overdue = True
+                    self.overdue_count += 1
                     self.store.save_request(req)
                     self.notifier.post(
                         req.user,
@@ -913,7 +1039,11 @@ class Scheduler:
                             "Users' systems fail it now",
                         },
                     )
-            await self.clock.sleep(SWEEP_SECONDS)
+                q.popleft()
+            wake = now + SWEEP_SECONDS
+            if q:  # just after the next open request's mark, if that comes sooner
+                wake = min(wake, q[0].submitted_at + stale + OVERDUE_STEP_SECONDS)
+            await self.clock.sleep_until(wake)
 
     async def wait_idle(self) -> None:
         """Until every accepted request not held for a schedule has its final answer."""
@@ -934,7 +1064,8 @@ class Scheduler:
         return r
 
     def requests_of(self, user: int) -> list[ActivationRequest]:
-        return [r for r in self.requests if r.user == user]
+        """The User's requests in submission order (the scheduler's own list: read only)."""
+        return self._by_user.get(user, [])
 
     def schedules_of(self, user: int) -> list[Schedule]:
         return [s for s in self.schedules.values() if s.user == user]
@@ -988,6 +1119,3 @@ class Scheduler:
 
     def _batches_json(self, batches: dict[int, int]) -> list[dict[str, Any]]:
         return [{"date": self.date_of(d), "devices": n} for d, n in sorted(batches.items())]
-
-    def in_flight(self) -> int:
-        return sum(1 for r in self.requests if r.state is RequestState.RELEASED)

@@ -5,15 +5,18 @@ accepted request, schedule, refusal and image is committed before the User is an
 so a scheduler killed mid-run and opened again on the same directory loses nothing it
 accepted. Changes of state (released, answered) and notifications are written behind, in
 one transaction at most `FLUSH_WALL_SECONDS` or `FLUSH_ROWS` apart: one commit per
-change cost seconds on a 12,000-device day. A hard kill can lose that last sliver; those
-requests are then released again, which a device answers as it did the first time.
+change cost seconds on a 12,000-device day. The first pending change also starts a timer
+(`loop.call_later`), so the last changes of a burst are written even if no other write
+follows (on a real or scaled clock within `FLUSH_WALL_SECONDS`). A hard kill can lose
+that last sliver; those requests are then released again, which a device answers as it
+did the first time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,7 @@ from scheduler.requests import (
     Schedule,
     ScheduleState,
 )
+from smets1.clock import wall_seconds
 from smets1.services import StoredImage
 
 _SCHEMA = """
@@ -42,7 +46,7 @@ CREATE TABLE IF NOT EXISTS requests (
     schedule_id INTEGER,
     planned_day INTEGER,
     state TEXT NOT NULL,
-    held_reason TEXT,
+    held_day INTEGER,
     released_at REAL,
     completed_at REAL,
     failure TEXT,
@@ -101,10 +105,15 @@ CREATE TABLE IF NOT EXISTS duis_requests (
 #: Write-behind limits for changes of state.
 FLUSH_WALL_SECONDS = 0.05
 FLUSH_ROWS = 512
+#: The longest single wait of the write-behind timer, in loop seconds. On a virtual
+#: clock's loop (loop time is simulated) the timer doubles from FLUSH_WALL_SECONDS up to
+#: this while little wall time passes, then writes anyway (at most about twice this after
+#: the change): so a simulated run commits in batches, not once per change.
+FLUSH_TIMER_MAX_SECONDS = 60.0
 
 _REQUEST_COLUMNS = (
     "request_id, user, campaign, device_id, firmware_hash, file_version, large, submitted_at, "
-    "priority, execution_time, schedule_id, planned_day, state, held_reason, released_at, "
+    "priority, execution_time, schedule_id, planned_day, state, held_day, released_at, "
     "completed_at, failure, overdue, trt_met, duis_request_id"
 )
 
@@ -135,24 +144,54 @@ class Store:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(_SCHEMA)
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(requests)")}
+        if "held_day" not in columns:  # a state directory from before held_day
+            self.db.execute("ALTER TABLE requests ADD COLUMN held_day INTEGER")
         self._dirty: dict[int, ActivationRequest] = {}
         self._notes: list[tuple[int, int, float, str, str]] = []
         row = self.db.execute("SELECT MAX(id) FROM notifications").fetchone()
         self._next_note = (row[0] or 0) + 1
-        self._flushed_at = time.perf_counter()
+        self._flushed_at = wall_seconds()
+        self._timer: asyncio.TimerHandle | None = None
+        self._closed = False
 
     def close(self) -> None:
         self.flush()
+        self._closed = True
         self.db.close()
 
     def _maybe_flush(self) -> None:
         pending = len(self._dirty) + len(self._notes)
-        if pending >= FLUSH_ROWS or time.perf_counter() - self._flushed_at >= FLUSH_WALL_SECONDS:
+        if pending >= FLUSH_ROWS or wall_seconds() - self._flushed_at >= FLUSH_WALL_SECONDS:
             self.flush()
+        elif self._timer is None:
+            # Nothing may follow this change: make sure it is written soon anyway.
+            self._arm(FLUSH_WALL_SECONDS)
+
+    def _arm(self, delay: float) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # used outside an event loop: close() flushes
+            return
+        self._timer = loop.call_later(delay, self._on_timer, delay, wall_seconds())
+
+    def _on_timer(self, delay: float, armed_at: float) -> None:
+        self._timer = None
+        if self._closed or not (self._dirty or self._notes):
+            return
+        # A loop that keeps wall time (real, scaled clock) fires after about `delay`.
+        wall_paced = wall_seconds() - armed_at >= delay / 2
+        if wall_paced or delay * 2 > FLUSH_TIMER_MAX_SECONDS:
+            self.flush()
+        else:  # loop time ran ahead of wall time (a virtual clock): wait longer
+            self._arm(delay * 2)
 
     def flush(self) -> None:
         """Write every pending change of state and notification in one transaction."""
-        self._flushed_at = time.perf_counter()
+        self._flushed_at = wall_seconds()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if not self._dirty and not self._notes:
             return
         cols = [c.strip() for c in _REQUEST_COLUMNS.split(",")][1:]
@@ -186,7 +225,7 @@ class Store:
             r.schedule_id,
             r.planned_day,
             r.state.value,
-            r.held_reason,
+            r.held_day,
             r.released_at,
             r.completed_at,
             r.failure,
@@ -238,7 +277,7 @@ class Store:
                     schedule_id=row[10],
                     planned_day=row[11],
                     state=RequestState(row[12]),
-                    held_reason=row[13],
+                    held_day=row[13],
                     released_at=row[14],
                     completed_at=row[15],
                     failure=row[16],

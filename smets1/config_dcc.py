@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from smets1.config_types import U16, U32, Eui64, Number, Strict
+from smets1.image import LARGE_IMAGE_BYTES
 
 
 class ImageConfig(Strict):
@@ -64,7 +65,8 @@ class UserConfig(Strict):
     name: str = ""
     #: Bearer token its system presents on every HTTP call.
     token: str = Field("", max_length=512)
-    #: Where its DUIS responses and notifications are POSTed (none: poll only).
+    #: Where its DUIS responses and notifications are POSTed (none: poll only). Not
+    #: under `smets1 run` (virtual clock): there notifications are only stored.
     callback_url: str | None = None
     #: May ask for and accept schedules on behalf of other Users.
     service_desk: bool = False
@@ -85,7 +87,7 @@ class PeakWindow(Strict):
 
 class SchedulerConfig(Strict):
     #: An image strictly over this many bytes is large (MP230: 750 kB).
-    large_image_threshold_bytes: int = Field(750_000, gt=0)
+    large_image_threshold_bytes: int = Field(LARGE_IMAGE_BYTES, gt=0)
     #: Large-image 11.3 activations the DCC releases a day, across every User.
     large_images_per_day: int = Field(12_000, gt=0)
     #: Large-image activations a User may have released in one day without a schedule.

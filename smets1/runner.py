@@ -2,6 +2,10 @@
 
 This module sits at the top with the command line: it is the one place that wires the
 components together (fleet ← bus → DCO ← scheduler). The components never import it.
+
+Users' `callback_url`s are not called here: on the virtual clock's loop an HTTP timeout
+would expire while the socket waits in real time. Every notification is still stored in
+the run's state directory (`scheduler.sqlite`); `smets1 scheduler` delivers callbacks.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Any, TextIO
 from dco_mock.service import Dco
 from emulator.fleet import FleetHost, build_devices
 from emulator.slots import FlashStore
-from scheduler.errors import AdmissionRefused
+from scheduler.errors import AdmissionRefused, SchedulerError
 from scheduler.requests import Priority, RequestState
 from scheduler.service import Scheduler
 from smets1.bus import InProcessBus
@@ -136,7 +140,12 @@ class Run:
             if ids:
                 await self._submit_campaign(scheduler, c, images[c.image], ids)
 
-        releaser = asyncio.create_task(scheduler.run())
+        if self.progress is not None and any(u.callback_url for u in scheduler.users.values()):
+            self.progress.write(
+                "note: callback_url is not called under smets1 run (virtual clock); "
+                "notifications are kept in the state directory\n"
+            )
+        releaser = asyncio.create_task(scheduler.run(deliver_callbacks=False))
         ticker = asyncio.create_task(self._progress(scheduler, host, wall0))
         try:
             await asyncio.gather(*(submit(c) for c in cfg.campaigns))
@@ -169,26 +178,30 @@ class Run:
     async def _submit_campaign(
         self, scheduler: Scheduler, c: CampaignConfig, image: bytes, ids: list[int]
     ) -> None:
-        """11.1 for the image, an agreed schedule if the campaign has one, then the 11.3s."""
-        stored = await scheduler.store_image(c.user, image)
+        """11.1 for the image, an agreed schedule if the campaign has one, then the 11.3s.
+
+        The schedule is asked for the campaign's devices and the User's held requests,
+        which join it when it is agreed. Whatever the scheduler refuses is recorded as a
+        refusal of the campaign, as a User's system would see it, not a crash of the run.
+        """
         schedule_id = None
-        if c.schedule == "agreed" and scheduler.is_large(stored):
-            try:
-                proposed, _ = scheduler.request_schedule(
-                    c.user, len(ids), max_per_day=c.max_per_day
-                )
-            except AdmissionRefused as exc:
-                scheduler.record_refusal(c.user, c.name, len(ids), exc.reason, exc.earliest_day)
-                return
-            schedule_id = scheduler.accept_schedule(c.user, proposed.schedule_id).schedule_id
-        scheduler.submit_activations(
-            c.user,
-            stored.firmware_hash,
-            ids,
-            campaign=c.name,
-            priority=Priority(c.priority),
-            schedule_id=schedule_id,
-        )
+        try:
+            stored = await scheduler.store_image(c.user, image)
+            if c.schedule == "agreed" and scheduler.is_large(stored):
+                devices = len(ids) + scheduler.held_count(c.user)
+                proposed, _ = scheduler.request_schedule(c.user, devices, max_per_day=c.max_per_day)
+                schedule_id = scheduler.accept_schedule(c.user, proposed.schedule_id).schedule_id
+            scheduler.submit_activations(
+                c.user,
+                stored.firmware_hash,
+                ids,
+                campaign=c.name,
+                priority=Priority(c.priority),
+                schedule_id=schedule_id,
+            )
+        except SchedulerError as exc:
+            earliest = exc.earliest_day if isinstance(exc, AdmissionRefused) else None
+            scheduler.record_refusal(c.user, c.name, len(ids), exc.reason, earliest)
 
     async def _progress(self, scheduler: Scheduler, host: FleetHost, wall0: float) -> None:
         last = wall0
@@ -202,7 +215,7 @@ class Run:
             self.progress.flush()
 
     def _progress_line(self, scheduler: Scheduler, wall: float) -> str:
-        states = Counter(r.state for r in scheduler.requests)
+        states = scheduler.state_counts
         total = len(scheduler.requests)
         done = states[RequestState.DONE]
         return (
@@ -223,12 +236,7 @@ class Run:
     ) -> dict[str, Any]:
         reqs = scheduler.requests
         failed = Counter(r.failure or "unknown" for r in reqs if r.state is RequestState.FAILED)
-        day0 = to_datetime(self.config.epoch_seconds).date()
-        per_day = {
-            str(day0.fromordinal(day0.toordinal() + d)): n
-            for d, n in sorted(scheduler.calendar.released.items())
-            if n
-        }
+        per_day = _dated(scheduler, scheduler.calendar.released)
         trt = Counter(r.trt_met for r in reqs)
         return {
             "config": self.config.name,
@@ -279,24 +287,29 @@ class Run:
                     "activated": sum(1 for r in c.requests if r.state is RequestState.DONE),
                     "held": sum(1 for r in c.requests if r.state is RequestState.HELD),
                     "refused": sum(f.devices for f in scheduler.refusals if f.campaign == c.name),
-                    "released_per_day": _per_day(scheduler, c.requests, day0),
+                    "released_per_day": _per_day(scheduler, c.requests),
                     "trt_met": sum(1 for r in c.requests if r.trt_met is True),
                     "trt_missed": sum(1 for r in c.requests if r.trt_met is False),
                 }
                 for c in scheduler.campaigns.values()
             ],
-            "users": _per_user(scheduler, day0),
+            "users": _per_user(scheduler),
         }
 
 
-def _per_day(scheduler: Scheduler, reqs: list[Any], day0: Any) -> dict[str, int]:
+def _dated(scheduler: Scheduler, per_day: Counter[int]) -> dict[str, int]:
+    """Day index → count, as ISO date → count in day order, without empty days."""
+    return {scheduler.date_of(d) or "": n for d, n in sorted(per_day.items()) if n}
+
+
+def _per_day(scheduler: Scheduler, reqs: list[Any]) -> dict[str, int]:
     released: Counter[int] = Counter(
         scheduler.calendar.day_of(r.released_at) for r in reqs if r.released_at is not None
     )
-    return {str(day0.fromordinal(day0.toordinal() + d)): n for d, n in sorted(released.items())}
+    return _dated(scheduler, released)
 
 
-def _per_user(scheduler: Scheduler, day0: Any) -> dict[str, Any]:
+def _per_user(scheduler: Scheduler) -> dict[str, Any]:
     """Per User: released per day, TRT met and missed, held, refused with reason, and
     each agreed schedule's batches."""
     out: dict[str, Any] = {}
@@ -311,15 +324,15 @@ def _per_user(scheduler: Scheduler, day0: Any) -> dict[str, Any]:
         states = Counter(r.state for r in reqs)
         out[format_eui64(user)] = {
             "requests": len(reqs),
-            "large_released_per_day": {
-                str(day0.fromordinal(day0.toordinal() + d)): n for d, n in sorted(released.items())
-            },
+            "large_released_per_day": _dated(scheduler, released),
             "activated": states[RequestState.DONE],
             "failed": states[RequestState.FAILED],
             "trt_met": sum(1 for r in reqs if r.trt_met is True),
             "trt_missed": sum(1 for r in reqs if r.trt_met is False),
             "held_for_schedule": states[RequestState.HELD],
-            "held_reason": next((r.held_reason for r in reqs if r.held_reason), None),
+            "held_reason": next(
+                (scheduler.held_reason(r) for r in reqs if r.state is RequestState.HELD), None
+            ),
             "security": sum(1 for r in reqs if r.priority is Priority.SECURITY),
             "refused": [
                 {

@@ -15,6 +15,7 @@ from smets1.config_dcc import SchedulerConfig, UserConfig
 from smets1.image import build_image, parse_image, seeded_body
 from smets1.services import ActivationOutcome, StoredImage, VersionReading
 from smets1.signing import demo_private_key
+from smets1.wire import is_cancellation
 
 T = TypeVar("T")
 ACME = 0x1234
@@ -55,7 +56,11 @@ LARGE_IMAGE = image_of_size(800_000)
 
 @dataclass
 class FakeDco:
-    """Answers 11.3 after `activation_seconds` (per device if given); records every call."""
+    """Answers 11.3 after `activation_seconds` (per device if given); records every call.
+
+    A future ExecutionDateTime holds the activation until then; an 11.3 with a far-future
+    one (`smets1.wire.is_cancellation`) cancels a held activation, as the DCO and the
+    device do, and answers NO_TRANSFER if none is held."""
 
     clock: Clock
     activation_seconds: float = 600.0
@@ -64,6 +69,9 @@ class FakeDco:
     activations: list[tuple[int, float]] = field(default_factory=list)
     versions: dict[int, int] = field(default_factory=dict)
     images: dict[bytes, StoredImage] = field(default_factory=dict)
+    cancels: list[tuple[int, float]] = field(default_factory=list)
+    #: Devices whose activation is held for its ExecutionDateTime.
+    scheduled: dict[int, asyncio.Event] = field(default_factory=dict)
 
     async def update_firmware(self, image: bytes) -> StoredImage:
         parsed = parse_image(image)
@@ -84,23 +92,50 @@ class FakeDco:
         self, device_id: int, firmware_hash: bytes, execution_time: float = 0.0
     ) -> ActivationOutcome:
         started = self.clock.now()
+        if is_cancellation(execution_time, started):
+            self.cancels.append((device_id, started))
+            held = self.scheduled.get(device_id)
+            if held is not None:
+                held.set()
+            return self._outcome(
+                device_id,
+                held is not None,
+                DeviceState.CANCELLED if held else DeviceState.IDLE,
+                Reason.CANCELLED if held else Reason.NO_TRANSFER,
+                0,
+                started,
+            )
         self.activations.append((device_id, started))
         await self.clock.sleep(self.per_device_seconds.get(device_id, self.activation_seconds))
+        if execution_time > self.clock.now():
+            held = self.scheduled[device_id] = asyncio.Event()
+            try:
+                await self.clock.timeout(execution_time - self.clock.now(), held.wait())
+                return self._outcome(
+                    device_id, False, DeviceState.CANCELLED, Reason.CANCELLED, 0, started
+                )
+            except TimeoutError:
+                pass
+            finally:
+                del self.scheduled[device_id]
         ok = device_id not in self.fail_devices
         version = self.images[firmware_hash].file_version
         if ok:
             self.versions[device_id] = version
-        return ActivationOutcome(
+        return self._outcome(
             device_id,
             ok,
             DeviceState.ACTIVE if ok else DeviceState.VERIFY_FAILED,
             Reason.NONE if ok else Reason.BAD_SIGNATURE,
             version if ok else 0,
-            1,
-            1024,
             started,
-            self.clock.now(),
-            1,
+        )
+
+    def _outcome(
+        self, device_id: int, ok: bool, state: DeviceState, reason: Reason, version: int, t: float
+    ) -> ActivationOutcome:
+        return ActivationOutcome(
+            device_id, ok, state, reason, version, 1, 1024, t, self.clock.now(), 1
         )
 
     async def read_firmware_version(self, device_id: int) -> VersionReading:

@@ -23,6 +23,7 @@ from tests.scheduler.fakes import (
     USER_A,
     USER_B,
     USER_C,
+    FakeDco,
     config,
     devices,
     make_scheduler,
@@ -317,3 +318,29 @@ async def test_duis_activation_refused_with_earliest_date_and_held_over_allowanc
     finally:
         await client.close()
         await s.close()
+
+
+async def test_duis_cancel_reaches_a_released_future_dated_activation(harness: Harness) -> None:
+    h = harness
+    fw = await store_image(h)
+    later = activate_firmware(fw, "2025-03-01T06:00:00Z")
+    status, text = await post_duis(h, duis_request("11.3", later, 2))
+    assert status == 200 and "<sr:Status>waiting</sr:Status>" in text, text
+    (req,) = h.scheduler.requests
+    dco = h.scheduler.dco
+    assert isinstance(dco, FakeDco)
+    for _ in range(500):  # released within moments; then the DCO holds it until 06:00
+        if req.device_id in dco.scheduled:
+            break
+        await asyncio.sleep(0.01)
+    assert req.state.value == "released"
+    cancel = activate_firmware(fw, "3000-01-01T00:00:00Z")
+    status, text = await post_duis(h, duis_request("11.3", cancel, 3))
+    assert status == 200, text
+    assert "<sr:Cancelled>0</sr:Cancelled>" in text
+    assert "<sr:CancellationSent>1</sr:CancellationSent>" in text
+    for _ in range(200):
+        if req.state.value == "cancelled":
+            break
+        await asyncio.sleep(0.01)
+    assert req.state.value == "cancelled"
