@@ -48,8 +48,16 @@ _F = TypeVar("_F", bound=Frame)
 _FINAL_ACTIVATION = frozenset(
     {DeviceState.ACTIVE, DeviceState.ACTIVATION_FAILED, DeviceState.CANCELLED}
 )
-#: Transfer states in which the device holds the verified image, ready to activate.
-_READY = frozenset({DeviceState.VERIFIED, DeviceState.ACTIVATION_SCHEDULED, DeviceState.CANCELLED})
+#: Transfer answers that end the transfer: the device holds the verified image, ready to
+#: activate, or (ACTIVE, in answer to INITIATE) already runs it.
+_NOTHING_TO_SEND = frozenset(
+    {
+        DeviceState.VERIFIED,
+        DeviceState.ACTIVATION_SCHEDULED,
+        DeviceState.CANCELLED,
+        DeviceState.ACTIVE,
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,13 +73,7 @@ class Recovery:
 
     @classmethod
     def from_config(cls, config: DcoConfig) -> Recovery:
-        """Read the recovery keys if this DcoConfig has them, else use the defaults."""
-        d = cls()
-        return cls(
-            float(getattr(config, "retry_initial_seconds", d.retry_initial_seconds)),
-            float(getattr(config, "retry_max_seconds", d.retry_max_seconds)),
-            float(getattr(config, "give_up_seconds", d.give_up_seconds)),
-        )
+        return cls(config.retry_initial_seconds, config.retry_max_seconds, config.give_up_seconds)
 
 
 @dataclass(slots=True)
@@ -98,6 +100,22 @@ class _Failed(Exception):
     def __init__(self, state: DeviceState, reason: Reason) -> None:
         self.state = state
         self.reason = reason
+
+
+@dataclass(slots=True)
+class _Session:
+    """One 11.3 or 11.2 in flight: where its frames go, where its answers arrive, and
+    what it has sent so far (kept when it fails part way)."""
+
+    device_id: int
+    #: Renewed at each INITIATE after the first (see `Dco._initiate`).
+    tid: int
+    inbox: asyncio.Queue[Frame]
+    #: The device's down topic, worked out once rather than once per frame.
+    topic: str
+    blocks: int = 0
+    bytes: int = 0
+    rounds: int = 0
 
 
 def missing_runs(status: Status, run_blocks: int) -> list[tuple[int, int]]:
@@ -167,10 +185,10 @@ class Dco:
             return
         inbox.put_nowait(frame)
 
-    def _send(self, frame: Frame) -> None:
+    def _send(self, session: _Session, frame: Frame) -> None:
         payload = frame.serialize()
         self.counters.frames_sent += 1
-        self.bus.publish(down_topic(self.fleet, shard_of(frame.device_id, self.shards)), payload)
+        self.bus.publish(session.topic, payload)
 
     async def _receive(
         self, inbox: asyncio.Queue[Frame], kind: type[_F], timeout: float
@@ -194,18 +212,31 @@ class Dco:
             if dev == device_id and other != tid:
                 inbox.put_nowait(frame)
 
-    def _open(self, device_id: int) -> tuple[int, asyncio.Queue[Frame]]:
+    def _new_tid(self) -> int:
         tid = self._next_transfer
         self._next_transfer = tid % 0xFFFF_FFFF + 1
+        return tid
+
+    def _open(self, device_id: int) -> _Session:
+        tid = self._new_tid()
         inbox: asyncio.Queue[Frame] = asyncio.Queue()
         self._inbox[(device_id, tid)] = inbox
-        return tid, inbox
+        topic = down_topic(self.fleet, shard_of(device_id, self.shards))
+        return _Session(device_id, tid, inbox, topic)
+
+    def _renew(self, s: _Session) -> None:
+        """Move the session to a new transfer id and inbox: an answer still on its way to a
+        request sent under the old one is then a stray, never taken for the next answer."""
+        del self._inbox[(s.device_id, s.tid)]
+        s.tid = self._new_tid()
+        s.inbox = asyncio.Queue()
+        self._inbox[(s.device_id, s.tid)] = s.inbox
 
     # -- SRV 11.1 -----------------------------------------------------------------------
 
     async def update_firmware(self, image: bytes) -> StoredImage:
         info = self.store.store(image, self.clock.now())
-        self.counters.images_stored = len(self.store.images())
+        self.counters.images_stored = self.store.count()
         return info
 
     # -- SRV 11.3 -----------------------------------------------------------------------
@@ -214,79 +245,83 @@ class Dco:
         self, device_id: int, firmware_hash: bytes, execution_time: float = IMMEDIATE
     ) -> ActivationOutcome:
         held = self.store.get(firmware_hash)
-        async with self._slots:
-            c = self.counters
-            c.transfers_started += 1
-            c.in_flight += 1
-            started = self.clock.now()
-            deadline = started + self.recovery.give_up_seconds
-            tid, inbox = self._open(device_id)
-            sent = [0, 0, 0]  # blocks, bytes, rounds
-            rounds = 0
-            cancel = is_cancellation(execution_time, started)
-            try:
-                if not cancel:  # a cancellation moves no image
-                    rounds = await self._transfer(device_id, tid, inbox, held, sent, deadline)
-                final = await self._activate(
-                    device_id, tid, inbox, firmware_hash, execution_time, deadline
-                )
-                if cancel and final.state is DeviceState.CANCELLED:
-                    self._tell_waiting(device_id, tid, final)
-                ok = final.state is (DeviceState.CANCELLED if cancel else DeviceState.ACTIVE)
-                outcome = ActivationOutcome(
-                    device_id,
-                    ok,
-                    final.state,
-                    final.reason,
-                    final.running_version,
-                    sent[0],
-                    sent[1],
-                    started,
-                    self.clock.now(),
-                    rounds,
-                )
-            except _Failed as failed:
-                outcome = ActivationOutcome(
-                    device_id,
-                    False,
-                    failed.state,
-                    failed.reason,
-                    NO_VERSION,
-                    sent[0],
-                    sent[1],
-                    started,
-                    self.clock.now(),
-                    sent[2],
-                )
-            finally:
-                del self._inbox[(device_id, tid)]
-                c.in_flight -= 1
-            if outcome.ok:
-                c.transfers_ok += 1
-            else:
-                c.transfers_failed[outcome.reason.name.lower()] += 1
-            return outcome
+        # Decided on arrival: a cancellation must not stop being one while it waits.
+        cancel = is_cancellation(execution_time, self.clock.now())
+        if not cancel:
+            # A transfer slot bounds the transfers moving bytes at once. It covers the
+            # transfer only: a cancellation moves no image, and an activation that waits
+            # for its time or for a reboot holds up no one.
+            await self._slots.acquire()
+        c = self.counters
+        c.transfers_started += 1
+        c.in_flight += 1
+        started = self.clock.now()
+        deadline = started + self.recovery.give_up_seconds
+        s = self._open(device_id)
+        try:
+            if not cancel:
+                try:
+                    await self._transfer(s, held, deadline)
+                finally:
+                    self._slots.release()
+            final = await self._activate(s, firmware_hash, execution_time, cancel, deadline)
+            if cancel and final.state is DeviceState.CANCELLED:
+                self._tell_waiting(device_id, s.tid, final)
+            ok = final.state is (DeviceState.CANCELLED if cancel else DeviceState.ACTIVE)
+            state, reason, version = final.state, final.reason, final.running_version
+        except _Failed as failed:
+            ok, state, reason, version = False, failed.state, failed.reason, NO_VERSION
+        finally:
+            del self._inbox[(device_id, s.tid)]
+            c.in_flight -= 1
+        outcome = ActivationOutcome(
+            device_id,
+            ok,
+            state,
+            reason,
+            version,
+            s.blocks,
+            s.bytes,
+            started,
+            self.clock.now(),
+            s.rounds,
+        )
+        if ok:
+            c.transfers_ok += 1
+        else:
+            c.transfers_failed[reason.name.lower()] += 1
+        return outcome
 
     async def _initiate(
         self,
-        device_id: int,
-        tid: int,
-        inbox: asyncio.Queue[Frame],
+        s: _Session,
         held: HeldImage,
         deadline: float,
         last_state: DeviceState,
+        resume: bool = False,
     ) -> Status:
         """Send INITIATE until the device answers with its bitmap, backing off while it is
-        silent; give up (Reason.OFFLINE) at `deadline`. Used to start and to resume."""
+        silent; give up (Reason.OFFLINE) at `deadline`. Used to start and to resume.
+
+        Every INITIATE but a session's first goes under a new transfer id (the device
+        keeps its blocks and takes the new id), so a late answer to a request that timed
+        out cannot pass for this one's. Under one id the DCO then has at most one
+        request open at a time, and each answer it takes is the answer to that request.
+        """
         cfg = self.config
         rec = self.recovery
         info = held.info
         delay = rec.retry_initial_seconds
+        renew = resume  # requests were sent under the current id
         while True:
+            if renew:
+                self._renew(s)
+            renew = True
             self._send(
-                Initiate(device_id, tid, info.size_bytes, held.block_size, info.firmware_hash)
+                s,
+                Initiate(s.device_id, s.tid, info.size_bytes, held.block_size, info.firmware_hash),
             )
-            status = await self._receive(inbox, Status, cfg.reply_timeout_seconds)
+            status = await self._receive(s.inbox, Status, cfg.reply_timeout_seconds)
             if status is not None:
                 return status
             now = self.clock.now()
@@ -301,77 +336,70 @@ class Dco:
                 await self._slots.acquire()
             delay = min(delay * 2, rec.retry_max_seconds)
 
-    async def _transfer(
-        self,
-        device_id: int,
-        tid: int,
-        inbox: asyncio.Queue[Frame],
-        held: HeldImage,
-        sent: list[int],
-        deadline: float,
-    ) -> int:
-        """Move every block the device lacks; return the rounds it took.
+    async def _transfer(self, s: _Session, held: HeldImage, deadline: float) -> None:
+        """Move every block the device lacks, counting blocks, bytes and rounds in `s`.
 
         A round sends the runs the device's bitmap lacks, then a QUERY. A round whose
         answer does not come (lost frames, a hung link, a power cut) resumes with a new
         INITIATE, which the device answers with the bitmap it kept. Rounds that bring no
-        new block count towards `max_rounds`; rounds that make progress do not.
+        new block count towards `max_rounds`; rounds that make progress do not. A device
+        that already runs the image answers ACTIVE: nothing to send.
         """
         cfg = self.config
-        status = await self._initiate(device_id, tid, inbox, held, deadline, DeviceState.IDLE)
-        rounds = 0
+        c = self.counters
+        device_id = s.device_id
+        status = await self._initiate(s, held, deadline, DeviceState.IDLE)
         stalls = 0
         while True:
             if status.reason is not Reason.NONE or status.state is DeviceState.VERIFY_FAILED:
                 raise _Failed(status.state, status.reason)
-            if status.state in _READY:
-                return rounds
+            if status.state in _NOTHING_TO_SEND:
+                return
             if stalls >= cfg.max_rounds:
                 raise _Failed(status.state, Reason.INCOMPLETE)
-            rounds += 1
-            sent[2] = rounds
-            self.counters.rounds += 1
+            s.rounds += 1
+            c.rounds += 1
+            tid = s.tid
             if not status.complete:
                 for first, count in missing_runs(status, cfg.run_blocks):
                     crcs, data, run_crc = held.run(first, count)
-                    self._send(Blocks(device_id, tid, first, crcs, data, run_crc))
-                    sent[0] += count
-                    sent[1] += len(data)
-                    self.counters.blocks_sent += count
-                    self.counters.bytes_sent += len(data)
-            self._send(Query(device_id, tid))
-            answer = await self._receive(inbox, Status, cfg.reply_timeout_seconds)
+                    self._send(s, Blocks(device_id, tid, first, crcs, data, run_crc))
+                    s.blocks += count
+                    s.bytes += len(data)
+                    c.blocks_sent += count
+                    c.bytes_sent += len(data)
+            self._send(s, Query(device_id, tid))
+            answer = await self._receive(s.inbox, Status, cfg.reply_timeout_seconds)
             if answer is None:
-                self.counters.resumes += 1
-                answer = await self._initiate(device_id, tid, inbox, held, deadline, status.state)
+                c.resumes += 1
+                answer = await self._initiate(s, held, deadline, status.state, resume=True)
             progressed = answer.received > status.received or answer.state is not status.state
             stalls = 0 if progressed else stalls + 1
             status = answer
 
     async def _activate(
         self,
-        device_id: int,
-        tid: int,
-        inbox: asyncio.Queue[Frame],
+        s: _Session,
         firmware_hash: bytes,
         execution_time: float,
+        cancel: bool,
         deadline: float,
     ) -> Activation:
         """Send ACTIVATE and wait for the final answer. A silence is met by sending it
         again: the device answers a repeated ACTIVATE as it stands (active, activating,
         failed), so asking twice never activates twice."""
         timeout = self.config.reply_timeout_seconds
-        cancel = is_cancellation(execution_time, self.clock.now())
-        if not cancel and execution_time != IMMEDIATE:
+        scheduled = not cancel and execution_time != IMMEDIATE
+        if scheduled:
             deadline = max(deadline, execution_time + self.recovery.give_up_seconds)
         last: Activation | None = None
         while True:
-            self._send(Activate(device_id, tid, execution_time, firmware_hash))
+            self._send(s, Activate(s.device_id, s.tid, execution_time, firmware_hash))
             wait = timeout
-            if not cancel and execution_time != IMMEDIATE:
+            if scheduled:
                 wait += max(0.0, execution_time - self.clock.now())
             while True:
-                answer = await self._receive(inbox, Activation, wait)
+                answer = await self._receive(s.inbox, Activation, wait)
                 if answer is None:
                     break
                 last = answer
@@ -385,20 +413,20 @@ class Dco:
     # -- SRV 11.2 -----------------------------------------------------------------------
 
     async def read_firmware_version(self, device_id: int) -> VersionReading:
-        tid, inbox = self._open(device_id)
+        s = self._open(device_id)
         deadline = self.clock.now() + self.recovery.give_up_seconds
         delay = self.recovery.retry_initial_seconds
         try:
             while True:
-                self._send(ReadVersion(device_id, tid))
-                answer = await self._receive(inbox, Version, self.config.reply_timeout_seconds)
+                self._send(s, ReadVersion(device_id, s.tid))
+                answer = await self._receive(s.inbox, Version, self.config.reply_timeout_seconds)
                 if answer is not None or self.clock.now() + delay >= deadline:
                     break
                 self.counters.retries += 1
                 await self.clock.sleep(delay)
                 delay = min(delay * 2, self.recovery.retry_max_seconds)
         finally:
-            del self._inbox[(device_id, tid)]
+            del self._inbox[(device_id, s.tid)]
         now = self.clock.now()
         if answer is None:
             return VersionReading(

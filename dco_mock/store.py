@@ -149,6 +149,13 @@ class ImageStore:
         self._complete(row[0], row[1], row[2])
         return self._held[firmware_hash]
 
+    def count(self) -> int:
+        """How many complete images are stored, without loading any of them."""
+        row = self._db.execute(
+            "SELECT COUNT(*) FROM images WHERE firmware_hash IS NOT NULL"
+        ).fetchone()
+        return int(row[0])
+
     def images(self) -> list[StoredImage]:
         rows = self._db.execute(
             "SELECT firmware_hash FROM images WHERE firmware_hash IS NOT NULL"

@@ -207,7 +207,8 @@ class Esme:
         return self._reply(transfer_id, Reason.NO_TRANSFER)
 
     def on_initiate(self, f: Initiate, refuse: bool = False) -> Status:
-        """Start, resume or replace a transfer into the inactive slot."""
+        """Start, resume or replace a transfer into the inactive slot, or answer that the
+        image is already held (verified) or already runs (complete, nothing to send)."""
         if refuse:
             return self._reply(f.transfer_id, Reason.REFUSED)
         slot = self.inactive
@@ -220,9 +221,15 @@ class Esme:
         if f.image_size > self.model.slot_capacity_bytes:
             return self._reply(f.transfer_id, Reason.TOO_LARGE_FOR_SLOT)
         if same_held and self.state in HOLDING:
-            # Already received and verified (a lost answer, or a restarted DCO).
+            # Already received and verified (a lost answer, or a restarted DCO). A cancelled
+            # activation's reason goes: the image may be scheduled again.
             self.transfer_id = f.transfer_id
+            self.reason = Reason.NONE
             return self._status(f.transfer_id)
+        if self.state is S.ACTIVE and self.active.firmware_hash == f.firmware_hash:
+            # It already runs this image: nothing to send and nothing to activate again.
+            self.transfer_id = f.transfer_id
+            return Status(self.device_id, f.transfer_id, S.ACTIVE, Reason.NONE, 0, NO_BLOCK, 0)
         rx = self.rx
         if (
             rx is not None
@@ -340,6 +347,10 @@ class Esme:
             self.activate_at = f.execution_time
         return self._activation(f.transfer_id, now), self.activate_at
 
+    def timer_due(self, now: float) -> bool:
+        """Whether a timer firing at `now` finds the device on and its time come."""
+        return self.powered and now + _TIMER_SLACK_SECONDS >= self.activate_at
+
     def on_timer(self, now: float, boot_ok: bool = True) -> tuple[Activation | None, float | None]:
         """The time the device asked for has come: start or finish an activation.
 
@@ -347,7 +358,7 @@ class Esme:
         previous slot within the same reboot. A stale timer (the power was cut, or the
         activation was cancelled or moved) does nothing.
         """
-        if not self.powered or now + _TIMER_SLACK_SECONDS < self.activate_at:
+        if not self.timer_due(now):
             return None, None
         if self.state is S.ACTIVATION_SCHEDULED:
             self.transition(S.ACTIVATING)

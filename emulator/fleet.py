@@ -39,7 +39,6 @@ class FleetCounters:
     unknown_device_frames: int = 0
     blocks_received: int = 0
     block_bytes_received: int = 0
-    states: Counter[str] = field(default_factory=Counter)
     #: Frames that never reached their device or the DCO, by cause.
     frames_dropped: Counter[str] = field(default_factory=Counter)
     #: Faults that happened, by kind (blocks_lost, power_losses, boot_failures, ...).
@@ -312,8 +311,7 @@ class FleetHost:
             faults is not None
             and faults.boot_failure_rate
             and before is DeviceState.ACTIVATING
-            and device.powered
-            and self.clock.now() + 1e-6 >= device.activate_at
+            and device.timer_due(self.clock.now())
         ):
             boot_ok = _rng(device).random() >= faults.boot_failure_rate
             if not boot_ok:

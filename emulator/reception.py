@@ -5,7 +5,9 @@ its CRC-32 before it is copied; a bad one is rejected and counted. A bitmap of h
 gives the first missing block, so an interrupted transfer resumes where it stopped.
 
 The buffer and the bitmap stand for the inactive slot's flash: they survive a power cut
-(see emulator.device). Only the counters of corrupt and duplicate blocks are RAM.
+(see emulator.device). Only the counters of corrupt and duplicate blocks are RAM. The
+buffer is allocated when the first block is written, so a device that answered INITIATE
+and then heard nothing more (its 11.3 failed) holds no image-sized buffer.
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ class Reception:
         self.block_size = block_size
         self.firmware_hash = firmware_hash
         self.block_count = -(-image_size // block_size)
-        self.buffer = bytearray(image_size)
+        #: Empty until the first block is written; then `image_size` bytes.
+        self.buffer = bytearray()
         # One byte per block (0 or 1): slices make runs cheap; packed to bits on the wire.
         self.have = bytearray(self.block_count)
         self.received = 0
@@ -70,6 +73,13 @@ class Reception:
             bits[i >> 3] |= 1 << (i & 7)
         return bytes(bits)
 
+    def _writable(self) -> bytearray:
+        """The buffer, allocated on the first block written into it."""
+        buffer = self.buffer
+        if not buffer:
+            buffer = self.buffer = bytearray(self.image_size)
+        return buffer
+
     def accept(
         self,
         first_block: int,
@@ -93,7 +103,7 @@ class Reception:
         if run_crc is not None and crc32(view) == run_crc:
             # The run arrived as sent: one check covers every block in it.
             before = have[first_block : first_block + n].count(1)
-            self.buffer[start:end] = view
+            self._writable()[start:end] = view
             have[first_block : first_block + n] = _ONE * n
             self.duplicate_blocks += before
             self.received += n - before
@@ -104,7 +114,7 @@ class Reception:
         ]
         before = have[first_block : first_block + n].count(1)
         if all(good):
-            self.buffer[start:end] = view
+            self._writable()[start:end] = view
             have[first_block : first_block + n] = _ONE * n
             self.duplicate_blocks += before
             self.received += n - before
@@ -119,7 +129,7 @@ class Reception:
             if not have[b]:
                 lo = i * bs
                 hi = min(lo + bs, len(view))
-                self.buffer[start + lo : start + hi] = view[lo:hi]
+                self._writable()[start + lo : start + hi] = view[lo:hi]
                 have[b] = 1
                 new += 1
         self.duplicate_blocks += sum(good) - new

@@ -6,6 +6,7 @@ Each test asserts what the DCO hands back (state and reason) and what the device
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -296,20 +297,119 @@ def test_restarted_dco_resumes_the_transfer_instead_of_starting_over() -> None:
     assert out.blocks_sent == BLOCKS - held
 
 
+def test_restarted_dco_counts_its_images_without_loading_them(tmp_path: Path) -> None:
+    cfg = fleet_config([{"count": 1}])
+    images = [make_image(8_000, seed=s, version=0x02000000 + s) for s in (21, 22, 23)]
+
+    async def body(h: Harness) -> tuple[int, int]:
+        first = Dco(h.clock, h.bus, cfg.name, 1, cfg.dco, tmp_path, cfg.block_size_bytes)
+        for image in images[:2]:
+            await first.update_firmware(image)
+        await first.close()
+        second = Dco(h.clock, h.bus, cfg.name, 1, cfg.dco, tmp_path, cfg.block_size_bytes)
+        await second.update_firmware(images[2])
+        loaded = len(second.store._held)
+        await second.close()
+        return second.counters.images_stored, loaded
+
+    stored, loaded = run(cfg, body)
+    # All three counted; only the new one was assembled in memory (11.3s load the rest).
+    assert (stored, loaded) == (3, 1)
+
+
 def test_repeated_11_3_after_success_answers_active_without_a_second_activation() -> None:
     cfg = fleet_config([{"count": 1}])
 
-    async def body(h: Harness) -> tuple[ActivationOutcome, ActivationOutcome, int]:
+    async def body(h: Harness) -> tuple[ActivationOutcome, ActivationOutcome, int, Harness]:
         stored = await h.dco.update_firmware(IMAGE)
         one = await h.dco.activate_firmware(FIRST, stored.firmware_hash)
-        n = h.host.transitions()["active"]
+        n = h.host.transitions().total()
         two = await h.dco.activate_firmware(FIRST, stored.firmware_hash)
-        return one, two, h.host.transitions()["active"] - n
+        return one, two, h.host.transitions().total() - n, h
 
-    one, two, extra = run(cfg, body)
-    assert one.ok and two.ok and two.running_version == NEW_VERSION
-    # A second transfer went to the other slot and activated: a real second upgrade.
-    assert extra == 1
+    one, two, extra, h = run(cfg, body)
+    assert one.ok and one.blocks_sent == BLOCKS
+    assert (two.ok, two.state, two.reason, two.running_version) == (
+        True,
+        S.ACTIVE,
+        Reason.NONE,
+        NEW_VERSION,
+    )
+    # The meter already runs it: no block sent again, no round, no reboot, no transition.
+    assert (two.blocks_sent, two.bytes_sent, two.rounds) == (0, 0, 0)
+    assert extra == 0
+    assert two.finished_at - two.started_at < 30  # the model's reboot takes 30 s
+    dev = h.host.devices[FIRST]
+    assert dev.state is S.ACTIVE and dev.inactive is not None
+    assert dev.inactive.file_version == OLD_VERSION  # the previous image, still kept
+
+
+def test_a_cancelled_image_may_be_activated_again_without_resending_it() -> None:
+    cfg = fleet_config([{"count": 1}])
+
+    async def body(h: Harness) -> ActivationOutcome:
+        stored = await h.dco.update_firmware(IMAGE)
+        at = h.clock.now() + 86_400
+        task = asyncio.create_task(h.dco.activate_firmware(FIRST, stored.firmware_hash, at))
+        await h.clock.sleep(3_600)
+        far = h.clock.now() + CANCEL_AFTER_SECONDS + 1
+        assert (await h.dco.activate_firmware(FIRST, stored.firmware_hash, far)).ok
+        await task
+        return await h.dco.activate_firmware(FIRST, stored.firmware_hash)
+
+    again = run(cfg, body)
+    assert (again.ok, again.state, again.reason) == (True, S.ACTIVE, Reason.NONE)
+    assert again.running_version == NEW_VERSION and again.blocks_sent == 0
+
+
+def test_scheduled_activations_and_cancellations_hold_no_transfer_slot() -> None:
+    cfg = fleet_config([{"count": 2}], dco={"max_concurrent_transfers": 1})
+
+    async def body(h: Harness) -> list[ActivationOutcome]:
+        stored = await h.dco.update_firmware(IMAGE)
+        fw = stored.firmware_hash
+        at = h.clock.now() + 2 * 86_400
+        scheduled = asyncio.create_task(h.dco.activate_firmware(FIRST, fw, at))
+        await h.clock.sleep(3_600)  # transferred long ago; now waits two days to activate
+        other = asyncio.create_task(h.dco.activate_firmware(FIRST + 1, fw))
+        await h.clock.sleep(1)  # the other device's transfer has the only slot
+        far = h.clock.now() + CANCEL_AFTER_SECONDS + 1
+        try:
+            # Bounded, so that a cancellation stuck behind a slot fails here, not hangs.
+            cancel = await h.clock.timeout(86_400, h.dco.activate_firmware(FIRST, fw, far))
+            return [await scheduled, await other, cancel]
+        finally:
+            for task in (scheduled, other):
+                task.cancel()
+            await asyncio.gather(scheduled, other, return_exceptions=True)
+
+    scheduled, other, cancel = run(cfg, body)
+    t0 = cfg.epoch_seconds
+    # The immediate 11.3 ran in its hour, not after the scheduled one's two days.
+    assert other.ok and other.finished_at - t0 < 2 * 3_600
+    # The cancellation took no slot: it did not wait for the other transfer either.
+    assert (cancel.ok, cancel.state) == (True, S.CANCELLED)
+    assert cancel.finished_at < other.finished_at
+    assert (scheduled.state, scheduled.reason) == (S.CANCELLED, Reason.CANCELLED)
+    assert scheduled.finished_at == cancel.finished_at
+
+
+def test_a_late_answer_is_not_taken_for_the_next_requests() -> None:
+    # A reply timeout shorter than a round's link time: the QUERY's answer comes after
+    # the DCO gave up on it and sent INITIATE again.
+    faults = {"block_loss_rate": 0.2}
+    slow = fleet_config([{"count": 1, "faults": faults}], dco={"reply_timeout_seconds": 20})
+    patient = fleet_config([{"count": 1, "faults": faults}])
+
+    async def body(h: Harness) -> tuple[ActivationOutcome, int]:
+        stored = await h.dco.update_firmware(IMAGE)
+        out = await h.dco.activate_firmware(FIRST, stored.firmware_hash)
+        return out, h.dco.counters.resumes
+
+    (late, resumes), (ref, _) = run(slow, body), run(patient, body)
+    assert resumes >= 1 and late.ok and ref.ok
+    # Taken for the next answer, the late one made the DCO send the same runs twice.
+    assert (late.blocks_sent, late.rounds) == (ref.blocks_sent, ref.rounds)
 
 
 @pytest.mark.parametrize("seed", [1, 2])

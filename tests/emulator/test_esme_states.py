@@ -65,6 +65,9 @@ def verified() -> Esme:
 
 def test_every_state_has_a_way_out_except_none() -> None:
     assert set(TRANSITIONS) == set(DeviceState.__members__.values())
+    for state, after in TRANSITIONS.items():
+        assert after, f"{state.name} has no way out"
+        assert after <= set(DeviceState), state.name
 
 
 def test_wrong_transition_names_both_states() -> None:
@@ -139,6 +142,64 @@ def test_far_future_date_cancels_and_the_image_may_be_scheduled_again() -> None:
     assert dev.on_read_version(ReadVersion(7, 0)).pending_version == NO_VERSION
     reply2, wake2 = dev.on_activate(Activate(7, 3, 0.0, FW), now=6_000.0)
     assert reply2.state is S.ACTIVATING and wake2 == 6_000.0 + REBOOT
+
+
+def test_initiate_after_a_cancellation_answers_ready_not_cancelled() -> None:
+    dev = verified()
+    dev.on_activate(Activate(7, 1, 5_000.0, FW), now=1_000.0)
+    dev.on_activate(Activate(7, 2, 2_000.0 + CANCEL_AFTER_SECONDS, FW), now=2_000.0)
+    assert dev.reason is Reason.CANCELLED
+    # A new 11.3 for the same image finds it held: nothing to send, nothing stale to say.
+    st = dev.on_initiate(Initiate(7, 3, len(IMAGE), BS, FW))
+    assert (st.state, st.reason, st.complete) == (S.CANCELLED, Reason.NONE, True)
+    reply, _ = dev.on_activate(Activate(7, 3, 0.0, FW), now=3_000.0)
+    assert (reply.state, reply.reason) == (S.ACTIVATING, Reason.NONE)
+
+
+def test_initiate_for_the_running_image_answers_complete_without_a_transition() -> None:
+    dev = verified()
+    dev.on_activate(Activate(7, 1, 0.0, FW), now=0.0)
+    dev.on_timer(REBOOT)
+    assert dev.state is S.ACTIVE
+    before = dict(dev.profile.transitions)
+    previous = dev.inactive
+    st = dev.on_initiate(Initiate(7, 2, len(IMAGE), BS, FW))
+    assert (st.state, st.reason, st.complete, st.received) == (S.ACTIVE, Reason.NONE, True, 0)
+    assert dict(dev.profile.transitions) == before
+    assert dev.rx is None and dev.inactive is previous  # the previous image stays kept
+    reply, wake = dev.on_activate(Activate(7, 2, 0.0, FW), now=100.0)
+    assert (reply.state, reply.reason, reply.running_version, wake) == (
+        S.ACTIVE,
+        Reason.NONE,
+        0x02000000,
+        None,
+    )
+
+
+def test_initiate_alone_allocates_no_image_buffer() -> None:
+    dev = esme()
+    initiate(dev)
+    assert dev.rx is not None and len(dev.rx.buffer) == 0
+    assert dev.on_query(Query(7, 1)).received == 0
+    blocks(dev, [2])
+    assert len(dev.rx.buffer) == len(IMAGE)
+    assert dev.rx.buffer[2 * BS : 3 * BS] == IMAGE[2 * BS : 3 * BS]
+
+
+def test_all_corrupt_run_allocates_no_image_buffer() -> None:
+    dev = esme()
+    initiate(dev)
+    good = Blocks.build(7, 1, 0, IMAGE[:BS], BS)
+    dev.on_blocks(Blocks(7, 1, 0, good.crcs, bytes(BS)))
+    assert dev.rx is not None and dev.rx.corrupt_blocks == 1 and len(dev.rx.buffer) == 0
+
+
+def test_timer_due_allows_the_float_slack_and_not_more() -> None:
+    dev = verified()
+    dev.on_activate(Activate(7, 1, 0.0, FW), now=0.0)
+    assert dev.timer_due(REBOOT - 1e-9) and not dev.timer_due(REBOOT - 1e-3)
+    dev.power_off(1.0)
+    assert not dev.timer_due(REBOOT)
 
 
 def test_cancel_with_nothing_scheduled_is_refused() -> None:

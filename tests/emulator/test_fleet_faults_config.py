@@ -3,6 +3,7 @@ seeded streams, and the shipped faults.yaml."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -10,10 +11,13 @@ import pytest
 from pydantic import ValidationError
 
 from emulator.faults import FaultModel, device_rng
-from emulator.fleet import build_devices
+from emulator.fleet import FleetHost, build_devices
+from smets1.bus import InProcessBus, down_topic, up_topic
+from smets1.clock import VirtualClock
 from smets1.config import FleetConfig, load_config
 from smets1.config_fleet import LINK_PROFILES
 from smets1.errors import ConfigError
+from smets1.wire import ReadVersion
 from tests.factories import tiny_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -114,7 +118,32 @@ def test_shipped_faults_yaml_validates() -> None:
 def test_idle_devices_hold_no_random_stream_or_timer() -> None:
     raw = tiny_config()
     raw["devices"] = [{"model": "acme-e1", "count": 500, "firmware_version": 1}]
-    devices = build_devices(FleetConfig.model_validate(raw))
+    cfg = FleetConfig.model_validate(raw)
+    devices = build_devices(cfg)
     d = next(iter(devices.values()))
     assert d.rng is None and d.rx is None and d.inactive is None
     assert not hasattr(d, "__dict__")
+    clock = VirtualClock(cfg.epoch_seconds)
+
+    async def main() -> tuple[int, int, int, list[bytes]]:
+        loop = asyncio.get_running_loop()
+        bus = InProcessBus()
+        answers: list[bytes] = []
+        bus.subscribe(up_topic(cfg.name, "+"), lambda _topic, payload: answers.append(payload))
+        host = FleetHost(clock, bus, cfg.name, devices)
+        host.start()
+        await asyncio.sleep(0)
+        idle = len(loop._scheduled)  # type: ignore[attr-defined]
+        # One device answers an 11.2: its frame needs a timer while it is on the link.
+        bus.publish(down_topic(cfg.name, 0), ReadVersion(d.device_id, 1).serialize())
+        await asyncio.sleep(0)
+        busy = len(loop._scheduled)  # type: ignore[attr-defined]
+        await clock.sleep(600)
+        after = len(loop._scheduled)  # type: ignore[attr-defined]
+        await bus.close()
+        return idle, busy, after, answers
+
+    idle, busy, after, answers = clock.run(main())
+    # 500 idle devices: not one timer; one for the frame in flight; none once it is done.
+    assert (idle, busy, after, len(answers)) == (0, 1, 0, 1)
+    assert all(x.rng is None for x in devices.values())
