@@ -7,6 +7,7 @@ import sys
 
 BENCHMARKS = {
     "day12k": "bench.day12k",
+    "day12k-mqtt": "bench.day12k_mqtt",
     "scale": "bench.scale_curve",
     "estate-memory": "bench.bench_estate_memory",
     "estate-campaign": "bench.estate_campaign",

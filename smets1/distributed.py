@@ -44,6 +44,16 @@ class DistributedError(Smets1Error):
     """A process of a distributed run failed or did not finish in time."""
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds a live process has used (Linux /proc), else None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    # After the command: state is field 3, utime 14 and stime 15 (man 5 proc).
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def find_mosquitto() -> str | None:
     found = shutil.which("mosquitto")
     if found:
@@ -97,6 +107,8 @@ class Mosquitto:
         self.tls = tls
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        #: CPU seconds the broker had used when last stopped (None: unknown).
+        self.cpu_seconds: float | None = None
 
     @property
     def url(self) -> str:
@@ -152,6 +164,7 @@ class Mosquitto:
         """Stop gracefully (SIGTERM: mosquitto saves its sessions and queues first)."""
         proc, self.proc = self.proc, None
         if proc is not None and proc.poll() is None:
+            self.cpu_seconds = cpu_seconds(proc.pid)
             proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(STOP_TIMEOUT_SECONDS)
@@ -184,6 +197,17 @@ class Service:
         self.log_path = out / f"{name}.log"
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def crash_and_restart(self, down_seconds: float = 0.0) -> None:
+        """Kill the process at once (SIGKILL: no goodbye, no status file), as a crash
+        would, then start it again with the same arguments; its log goes on."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        time.sleep(down_seconds)
+        self._log.write(b"--- killed and started again ---\n")
+        self._log.flush()
+        self.proc = subprocess.Popen(self.argv, stdout=self._log, stderr=subprocess.STDOUT)
 
     def tail(self, lines: int = 15) -> str:
         try:
@@ -244,11 +268,13 @@ def run_distributed(
     log_level: str = "info",
     python: str = sys.executable,
     on_scheduler_started: Callable[[Service], None] | None = None,
+    on_started: Callable[[dict[str, Service]], None] | None = None,
 ) -> dict[str, Any]:
     """Run `config` as separate processes; return (and write) the merged summary.
 
     `on_scheduler_started` is called once the campaigns are under way (tests restart the
-    broker from it).
+    broker from it); `on_started` then, with every process by name (`dco-w0`, `fleet-1`,
+    `scheduler`: tests crash one from it).
     """
     if shards < 1 or dco_workers < 1:
         raise DistributedError("--shards and --dco-workers must be at least 1")
@@ -309,6 +335,8 @@ def run_distributed(
         services.append(sched)
         if on_scheduler_started is not None:
             on_scheduler_started(sched)
+        if on_started is not None:
+            on_started({svc.name: svc for svc in services})
         try:
             rc = sched.proc.wait(max(1.0, timeout_seconds - (time.monotonic() - started)))
         except subprocess.TimeoutExpired:
@@ -331,6 +359,8 @@ def run_distributed(
         states.update(f["device_states"])
     messages = sum(p["bus"]["messages_published"] for p in fleets + dcos)
     nbytes = sum(p["bus"]["bytes_published"] for p in fleets + dcos)
+    # Frames travel several to an MQTT message when they queue up (smets1.mqtt).
+    publishes = sum(p["bus"].get("mqtt_publishes", 0) for p in fleets + dcos)
     summary.update(
         {
             "shards": shards,
@@ -348,11 +378,26 @@ def run_distributed(
                 "bytes": nbytes,
                 "seconds": round(campaign_seconds, 3),
                 "messages_per_second": round(messages / campaign_seconds, 1),
+                "mqtt_messages": publishes,
+                "mqtt_messages_per_second": round(publishes / campaign_seconds, 1),
                 "bytes_per_second": round(nbytes / campaign_seconds, 1),
                 "republished": sum(p["bus"]["republished"] for p in fleets + dcos),
                 "duplicates_dropped": sum(p["bus"]["duplicates_dropped"] for p in fleets + dcos),
                 "connection_losses": sum(p["bus"]["connection_losses"] for p in fleets + dcos),
             },
+            # Each process's own count (getrusage at exit), the broker's from /proc.
+            "cpu_seconds": {
+                "scheduler": summary.get("cpu_seconds"),
+                **{f"dco-w{w}": d.get("cpu_seconds") for w, d in enumerate(dcos)},
+                **{f"fleet-{s}": f.get("cpu_seconds") for s, f in enumerate(fleets)},
+                "mosquitto": None if mosquitto is None else mosquitto.cpu_seconds,
+            },
+            "lag": {
+                "scheduler": summary["clock"]["worst_lag_seconds"],
+                **{f"dco-w{w}": d["clock"]["worst_lag_seconds"] for w, d in enumerate(dcos)},
+                **{f"fleet-{s}": f["clock"]["worst_lag_seconds"] for s, f in enumerate(fleets)},
+            },
+            "lag_episodes": sum(p["clock"]["lag_episodes"] for p in [summary, *fleets, *dcos]),
             "worst_lag_seconds": max(
                 [summary["clock"]["worst_lag_seconds"]]
                 + [p["clock"]["worst_lag_seconds"] for p in fleets + dcos]

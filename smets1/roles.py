@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import os
+import resource
 import secrets
 import signal
 from collections import Counter
@@ -119,6 +120,12 @@ class LagMonitor:
             "speed": self.clock.speed,
             "simulated_time": to_datetime(self.clock.now()).isoformat(),
         }
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds this process has used."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return round(r.ru_utime + r.ru_stime, 3)
 
 
 def metrics_text(role: str, values: dict[str, float]) -> str:
@@ -265,6 +272,7 @@ async def run_dco(
             "role": "dco",
             "worker": worker,
             "shards": shards,
+            "cpu_seconds": cpu_seconds(),
             "clock": lag.health(),
             "bus": bus_status(mqtt),
             "dco": jsonable(asdict(dco.counters)),
@@ -328,6 +336,7 @@ async def run_fleet(
             "role": "fleet",
             "shard": shard,
             "shards": shards,
+            "cpu_seconds": cpu_seconds(),
             "devices": len(devices),
             "clock": lag.health(),
             "bus": bus_status(mqtt),
@@ -508,6 +517,7 @@ async def run_scheduler(
                     dco_urls=dco_urls,
                     wall_seconds=round(wall_seconds() - wall0, 3),
                     clock=lag.health(),
+                    cpu_seconds=cpu_seconds(),
                 )
                 write_json(opts.status_file, summary)
                 log.info(

@@ -5,12 +5,15 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
+from aiohttp.typedefs import Handler
 
 from dco_mock.errors import UnknownImage
 from dco_mock.http_api import make_app
 from smets1.codes import DeviceState, Reason
 from smets1.dco_client import DcoClient, DcoHttpError
+from smets1.dco_http import ACTIVATIONS_PATH
 from smets1.services import ActivationOutcome, StoredImage, VersionReading
 
 DEVICE = 0x00DB_1200_0000_0042
@@ -73,3 +76,58 @@ async def test_unreachable_dco_is_retried_then_reported() -> None:
     async with DcoClient(["http://127.0.0.1:9"], retry_seconds=0.3) as client:
         with pytest.raises(DcoHttpError, match="unreachable"):
             await client.read_firmware_version(DEVICE)
+
+
+class CountingDco(FakeDco):
+    """Counts 11.3s; its device runs the old version until told otherwise."""
+
+    def __init__(self, running: int = 0x01000000) -> None:
+        super().__init__()
+        self.activations = 0
+        self.running = running
+
+    async def activate_firmware(
+        self, device_id: int, firmware_hash: bytes, execution_time: float = 0.0
+    ) -> ActivationOutcome:
+        self.activations += 1
+        return await super().activate_firmware(device_id, firmware_hash, execution_time)
+
+    async def read_firmware_version(self, device_id: int) -> VersionReading:
+        state = DeviceState.ACTIVE if self.running == 0x02000000 else DeviceState.RECEIVING
+        return VersionReading(device_id, True, self.running, None, state, Reason.NONE, 3.0)
+
+
+def dropping_first_activation(dco: CountingDco) -> web.Application:
+    """The DCO's app, but the first 11.3's connection dies before the answer (a crash)."""
+    dropped: list[bool] = []
+
+    @web.middleware
+    async def drop(request: web.Request, handler: Handler) -> web.StreamResponse:
+        response = await handler(request)
+        if request.path == ACTIVATIONS_PATH and not dropped:
+            dropped.append(True)
+            assert request.transport is not None
+            request.transport.abort()
+        return response
+
+    app = make_app(dco)
+    app.middlewares.append(drop)
+    return app
+
+
+@pytest.mark.parametrize("activated_before_the_drop", [False, True])
+async def test_a_dropped_11_3_is_resumed(activated_before_the_drop: bool) -> None:
+    dco = CountingDco(running=0x02000000 if activated_before_the_drop else 0x01000000)
+    server = TestServer(dropping_first_activation(dco))
+    await server.start_server()
+    try:
+        async with DcoClient([str(server.make_url(""))], retry_seconds=5.0) as client:
+            await client.update_firmware(b"image-bytes")
+            outcome = await client.activate_firmware(DEVICE, HASH)
+            assert outcome.ok and outcome.state is DeviceState.ACTIVE
+            assert outcome.running_version == 0x02000000
+            assert client.retries == 1
+            # Sent again only when the device did not already run the image.
+            assert dco.activations == (1 if activated_before_the_drop else 2)
+    finally:
+        await server.close()

@@ -3,9 +3,12 @@ shards and the scheduler, each `python -m smets1.services_cli ROLE`."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -73,3 +76,51 @@ def test_campaign_completes_across_a_broker_restart(broker: Mosquitto, tmp_path:
     assert summary["blocks_delivered"] == summary["blocks_sent"] == local["blocks_sent"]
     # Every MQTT process (one DCO worker, two shards) lost its connection and came back.
     assert summary["bus"]["connection_losses"] >= 3
+
+
+def test_campaign_completes_across_a_dco_crash(broker: Mosquitto, tmp_path: Path) -> None:
+    """A DCO worker killed mid-campaign drops every 11.3 it held open; the scheduler
+    sends each again once the worker is back, and the devices resume from their bitmaps."""
+    seen: dict[str, bool] = {}
+
+    def health(svc: Service) -> dict[str, Any]:
+        url = f"http://127.0.0.1:{svc.argv[svc.argv.index('--port') + 1]}/health"
+        with contextlib.suppress(OSError, ValueError):
+            with urllib.request.urlopen(url, timeout=1.0) as resp:
+                return dict(json.loads(resp.read()))
+        return {}
+
+    def crash_the_dco(services: dict[str, Service]) -> None:
+        # The hardest moment: 11.3s open, and devices rebooting into the image the
+        # dead worker told them to activate (a new transfer would find them busy).
+        deadline = time.monotonic() + 20.0
+        while time.monotonic() < deadline:
+            activating = sum(
+                health(services[f"fleet-{s}"]).get("device_states", {}).get("activating", 0)
+                for s in (0, 1)
+            )
+            if activating and health(services["dco-w0"]).get("dco", {}).get("in_flight"):
+                break
+            time.sleep(0.02)
+        seen["scheduler_running"] = services["scheduler"].proc.poll() is None
+        services["dco-w0"].crash_and_restart(down_seconds=0.5)
+
+    out = tmp_path / "dist"
+    summary = run_distributed(
+        CONFIG,
+        out,
+        broker=broker.url,
+        shards=2,
+        dco_workers=1,
+        speed=10.0,
+        timeout_seconds=60.0,
+        on_started=crash_the_dco,
+    )
+    assert seen["scheduler_running"], "the DCO crashed after the campaign had ended"
+    scheduler_log = (out / "scheduler.log").read_text()
+    assert "dropped a request" in scheduler_log, "no 11.3 was open when the DCO crashed"
+    # A device that the dead worker had told to activate was not sent the image again.
+    assert "already runs the image" in scheduler_log
+    assert summary["images_activated"] == summary["requests"] == DEVICES, summary["failed"]
+    assert summary["failed"] == {}
+    assert summary["device_states"] == {"active": DEVICES}
