@@ -29,14 +29,10 @@ from aiohttp import web
 from dco_mock.http_api import make_app as make_dco_app
 from dco_mock.service import Dco
 from emulator.fleet import FleetHost, build_devices
-from scheduler.requests import RequestState
-from scheduler.service import Scheduler
 from smets1.broker_url import BrokerUrl
 from smets1.clock import ScaledClock, to_datetime, wall_seconds
 from smets1.config import FleetConfig
 from smets1.dco_client import DcoClient
-from smets1.eui64 import format_eui64
-from smets1.image import parse_image
 from smets1.mqtt import MqttBus
 from smets1.routing import DcoWorkerBus, ShardBus
 
@@ -387,57 +383,6 @@ async def run_fleet(
 # -- the scheduler -----------------------------------------------------------------------
 
 
-def scheduler_summary(
-    cfg: FleetConfig, scheduler: Scheduler, simulated: float, images: dict[str, bytes]
-) -> dict[str, Any]:
-    """The scheduler's share of `smets1.runner`'s summary: the outcome of every request."""
-    reqs = scheduler.requests
-    failed = Counter(r.failure or "unknown" for r in reqs if r.state is RequestState.FAILED)
-    day0 = to_datetime(cfg.epoch_seconds).date()
-    released = scheduler.calendar.released
-    per_day = {
-        str(day0.fromordinal(day0.toordinal() + d)): n for d, n in sorted(released.items()) if n
-    }
-    trt = Counter(r.trt_met for r in reqs)
-    states = Counter(r.state for r in reqs)
-    return {
-        "config": cfg.name,
-        "seed": cfg.seed,
-        "devices": len(cfg.device_ids()),
-        "requests": len(reqs),
-        "images_activated": states[RequestState.DONE],
-        "failed": dict(sorted(failed.items())),
-        # Released or waiting for their day; a request held for an agreed schedule that
-        # nobody asked for is an answer of its own (MP230: over 500 a User a day).
-        "unfinished": states[RequestState.WAITING] + states[RequestState.RELEASED],
-        "held_for_schedule": states[RequestState.HELD],
-        "simulated_seconds": round(simulated, 3),
-        "simulated_days": round(simulated / 86_400, 4),
-        "large_images_released_per_day": per_day,
-        "max_large_images_released_in_a_day": max(per_day.values(), default=0),
-        "trt_met": trt[True],
-        "trt_missed": trt[False],
-        "images": [
-            {
-                "name": name,
-                "size_bytes": len(data),
-                "firmware_hash": parse_image(data).firmware_hash.hex(),
-            }
-            for name, data in images.items()
-        ],
-        "campaigns": [
-            {
-                "name": c.name,
-                "user": format_eui64(c.user),
-                "devices": len(c.requests),
-                "large": c.large,
-                "activated": sum(1 for r in c.requests if r.state is RequestState.DONE),
-            }
-            for c in scheduler.campaigns.values()
-        ],
-    }
-
-
 async def run_scheduler(
     opts: RoleOptions, dco_urls: list[str], state_dir: Path, exit_when_done: bool
 ) -> dict[str, Any]:
@@ -447,22 +392,27 @@ async def run_scheduler(
     requests it holds and submits the config's campaigns only into an empty store.
     """
     from scheduler.api import make_app as make_scheduler_app
-    from smets1.runner import Run, make_image  # the same steps as `smets1 run`
+
+    # The same steps as `smets1 run`.
+    from smets1.runner import (
+        build_scheduler,
+        campaign_devices,
+        devices_by_model,
+        make_image,
+        scheduler_summary,
+        submit_campaign,
+    )
 
     cfg = opts.config
     clock = opts.clock
     install_stop(opts.stop)
     images = {i.name: make_image(i) for i in cfg.images}
-    by_model: dict[str, list[int]] = {}
-    for device_id, group in cfg.device_ids():
-        by_model.setdefault(group.model, []).append(device_id)
+    by_model = devices_by_model(cfg)
     lag = LagMonitor(clock, "scheduler")
     wall0 = wall_seconds()
-    plan = Run(cfg, state_dir, progress=None)
-    plan.clock = clock
     summary: dict[str, Any] = {}
     async with DcoClient(dco_urls) as dco:
-        scheduler = plan._build_scheduler(dco, state_dir, by_model)  # type: ignore[arg-type]
+        scheduler = build_scheduler(cfg, clock, dco, state_dir, by_model)
         resumed = len(scheduler.requests)
 
         def status() -> dict[str, Any]:
@@ -471,12 +421,10 @@ async def run_scheduler(
 
         async def submit(c: Any) -> None:
             await clock.sleep_until(clock.epoch + c.submit_after_seconds)
-            ids = by_model.get(c.devices.model, [])
-            if c.devices.count is not None:
-                ids = ids[: c.devices.count]
+            ids = campaign_devices(c, by_model)
             if ids:
                 log.info("campaign %s: %d devices, image %s", c.name, len(ids), c.image)
-                await plan._submit_campaign(scheduler, c, images[c.image], ids)
+                await submit_campaign(scheduler, c, images[c.image], ids)
 
         async def work() -> None:
             if resumed:

@@ -33,6 +33,7 @@ from smets1.errors import ConfigError
 from smets1.eui64 import format_eui64
 from smets1.image import ImageError, build_image, parse_image, seeded_body
 from smets1.report import hourly_counts, write_report
+from smets1.services import DcoApi
 from smets1.signing import demo_private_key, load_private_key
 
 #: How often, in simulated seconds, the progress line is considered for printing.
@@ -78,6 +79,60 @@ def make_image(cfg: ImageConfig) -> bytes:
     data = build(seeded_body(cfg.size_bytes - overhead, cfg.seed))
     assert len(data) == cfg.size_bytes
     return data
+
+
+def devices_by_model(config: FleetConfig) -> dict[str, list[int]]:
+    """Every device id of the config, by model, in config order."""
+    by_model: dict[str, list[int]] = {}
+    for device_id, group in config.device_ids():
+        by_model.setdefault(group.model, []).append(device_id)
+    return by_model
+
+
+def build_scheduler(
+    config: FleetConfig,
+    clock: Clock,
+    dco: DcoApi,
+    state_dir: Path,
+    by_model: dict[str, list[int]],
+) -> Scheduler:
+    """The scheduler of a config, the same for `smets1 run` and `smets1 scheduler`."""
+    # Campaign Users not listed under scheduler.users are registered without a token.
+    listed = {u.id for u in config.scheduler.users}
+    extra = [UserConfig(id=c.user) for c in config.campaigns if c.user not in listed]
+    devices = {d for ids in by_model.values() for d in ids}
+    return Scheduler(
+        clock, dco, config.scheduler, state_dir=state_dir, devices=devices, users=extra
+    )
+
+
+async def submit_campaign(
+    scheduler: Scheduler, c: CampaignConfig, image: bytes, ids: list[int]
+) -> None:
+    """11.1 for the image, an agreed schedule if the campaign has one, then the 11.3s.
+
+    The schedule is asked for the campaign's devices and the User's held requests,
+    which join it when it is agreed. Whatever the scheduler refuses is recorded as a
+    refusal of the campaign, as a User's system would see it, not a crash of the run.
+    """
+    schedule_id = None
+    try:
+        stored = await scheduler.store_image(c.user, image)
+        if c.schedule == "agreed" and scheduler.is_large(stored):
+            devices = len(ids) + scheduler.held_count(c.user)
+            proposed, _ = scheduler.request_schedule(c.user, devices, max_per_day=c.max_per_day)
+            schedule_id = scheduler.accept_schedule(c.user, proposed.schedule_id).schedule_id
+        scheduler.submit_activations(
+            c.user,
+            stored.firmware_hash,
+            ids,
+            campaign=c.name,
+            priority=Priority(c.priority),
+            schedule_id=schedule_id,
+        )
+    except SchedulerError as exc:
+        earliest = exc.earliest_day if isinstance(exc, AdmissionRefused) else None
+        scheduler.record_refusal(c.user, c.name, len(ids), exc.reason, earliest)
 
 
 def campaign_devices(c: CampaignConfig, by_model: dict[str, list[int]]) -> list[int]:
@@ -126,10 +181,8 @@ class Run:
             state_dir=state_dir,
             block_size=cfg.block_size_bytes,
         )
-        by_model: dict[str, list[int]] = {}
-        for device_id, group in cfg.device_ids():
-            by_model.setdefault(group.model, []).append(device_id)
-        scheduler = self._build_scheduler(dco, state_dir, by_model)
+        by_model = devices_by_model(cfg)
+        scheduler = build_scheduler(cfg, self.clock, dco, state_dir, by_model)
         host.start()
         dco.start()
         started = self.clock.now()
@@ -138,7 +191,7 @@ class Run:
             await self.clock.sleep(c.submit_after_seconds)
             ids = campaign_devices(c, by_model)
             if ids:
-                await self._submit_campaign(scheduler, c, images[c.image], ids)
+                await submit_campaign(scheduler, c, images[c.image], ids)
 
         if self.progress is not None and any(u.callback_url for u in scheduler.users.values()):
             self.progress.write(
@@ -162,46 +215,6 @@ class Run:
             (r.completed_at for r in scheduler.requests if r.completed_at is not None), started
         )
         return self._summary(scheduler, host, dco, bus, simulated, images)
-
-    def _build_scheduler(
-        self, dco: Dco, state_dir: Path, by_model: dict[str, list[int]]
-    ) -> Scheduler:
-        cfg = self.config
-        # Campaign Users not listed under scheduler.users are registered without a token.
-        listed = {u.id for u in cfg.scheduler.users}
-        extra = [UserConfig(id=c.user) for c in cfg.campaigns if c.user not in listed]
-        devices = {d for ids in by_model.values() for d in ids}
-        return Scheduler(
-            self.clock, dco, cfg.scheduler, state_dir=state_dir, devices=devices, users=extra
-        )
-
-    async def _submit_campaign(
-        self, scheduler: Scheduler, c: CampaignConfig, image: bytes, ids: list[int]
-    ) -> None:
-        """11.1 for the image, an agreed schedule if the campaign has one, then the 11.3s.
-
-        The schedule is asked for the campaign's devices and the User's held requests,
-        which join it when it is agreed. Whatever the scheduler refuses is recorded as a
-        refusal of the campaign, as a User's system would see it, not a crash of the run.
-        """
-        schedule_id = None
-        try:
-            stored = await scheduler.store_image(c.user, image)
-            if c.schedule == "agreed" and scheduler.is_large(stored):
-                devices = len(ids) + scheduler.held_count(c.user)
-                proposed, _ = scheduler.request_schedule(c.user, devices, max_per_day=c.max_per_day)
-                schedule_id = scheduler.accept_schedule(c.user, proposed.schedule_id).schedule_id
-            scheduler.submit_activations(
-                c.user,
-                stored.firmware_hash,
-                ids,
-                campaign=c.name,
-                priority=Priority(c.priority),
-                schedule_id=schedule_id,
-            )
-        except SchedulerError as exc:
-            earliest = exc.earliest_day if isinstance(exc, AdmissionRefused) else None
-            scheduler.record_refusal(c.user, c.name, len(ids), exc.reason, earliest)
 
     async def _progress(self, scheduler: Scheduler, host: FleetHost, wall0: float) -> None:
         last = wall0
@@ -234,67 +247,80 @@ class Run:
         simulated: float,
         images: dict[str, bytes],
     ) -> dict[str, Any]:
-        reqs = scheduler.requests
-        failed = Counter(r.failure or "unknown" for r in reqs if r.state is RequestState.FAILED)
-        per_day = _dated(scheduler, scheduler.calendar.released)
-        trt = Counter(r.trt_met for r in reqs)
         return {
-            "config": self.config.name,
-            "seed": self.config.seed,
+            **scheduler_summary(self.config, scheduler, simulated, images),
             "devices": len(host.devices),
-            "requests": len(reqs),
-            "images_activated": sum(1 for r in reqs if r.state is RequestState.DONE),
-            "failed": dict(sorted(failed.items())),
             "blocks_delivered": host.counters.blocks_received,
             "bytes_delivered": host.counters.block_bytes_received,
             "blocks_sent": dco.counters.blocks_sent,
             "bytes_sent": dco.counters.bytes_sent,
             "transfer_rounds": dco.counters.rounds,
-            "simulated_seconds": round(simulated, 3),
-            "simulated_days": round(simulated / 86_400, 4),
-            "large_images_released_per_day": per_day,
-            "max_large_images_released_in_a_day": max(per_day.values(), default=0),
-            "trt_met": trt[True],
-            "trt_missed": trt[False],
             "device_states": dict(sorted(host.state_counts().items())),
             "device_transitions": dict(sorted(host.transitions().items())),
             "faults": dict(sorted(host.counters.faults.items())),
             "frames_dropped": dict(sorted(host.counters.frames_dropped.items())),
             "dco_retries": dco.counters.retries,
             "dco_resumes": dco.counters.resumes,
-            "large_images_per_day": self.config.scheduler.large_images_per_day,
             "bus": {
                 "messages": bus.counters.messages_published,
                 "bytes": bus.counters.bytes_published,
             },
-            "images": [
-                {
-                    "name": name,
-                    "size_bytes": len(data),
-                    "firmware_hash": parse_image(data).firmware_hash.hex(),
-                }
-                for name, data in images.items()
-            ],
-            "held_for_schedule": sum(1 for r in reqs if r.state is RequestState.HELD),
-            "refused": sum(r.devices for r in scheduler.refusals),
-            "overdue": sum(1 for r in reqs if r.overdue),
-            "campaigns": [
-                {
-                    "name": c.name,
-                    "user": format_eui64(c.user),
-                    "devices": len(c.requests),
-                    "large": c.large,
-                    "activated": sum(1 for r in c.requests if r.state is RequestState.DONE),
-                    "held": sum(1 for r in c.requests if r.state is RequestState.HELD),
-                    "refused": sum(f.devices for f in scheduler.refusals if f.campaign == c.name),
-                    "released_per_day": _per_day(scheduler, c.requests),
-                    "trt_met": sum(1 for r in c.requests if r.trt_met is True),
-                    "trt_missed": sum(1 for r in c.requests if r.trt_met is False),
-                }
-                for c in scheduler.campaigns.values()
-            ],
-            "users": _per_user(scheduler),
         }
+
+
+def scheduler_summary(
+    config: FleetConfig, scheduler: Scheduler, simulated: float, images: dict[str, bytes]
+) -> dict[str, Any]:
+    """What the DCC side knows of a run: every request's outcome, per day, User, campaign."""
+    reqs = scheduler.requests
+    failed = Counter(r.failure or "unknown" for r in reqs if r.state is RequestState.FAILED)
+    per_day = _dated(scheduler, scheduler.calendar.released)
+    trt = Counter(r.trt_met for r in reqs)
+    states = Counter(r.state for r in reqs)
+    return {
+        "config": config.name,
+        "seed": config.seed,
+        "devices": sum(g.count for g in config.devices),
+        "requests": len(reqs),
+        "images_activated": states[RequestState.DONE],
+        "failed": dict(sorted(failed.items())),
+        # Released or waiting for their day: not answered when the summary was taken.
+        "unfinished": states[RequestState.WAITING] + states[RequestState.RELEASED],
+        "simulated_seconds": round(simulated, 3),
+        "simulated_days": round(simulated / 86_400, 4),
+        "large_images_released_per_day": per_day,
+        "max_large_images_released_in_a_day": max(per_day.values(), default=0),
+        "large_images_per_day": config.scheduler.large_images_per_day,
+        "trt_met": trt[True],
+        "trt_missed": trt[False],
+        "images": [
+            {
+                "name": name,
+                "size_bytes": len(data),
+                "firmware_hash": parse_image(data).firmware_hash.hex(),
+            }
+            for name, data in images.items()
+        ],
+        "held_for_schedule": states[RequestState.HELD],
+        "refused": sum(r.devices for r in scheduler.refusals),
+        "overdue": sum(1 for r in reqs if r.overdue),
+        "campaigns": [
+            {
+                "name": c.name,
+                "user": format_eui64(c.user),
+                "devices": len(c.requests),
+                "large": c.large,
+                "activated": sum(1 for r in c.requests if r.state is RequestState.DONE),
+                "held": sum(1 for r in c.requests if r.state is RequestState.HELD),
+                "refused": sum(f.devices for f in scheduler.refusals if f.campaign == c.name),
+                "released_per_day": _per_day(scheduler, c.requests),
+                "trt_met": sum(1 for r in c.requests if r.trt_met is True),
+                "trt_missed": sum(1 for r in c.requests if r.trt_met is False),
+            }
+            for c in scheduler.campaigns.values()
+        ],
+        "users": _per_user(scheduler),
+    }
 
 
 def _dated(scheduler: Scheduler, per_day: Counter[int]) -> dict[str, int]:
