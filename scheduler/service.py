@@ -72,6 +72,8 @@ from smets1.eui64 import format_eui64 as _eui
 from smets1.services import DcoApi, StoredImage, VersionReading
 from smets1.wire import is_cancellation
 
+#: How far behind its pace the release loop may catch up after running late.
+PACE_CATCH_UP_SECONDS = 3_600.0
 #: The longest the overdue sweep sleeps (it wakes sooner when a request falls due).
 SWEEP_SECONDS = HOUR_SECONDS
 #: How long after the seven-day mark the sweep looks again: "more than seven days".
@@ -905,20 +907,27 @@ class Scheduler:
     async def _release_loop(self) -> None:
         cal = self.calendar
         cap = self.limits.capacity
+        # When the next release is due. Paced from the last due time, not from when the
+        # loop woke, so a process that runs late on a scaled clock catches up (within
+        # PACE_CATCH_UP_SECONDS) instead of spilling the day's releases into the next.
+        pace_at: float | None = None
         while True:
             self._wakeup.clear()
             now = self.clock.now()
             today = cal.day_of(now)
             self._open_days(today)
             if not self._due_count():
+                pace_at = None
                 nxt = min(self._future, default=None)
                 await self._wait(None if nxt is None else cal.day_start(nxt))
                 continue
             peak_end = cal.peak_end(now)
             if peak_end is not None:
+                pace_at = None
                 await self.clock.sleep_until(peak_end)
                 continue
             if cal.released[today] >= cap:
+                pace_at = None
                 await self.clock.sleep_until(cal.day_start(today + 1))
                 continue
             req = self._pick()
@@ -929,8 +938,15 @@ class Scheduler:
             if left > 0:
                 # The steady rate that spreads a full day over its off-peak hours; faster
                 # only if the rest of today's plan would not fit the off-peak time left.
-                steady = cal.offpeak_per_day / cap
-                await self.clock.sleep(min(steady, cal.offpeak_left(self.clock.now()) / left))
+                now = self.clock.now()
+                # (left + 1): the last of today lands before midnight, not on it.
+                step = min(cal.offpeak_per_day / cap, cal.offpeak_left(now) / (left + 1))
+                base = now if pace_at is None else pace_at
+                pace_at = max(base + step, now - PACE_CATCH_UP_SECONDS)
+                if pace_at > now:
+                    await self.clock.sleep_until(pace_at)
+            else:
+                pace_at = None
 
     def _release(self, req: ActivationRequest) -> None:
         self._set_state(req, RequestState.RELEASED)

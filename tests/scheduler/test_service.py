@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections import Counter
 from datetime import UTC, datetime
@@ -12,7 +13,7 @@ import pytest
 from scheduler.errors import AdmissionRefused, BadDocument, Forbidden, ScheduleConflict
 from scheduler.requests import Priority, RequestState, ScheduleState
 from scheduler.service import Scheduler
-from smets1.clock import VirtualClock
+from smets1.clock import VirtualClock, VirtualEventLoop
 from tests.scheduler.fakes import (
     DAY,
     EPOCH,
@@ -404,6 +405,32 @@ def test_far_future_execution_date_cancels_pending_requests() -> None:
             USER_B, img.firmware_hash, devices(1, first=50), execution_time=far
         )
         assert out.cancelled == []
+        await stop(s, task)
+
+    run_virtual(main)
+
+
+def test_a_late_release_loop_catches_up_instead_of_spilling_into_the_next_day() -> None:
+    # 24 a day: one every hour. The process then stalls for 5 hours of its clock (a scaled
+    # clock whose loop ran late): the releases due meanwhile go out at once, in pace.
+    cfg = config(large_images_per_day=24, user_daily_limit=24)
+
+    async def main(clock: VirtualClock) -> None:
+        s, dco = make_scheduler(clock, cfg)
+        task = await running(s)
+        img = await s.store_image(USER_A, LARGE_IMAGE)
+        s.submit_activations(USER_A, img.firmware_hash, devices(24))
+        await clock.sleep(2 * 3600 + 60)  # releases at 0 h, 1 h, 2 h
+        loop = asyncio.get_running_loop()
+        assert isinstance(loop, VirtualEventLoop)
+        loop.advance(5 * 3600)  # no timer ran for five hours
+        await clock.sleep(1)
+        released = sum(1 for r in s.requests if r.released_at is not None)
+        # 0-7 h were due by now: 3 went out before the stall, then the one due at 3 h,
+        # and the catch-up sends at once what an hour's backlog allows (4 with no catch-up).
+        assert released == 6
+        await s.wait_idle()
+        assert released_per_day(s) == {0: 24}
         await stop(s, task)
 
     run_virtual(main)
