@@ -416,7 +416,7 @@ def test_a_late_release_loop_catches_up_instead_of_spilling_into_the_next_day() 
     cfg = config(large_images_per_day=24, user_daily_limit=24)
 
     async def main(clock: VirtualClock) -> None:
-        s, dco = make_scheduler(clock, cfg)
+        s, _ = make_scheduler(clock, cfg)
         task = await running(s)
         img = await s.store_image(USER_A, LARGE_IMAGE)
         s.submit_activations(USER_A, img.firmware_hash, devices(24))
