@@ -116,6 +116,9 @@ class _Session:
     blocks: int = 0
     bytes: int = 0
     rounds: int = 0
+    #: Whether this session holds a transfer slot; released only if so, so a task
+    #: cancelled while it waits to take a slot back never gives back one it lacks.
+    holds_slot: bool = False
 
 
 def missing_runs(status: Status, run_blocks: int) -> list[tuple[int, int]]:
@@ -217,6 +220,11 @@ class Dco:
         self._next_transfer = tid % 0xFFFF_FFFF + 1
         return tid
 
+    def _give_slot(self, s: _Session) -> None:
+        if s.holds_slot:
+            s.holds_slot = False
+            self._slots.release()
+
     def _open(self, device_id: int) -> _Session:
         tid = self._new_tid()
         inbox: asyncio.Queue[Frame] = asyncio.Queue()
@@ -258,12 +266,13 @@ class Dco:
         started = self.clock.now()
         deadline = started + self.recovery.give_up_seconds
         s = self._open(device_id)
+        s.holds_slot = not cancel
         try:
             if not cancel:
                 try:
                     await self._transfer(s, held, deadline)
                 finally:
-                    self._slots.release()
+                    self._give_slot(s)
             final = await self._activate(s, firmware_hash, execution_time, cancel, deadline)
             if cancel and final.state is DeviceState.CANCELLED:
                 self._tell_waiting(device_id, s.tid, final)
@@ -329,11 +338,12 @@ class Dco:
                 raise _Failed(last_state, Reason.OFFLINE)
             self.counters.retries += 1
             # A silent device moves no bytes: its transfer slot serves others meanwhile.
-            self._slots.release()
+            self._give_slot(s)
             try:
                 await self.clock.sleep(delay)
             finally:
                 await self._slots.acquire()
+                s.holds_slot = True
             delay = min(delay * 2, rec.retry_max_seconds)
 
     async def _transfer(self, s: _Session, held: HeldImage, deadline: float) -> None:

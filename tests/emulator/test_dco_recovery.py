@@ -516,3 +516,35 @@ def test_device_out_of_reach_after_scheduling_ends_in_timeout() -> None:
     # The meter did activate at its time; only its answer never got through.
     assert h.host.devices[FIRST].state is S.ACTIVE
     assert h.host.counters.frames_dropped["offline"] >= 1
+
+
+def test_a_transfer_cancelled_while_waiting_for_its_slot_gives_back_none() -> None:
+    # One slot. The first device is offline, so its 11.3 backs off and lends its slot to
+    # the second device's transfer; when its wait ends it queues to take the slot back,
+    # and is cancelled there. The slot count must come back to one, not two.
+    offline = {"offline_windows": [{"start_seconds": 0, "duration_seconds": 86_400}]}
+    cfg = fleet_config(
+        [{"count": 1, "faults": offline}, {"count": 1}], dco={"max_concurrent_transfers": 1}
+    )
+
+    async def body(h: Harness) -> tuple[int, bool]:
+        fw = (await h.dco.update_firmware(IMAGE)).firmware_hash
+        silent = asyncio.create_task(h.dco.activate_firmware(FIRST, fw))
+        for _ in range(3_600):  # INITIATE unanswered: the backoff lends the slot
+            if h.dco.counters.retries:
+                break
+            await h.clock.sleep(1)
+        other = asyncio.create_task(h.dco.activate_firmware(FIRST + 1, fw))
+        # The backoff ends while the other transfer holds the slot: the silent one queues.
+        for _ in range(3_600):
+            if h.dco._slots._waiters:
+                break
+            await h.clock.sleep(1)
+        assert h.dco._slots._waiters, "the silent 11.3 never queued for its slot"
+        silent.cancel()
+        await asyncio.gather(silent, return_exceptions=True)
+        ok = (await other).ok
+        return h.dco._slots._value, ok
+
+    slots, ok = run(cfg, body)
+    assert ok and slots == 1
