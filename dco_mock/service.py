@@ -49,12 +49,13 @@ _FINAL_ACTIVATION = frozenset(
     {DeviceState.ACTIVE, DeviceState.ACTIVATION_FAILED, DeviceState.CANCELLED}
 )
 #: Transfer answers that end the transfer: the device holds the verified image, ready to
-#: activate, or (ACTIVE, in answer to INITIATE) already runs it.
+#: activate, is rebooting into it, or (ACTIVE, in answer to INITIATE) already runs it.
 _NOTHING_TO_SEND = frozenset(
     {
         DeviceState.VERIFIED,
         DeviceState.ACTIVATION_SCHEDULED,
         DeviceState.CANCELLED,
+        DeviceState.ACTIVATING,
         DeviceState.ACTIVE,
     }
 )

@@ -213,6 +213,11 @@ class Esme:
             return self._reply(f.transfer_id, Reason.REFUSED)
         slot = self.inactive
         same_held = slot is not None and slot.firmware_hash == f.firmware_hash
+        if self.state is S.ACTIVATING and same_held:
+            # Rebooting into this very image (an 11.3 sent again, say by a restarted
+            # scheduler): nothing to send; the answer to the reboot goes to this transfer.
+            self.transfer_id = f.transfer_id
+            return Status(self.device_id, f.transfer_id, S.ACTIVATING, Reason.NONE, 0, NO_BLOCK, 0)
         if self.state is S.ACTIVATING or (self.state is S.ACTIVATION_SCHEDULED and not same_held):
             # The slot is committed to an activation: cancel it first (far-future 11.3).
             return self._reply(f.transfer_id, Reason.BUSY)

@@ -548,3 +548,27 @@ def test_a_transfer_cancelled_while_waiting_for_its_slot_gives_back_none() -> No
 
     slots, ok = run(cfg, body)
     assert ok and slots == 1
+
+
+def test_11_3_sent_again_during_the_reboot_waits_for_it_and_activates_once() -> None:
+    # A restarted scheduler sends an 11.3 again while the meter reboots into that image:
+    # no block is sent again, no second activation, and both 11.3s end ACTIVE.
+    cfg = fleet_config([{"count": 1}])
+
+    async def body(h: Harness) -> tuple[ActivationOutcome, ActivationOutcome, int]:
+        fw = (await h.dco.update_firmware(IMAGE)).firmware_hash
+        first = asyncio.create_task(h.dco.activate_firmware(FIRST, fw))
+        for _ in range(36_000):
+            if h.host.devices[FIRST].state is S.ACTIVATING:
+                break
+            await h.clock.sleep(1)
+        assert h.host.devices[FIRST].state is S.ACTIVATING
+        again = await h.clock.timeout(3_600, h.dco.activate_firmware(FIRST, fw))
+        one = await first
+        return one, again, h.host.transitions()[S.ACTIVE.name.lower()]
+
+    one, again, activations = run(cfg, body)
+    assert one.ok and again.ok and again.state is S.ACTIVE
+    assert again.running_version == NEW_VERSION
+    assert (again.blocks_sent, again.rounds) == (0, 0)
+    assert activations == 1
