@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
+from emulator.device import DeviceModel
 from smets1.image import build_image, seeded_body
 from smets1.signing import demo_private_key
 
@@ -67,3 +69,19 @@ def tiny_config(**overrides: Any) -> dict[str, Any]:
     }
     cfg.update(overrides)
     return cfg
+
+
+def device_model(**overrides: Any) -> DeviceModel:
+    """The ACME test model (hardware 3, 64 KiB slots, 30 s reboot), with any field changed."""
+    base = DeviceModel(
+        name="acme-e1",
+        manufacturer_code=ACME,
+        image_type=1,
+        hardware_version=3,
+        slot_capacity_bytes=65_536,
+        reboot_seconds=30.0,
+        public_key=demo_private_key(ACME).public_key(),
+        bandwidth_bps=1e5,
+        latency_seconds=0.1,
+    )
+    return replace(base, **overrides)

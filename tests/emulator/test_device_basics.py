@@ -4,35 +4,19 @@ from __future__ import annotations
 
 import hashlib
 
-from emulator.device import DeviceModel, Esme
+from emulator.device import Esme
 from emulator.slots import FlashStore, SlotImage
 from smets1.codes import DeviceState, Reason
 from smets1.image import parse_image
 from smets1.signing import demo_private_key
 from smets1.wire import NO_BLOCK, Activate, Blocks, Initiate, Query, ReadVersion, decode
-from tests.factories import ACME, make_image
+from tests.factories import device_model, make_image
 
 BS = 1024
 
 
-def model(**kw: object) -> DeviceModel:
-    base: dict[str, object] = dict(
-        name="acme-e1",
-        manufacturer_code=ACME,
-        image_type=1,
-        hardware_version=3,
-        slot_capacity_bytes=65536,
-        reboot_seconds=30.0,
-        public_key=demo_private_key(ACME).public_key(),
-        bandwidth_bps=1e5,
-        latency_seconds=0.1,
-    )
-    base.update(kw)
-    return DeviceModel(**base)  # type: ignore[arg-type]
-
-
 def device(**kw: object) -> Esme:
-    return Esme(1, model(**kw), SlotImage(0x01000000), FlashStore())
+    return Esme(1, device_model(**kw), SlotImage(0x01000000), FlashStore())
 
 
 def send_all(dev: Esme, image: bytes, tid: int = 1, order: list[int] | None = None) -> None:
@@ -148,7 +132,7 @@ def test_image_larger_than_slot_is_refused_at_initiate() -> None:
 def test_flash_store_shares_one_copy_between_devices() -> None:
     image = make_image(8000)
     flash = FlashStore()
-    devs = [Esme(i, model(), SlotImage(1), flash) for i in range(3)]
+    devs = [Esme(i, device_model(), SlotImage(1), flash) for i in range(3)]
     for d in devs:
         d.on_initiate(Initiate(d.device_id, 1, len(image), BS, parse_image(image).firmware_hash))
         n = -(-len(image) // BS)

@@ -6,12 +6,11 @@ import math
 
 import pytest
 
-from emulator.device import TRANSITIONS, DeviceModel, Esme
+from emulator.device import TRANSITIONS, Esme
 from emulator.errors import TransitionError
 from emulator.slots import FlashStore, SlotImage
 from smets1.codes import DeviceState, Reason
 from smets1.image import parse_image
-from smets1.signing import demo_private_key
 from smets1.wire import (
     CANCEL_AFTER_SECONDS,
     NO_VERSION,
@@ -21,7 +20,7 @@ from smets1.wire import (
     Query,
     ReadVersion,
 )
-from tests.factories import ACME, make_image
+from tests.factories import device_model, make_image
 
 S = DeviceState
 BS = 512
@@ -32,17 +31,7 @@ REBOOT = 30.0
 
 
 def esme() -> Esme:
-    model = DeviceModel(
-        name="acme-e1",
-        manufacturer_code=ACME,
-        image_type=1,
-        hardware_version=3,
-        slot_capacity_bytes=65_536,
-        reboot_seconds=REBOOT,
-        public_key=demo_private_key(ACME).public_key(),
-        bandwidth_bps=1e5,
-        latency_seconds=0.1,
-    )
+    model = device_model(reboot_seconds=REBOOT)
     return Esme(7, model, SlotImage(0x01000000, b"\x11" * 32), FlashStore())
 
 

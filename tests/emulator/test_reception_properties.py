@@ -9,26 +9,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dco_mock.service import missing_runs
-from emulator.device import DeviceModel, Esme
+from emulator.device import Esme
 from emulator.slots import FlashStore, SlotImage
 from smets1.codes import DeviceState, Reason
 from smets1.image import parse_image
-from smets1.signing import demo_private_key
 from smets1.wire import NO_BLOCK, Blocks, Initiate, Query, Status
-from tests.factories import ACME, make_image
+from tests.factories import device_model, make_image
 
 IMAGES = [make_image(n, seed=n) for n in (3_000, 4_321, 9_000)]
-MODEL = DeviceModel(
-    name="acme-e1",
-    manufacturer_code=ACME,
-    image_type=1,
-    hardware_version=3,
-    slot_capacity_bytes=65_536,
-    reboot_seconds=30.0,
-    public_key=demo_private_key(ACME).public_key(),
-    bandwidth_bps=1e5,
-    latency_seconds=0.1,
-)
+MODEL = device_model()
 
 op = st.one_of(
     st.tuples(st.just("run"), st.integers(0, 200), st.integers(1, 12)),
