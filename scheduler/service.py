@@ -750,8 +750,9 @@ class Scheduler:
         moved = self.schedules[schedule_id]
         before = dict(moved.batches)
         left = count
-        new_day = max(moved.batches) + 1 if moved.batches else day + 1
-        new_day = max(new_day, day + 1)
+        # The earliest later days with room, filled up: starting after the schedule's last
+        # batch instead would put each moved day's excess on a day of its own, half empty.
+        new_day = day + 1
         targets: list[tuple[int, int]] = []
         while left > 0:
             n = min(left, self.calendar.free(new_day))

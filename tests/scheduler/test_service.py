@@ -172,6 +172,23 @@ def test_accepting_a_schedule_moves_an_earlier_one_and_tells_its_user() -> None:
     run_virtual(main)
 
 
+def test_excess_moved_over_several_days_fills_later_days_to_capacity() -> None:
+    # B claims half of each of A's four full days; A's 200 moved devices must fill the
+    # next days up to capacity (2 days of 100), not sit 50 a day on four more days.
+    async def main(clock: VirtualClock) -> None:
+        s, _ = make_scheduler(clock, config(large_images_per_day=100))
+        a, _ = s.request_schedule(USER_A, 400)
+        s.accept_schedule(USER_A, a.schedule_id)
+        b, proposal = s.request_schedule(USER_B, 200)
+        assert b.batches == {0: 50, 1: 50, 2: 50, 3: 50}
+        assert len(proposal.moves) == 4
+        s.accept_schedule(USER_B, b.schedule_id)
+        assert a.batches == {0: 50, 1: 50, 2: 50, 3: 50, 4: 100, 5: 100}
+        await s.close()
+
+    run_virtual(main)
+
+
 def test_accept_after_capacity_changed_is_a_conflict() -> None:
     async def main(clock: VirtualClock) -> None:
         s, _ = make_scheduler(clock, config(large_images_per_day=100))
