@@ -25,12 +25,9 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
-
-from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 
 from emulator.errors import TransitionError
-from emulator.faults import DeviceProfile, Link
+from emulator.model import DeviceModel, DeviceProfile, default_profile
 from emulator.reception import Reception
 from emulator.slots import FlashStore, SlotImage
 from smets1.codes import DeviceState, Reason
@@ -54,21 +51,6 @@ from smets1.wire import (
 _TIMER_SLACK_SECONDS = 1e-6
 
 
-@dataclass(frozen=True, slots=True)
-class DeviceModel:
-    """What every device of one model shares."""
-
-    name: str
-    manufacturer_code: int
-    image_type: int
-    hardware_version: int
-    slot_capacity_bytes: int
-    reboot_seconds: float
-    public_key: EllipticCurvePublicKey
-    bandwidth_bps: float
-    latency_seconds: float
-
-
 S = DeviceState
 
 #: Which state may follow which (STYLE 7); anything else raises TransitionError.
@@ -90,11 +72,6 @@ TRANSITIONS: dict[DeviceState, frozenset[DeviceState]] = {
 
 #: States in which the inactive slot holds a verified image that may be activated.
 HOLDING = frozenset({S.VERIFIED, S.ACTIVATION_SCHEDULED, S.CANCELLED})
-
-
-def default_profile(model: DeviceModel) -> DeviceProfile:
-    """A profile with the model's own link and no faults (devices built one by one)."""
-    return DeviceProfile(model, Link(model.bandwidth_bps, model.latency_seconds))
 
 
 class Esme:

@@ -1,8 +1,9 @@
-"""Links and faults: what a device's WAN link does to frames, and what goes wrong.
+"""Faults: what goes wrong with a device, and the random stream that decides when.
 
-A `DeviceProfile` is shared by every device of one config group: its model, its link and
-its faults. The fleet host applies link and faults around the sans-IO `Esme`; the device
-never draws a random number itself, it is told (`refuse=`, `boot_ok=`, `power_off()`).
+A `FaultModel` is part of the `DeviceProfile` (emulator.model) that every device of one
+config group shares. The fleet host applies link and faults around the sans-IO `Esme`;
+the device never draws a random number itself, it is told (`refuse=`, `boot_ok=`,
+`power_off()`).
 
 Every random choice comes from the device's own stream, `device_rng(seed, device_id, n)`,
 made the first time it is needed, so the same config and seed repeat exactly, whatever the
@@ -16,25 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections import Counter
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
-from smets1.config_fleet import FaultConfig, LinkProfile, TimeWindow
-
-if TYPE_CHECKING:
-    from emulator.device import DeviceModel
-
-
-@dataclass(frozen=True, slots=True)
-class Link:
-    bandwidth_bps: float
-    latency_seconds: float  # round trip; each direction takes half
-    jitter_seconds: float = 0.0
-
-    @classmethod
-    def from_config(cls, cfg: LinkProfile) -> Link:
-        return cls(cfg.bandwidth_bps, cfg.latency_seconds, cfg.jitter_seconds)
+from smets1.config_fleet import FaultConfig, TimeWindow
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,18 +80,6 @@ def _inside(windows: tuple[tuple[float, float, float], ...], since_epoch: float)
         if t < duration:
             return True
     return False
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceProfile:
-    """What the devices of one group share: model, link, faults, seed, counters."""
-
-    model: DeviceModel
-    link: Link
-    faults: FaultModel | None = None
-    seed: int = 0
-    #: Entries into each state, by every device of this profile (shared per fleet).
-    transitions: Counter[str] = field(default_factory=Counter)
 
 
 def device_rng(seed: int, device_id: int, stream: int = 0) -> random.Random:

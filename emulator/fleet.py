@@ -14,9 +14,10 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 
-from emulator.device import DeviceModel, Esme
+from emulator.device import Esme
 from emulator.errors import FleetError
-from emulator.faults import DeviceProfile, FaultModel, Link, device_rng
+from emulator.faults import FaultModel, device_rng
+from emulator.model import DeviceModel, DeviceProfile, Link
 from emulator.slots import FlashStore, SlotImage
 from smets1.bus import Bus, down_topic, shard_of, up_topic
 from smets1.clock import Clock

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from emulator.device import DeviceModel
+from emulator.model import DeviceModel
 from smets1.image import build_image, seeded_body
 from smets1.signing import demo_private_key
 
