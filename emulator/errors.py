@@ -1,14 +1,16 @@
 """Exceptions of the emulator package.
 
-EmulatorError
+EmulatorError (a smets1.errors.Smets1Error)
 ├── TransitionError     a device asked to move between states that do not connect
 └── FleetError          a fleet that cannot be built from its config (keys, models)
 """
 
 from __future__ import annotations
 
+from smets1.errors import Smets1Error
 
-class EmulatorError(Exception):
+
+class EmulatorError(Smets1Error):
     """Root of every error the emulator raises on purpose."""
 
 

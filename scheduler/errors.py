@@ -1,6 +1,6 @@
 """Exceptions of the scheduler.
 
-SchedulerError                  root: everything the scheduler raises on purpose
+SchedulerError                  root (a smets1.errors.Smets1Error): all it raises on purpose
 ├── RequestRejected             a request refused at submission, with the reason (HTTP 4xx)
 │   ├── BadDocument             malformed, oversized or hostile input; names what is wrong
 │   ├── Unauthenticated         no bearer token, or one that names no User
@@ -16,8 +16,10 @@ response code the HTTP layers put on the wire).
 
 from __future__ import annotations
 
+from smets1.errors import Smets1Error
 
-class SchedulerError(Exception):
+
+class SchedulerError(Smets1Error):
     """Root of every error the scheduler raises on purpose."""
 
     code = "E0"

@@ -1,11 +1,18 @@
-"""Exceptions of the shared smets1 package.
+"""Exceptions of the shared smets1 package, and the one root of every project error.
 
-Smets1Error
-├── ImageError          a firmware image that does not parse (field, offset)
-├── SigningError        a key or signature file that cannot be used
-├── WireError           a binary frame that does not decode (field, offset)
-├── ConfigError         a fleet config that does not validate (file, field)
-└── BusError            a transport that cannot deliver or connect
+Every package draws its own tree under `Smets1Error`, so a caller at the top (the
+command line) catches one type and prints one line:
+
+Smets1Error                 root of everything the project raises on purpose
+├── ImageError              a firmware image that does not parse (field, offset)
+├── SigningError            a key or signature file that cannot be used
+├── WireError               a binary frame that does not decode (field, offset)
+├── ConfigError             a fleet config that does not validate (file, field)
+├── BusError                a transport that cannot deliver or connect
+├── EmulatorError           emulator.errors: the fleet's devices
+├── DcoError                dco_mock.errors: the DCO
+├── SchedulerError          scheduler.errors: the DCC side
+└── OrchestratorError       orchestrator.errors: commands, role processes, runs
 """
 
 from __future__ import annotations
