@@ -9,6 +9,7 @@ COPY smets1 smets1
 COPY emulator emulator
 COPY dco_mock dco_mock
 COPY scheduler scheduler
+COPY orchestrator orchestrator
 RUN pip install .
 
 COPY fleet_configs fleet_configs

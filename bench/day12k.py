@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.machine import machine
+from orchestrator.runner import run_config
 from smets1.clock import wall_seconds
 from smets1.config import load_config
 from smets1.image import seeded_body
-from smets1.runner import run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

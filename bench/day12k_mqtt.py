@@ -29,8 +29,8 @@ from typing import Any
 import yaml
 
 from bench.machine import machine
+from orchestrator.distributed import run_distributed
 from smets1.clock import wall_seconds
-from smets1.distributed import run_distributed
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SPEED = 720.0  # a simulated day in two wall minutes
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--python",
         default=sys.executable,
-        help="interpreter that runs each role, `PYTHON -m smets1.services_cli ...` "
+        help="interpreter that runs each role, `PYTHON -m orchestrator.roles_cli ...` "
         "(a wrapper can try another event loop)",
     )
     args = p.parse_args(argv)

@@ -16,8 +16,8 @@ import tempfile
 from pathlib import Path
 
 from bench.machine import machine
+from orchestrator.runner import run_config
 from smets1.config import load_config
-from smets1.runner import run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -38,7 +38,7 @@ def measure(devices: int) -> dict[str, Any]:
         path = Path(tmp) / "fleet.yaml"
         path.write_text(yaml.safe_dump(config_for(devices)))
         subprocess.run(
-            [sys.executable, "-m", "smets1.cli", "run", str(path), "--out", tmp, "--quiet"],
+            [sys.executable, "-m", "orchestrator.cli", "run", str(path), "--out", tmp, "--quiet"],
             check=True,
             stdout=subprocess.DEVNULL,
         )

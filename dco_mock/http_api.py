@@ -1,15 +1,17 @@
 """The DCO's SRV 11.1, 11.3 and 11.2 over HTTP (aiohttp), for a scheduler in another process.
 
-Routes and JSON shapes are in `smets1.dco_http`. An 11.3 answers when the device has: the
+Routes and documents are in `smets1.dco_http`. An 11.3 answers when the device has: the
 request stays open for the whole transfer and activation, as the in-process call does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
 
 from dco_mock.errors import ImageRejected, UnknownImage
 from smets1.dco_http import (
@@ -18,29 +20,31 @@ from smets1.dco_http import (
     IMAGES_PATH,
     METRICS_PATH,
     VERSION_PATH,
-    activation_request_from_json,
-    outcome_to_json,
-    reading_to_json,
-    stored_image_to_json,
+    ActivationOutcomeDoc,
+    ActivationRequestDoc,
+    ErrorDoc,
+    StoredImageDoc,
+    VersionReadingDoc,
 )
 from smets1.eui64 import parse_eui64
+from smets1.metrics import CONTENT_TYPE, exposition
 from smets1.services import DcoApi
 
 #: The largest 11.1 image accepted, bytes (a large image is 750 kB and up).
 MAX_IMAGE_BYTES = 64 * 2**20
 
 #: (healthy, details) for /health.
-HealthFn = Callable[[], tuple[bool, dict[str, Any]]]
+HealthFn = Callable[[], tuple[bool, Mapping[str, Any]]]
 
 DCO_KEY = web.AppKey("dco", DcoApi)
 HEALTH_KEY: web.AppKey[HealthFn] = web.AppKey("health")
-METRICS_KEY: web.AppKey[Callable[[], str]] = web.AppKey("metrics")
+REGISTRY_KEY = web.AppKey("registry", CollectorRegistry)
 
 routes = web.RouteTableDef()
 
 
 def _error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": code, "message": message}, status=status)
+    return web.json_response(ErrorDoc(error=code, message=message).model_dump(), status=status)
 
 
 @routes.post(IMAGES_PATH)
@@ -52,23 +56,24 @@ async def update_firmware(request: web.Request) -> web.Response:
         stored = await request.app[DCO_KEY].update_firmware(image)
     except ImageRejected as exc:
         return _error(400, "image_rejected", str(exc))
-    return web.json_response(stored_image_to_json(stored))
+    return web.json_response(StoredImageDoc.of(stored).model_dump())
 
 
 @routes.post(ACTIVATIONS_PATH)
 async def activate_firmware(request: web.Request) -> web.Response:
     try:
-        body = await request.json()
-        device_id, firmware_hash, execution_time = activation_request_from_json(body)
-    except (ValueError, KeyError, TypeError) as exc:
-        return _error(400, "bad_request", f"activation request: {exc!r}")
+        doc = ActivationRequestDoc.model_validate_json(await request.read())
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        return _error(400, "bad_request", f"activation request: {where}: {err['msg']}")
     try:
         outcome = await request.app[DCO_KEY].activate_firmware(
-            device_id, firmware_hash, execution_time
+            doc.device, doc.hash_bytes, doc.execution_time
         )
     except UnknownImage as exc:
         return _error(404, "unknown_image", str(exc))
-    return web.json_response(outcome_to_json(outcome))
+    return web.json_response(ActivationOutcomeDoc.of(outcome).model_dump())
 
 
 @routes.get(VERSION_PATH)
@@ -78,7 +83,7 @@ async def read_firmware_version(request: web.Request) -> web.Response:
     except ValueError as exc:
         return _error(400, "bad_request", str(exc))
     reading = await request.app[DCO_KEY].read_firmware_version(device_id)
-    return web.json_response(reading_to_json(reading))
+    return web.json_response(VersionReadingDoc.of(reading).model_dump())
 
 
 @routes.get(HEALTH_PATH)
@@ -89,17 +94,19 @@ async def health(request: web.Request) -> web.Response:
 
 @routes.get(METRICS_PATH)
 async def metrics(request: web.Request) -> web.Response:
-    return web.Response(text=request.app[METRICS_KEY](), content_type="text/plain")
+    body = exposition(request.app[REGISTRY_KEY])
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
 def make_app(
     dco: DcoApi,
     health: HealthFn | None = None,
-    metrics: Callable[[], str] | None = None,
+    registry: CollectorRegistry | None = None,
 ) -> web.Application:
+    """The HTTP face of `dco`; `registry` is what /metrics exposes (prometheus-client)."""
     app = web.Application(client_max_size=MAX_IMAGE_BYTES)
     app[DCO_KEY] = dco
     app[HEALTH_KEY] = health or (lambda: (True, {}))
-    app[METRICS_KEY] = metrics or (lambda: "")
+    app[REGISTRY_KEY] = registry if registry is not None else CollectorRegistry()
     app.add_routes(routes)
     return app

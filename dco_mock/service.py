@@ -91,6 +91,8 @@ class DcoCounters:
     stray_frames: int = 0
     rounds: int = 0
     in_flight: int = 0
+    #: 11.3s waiting for a transfer slot (max_concurrent_transfers are all taken).
+    waiting_for_slot: int = 0
     #: INITIATE or ACTIVATE sent again after a silence.
     retries: int = 0
     #: Transfers picked up again from the device's bitmap after a round went unanswered.
@@ -221,6 +223,14 @@ class Dco:
         self._next_transfer = tid % 0xFFFF_FFFF + 1
         return tid
 
+    async def _take_slot(self) -> None:
+        """Wait for a free transfer slot, counted while waiting."""
+        self.counters.waiting_for_slot += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self.counters.waiting_for_slot -= 1
+
     def _give_slot(self, s: _Session) -> None:
         if s.holds_slot:
             s.holds_slot = False
@@ -260,7 +270,7 @@ class Dco:
             # A transfer slot bounds the transfers moving bytes at once. It covers the
             # transfer only: a cancellation moves no image, and an activation that waits
             # for its time or for a reboot holds up no one.
-            await self._slots.acquire()
+            await self._take_slot()
         c = self.counters
         c.transfers_started += 1
         c.in_flight += 1
@@ -343,7 +353,7 @@ class Dco:
             try:
                 await self.clock.sleep(delay)
             finally:
-                await self._slots.acquire()
+                await self._take_slot()
                 s.holds_slot = True
             delay = min(delay * 2, rec.retry_max_seconds)
 

@@ -149,6 +149,11 @@ class ImageStore:
         self._complete(row[0], row[1], row[2])
         return self._held[firmware_hash]
 
+    @property
+    def loaded(self) -> int:
+        """Complete images assembled in memory (an image is loaded when first sent)."""
+        return len(self._held)
+
     def count(self) -> int:
         """How many complete images are stored, without loading any of them."""
         row = self._db.execute(

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from emulator.faults import FaultModel, device_rng
 from emulator.fleet import FleetHost, build_devices
 from smets1.bus import InProcessBus, down_topic, up_topic
-from smets1.clock import VirtualClock
+from smets1.clock import VirtualClock, VirtualEventLoop
 from smets1.config import FleetConfig, load_config
 from smets1.config_fleet import LINK_PROFILES
 from smets1.errors import ConfigError
@@ -127,19 +127,20 @@ def test_idle_devices_hold_no_random_stream_or_timer() -> None:
 
     async def main() -> tuple[int, int, int, list[bytes]]:
         loop = asyncio.get_running_loop()
+        assert isinstance(loop, VirtualEventLoop)
         bus = InProcessBus()
         answers: list[bytes] = []
         bus.subscribe(up_topic(cfg.name, "+"), lambda _topic, payload: answers.append(payload))
         host = FleetHost(clock, bus, cfg.name, devices)
         host.start()
         await asyncio.sleep(0)
-        idle = len(loop._scheduled)  # type: ignore[attr-defined]
+        idle = loop.pending_timers
         # One device answers an 11.2: its frame needs a timer while it is on the link.
         bus.publish(down_topic(cfg.name, 0), ReadVersion(d.device_id, 1).serialize())
         await asyncio.sleep(0)
-        busy = len(loop._scheduled)  # type: ignore[attr-defined]
+        busy = loop.pending_timers
         await clock.sleep(600)
-        after = len(loop._scheduled)  # type: ignore[attr-defined]
+        after = loop.pending_timers
         await bus.close()
         return idle, busy, after, answers
 

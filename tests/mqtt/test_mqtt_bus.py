@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
+from orchestrator.mosquitto import Mosquitto
 from smets1.broker_url import parse_broker_url
-from smets1.distributed import Mosquitto
 from smets1.errors import BusError
 from smets1.mqtt import _ENVELOPE, BATCH_MAGIC, ENVELOPE_MAGIC, MqttBus, _Outgoing, _Recent
 

@@ -10,9 +10,9 @@ from typing import NoReturn
 import pytest
 import yaml
 
+from orchestrator.cli import main
 from scheduler.errors import ScheduleConflict
 from scheduler.service import Scheduler
-from smets1.cli import main
 from smets1.config import load_config
 from tests.factories import tiny_config
 

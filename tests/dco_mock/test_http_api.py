@@ -11,8 +11,9 @@ from aiohttp.typedefs import Handler
 
 from dco_mock.errors import UnknownImage
 from dco_mock.http_api import make_app
+from orchestrator.dco_client import DcoClient
+from orchestrator.errors import DcoHttpError
 from smets1.codes import DeviceState, Reason
-from smets1.dco_client import DcoClient, DcoHttpError
 from smets1.dco_http import ACTIVATIONS_PATH
 from smets1.services import ActivationOutcome, StoredImage, VersionReading
 

@@ -1,8 +1,8 @@
 """The `smets1` command line.
 
     smets1 run CONFIG [--out DIR] [--quiet]     a whole campaign in one process
-    smets1 image build|inspect|verify|keygen    firmware images (see smets1.image_cli)
-    smets1 dco|fleet|scheduler|distributed      roles as services over MQTT (smets1.services_cli)
+    smets1 image build|inspect|verify|keygen    firmware images (orchestrator.image_cli)
+    smets1 dco|fleet|scheduler|distributed      roles as processes of their own (roles_cli)
 
 Every expected failure prints one line `smets1: error: ...` and exits 2; never a traceback.
 """
@@ -14,13 +14,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from dco_mock.errors import DcoError
-from emulator.errors import EmulatorError
-from scheduler.errors import SchedulerError
+from orchestrator.image_cli import add_image_commands
+from orchestrator.roles_cli import add_service_commands
 from smets1.config import load_config
 from smets1.errors import Smets1Error
-from smets1.image_cli import add_image_commands
-from smets1.services_cli import add_service_commands
 
 EXIT_USAGE = 2
 
@@ -31,13 +28,13 @@ def _fail(message: str) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from smets1.runner import run_config  # the heavy imports only when running
+    from orchestrator.runner import run_config  # the heavy imports only when running
 
     try:
         config = load_config(args.config)
         out = Path(args.out) if args.out else Path("runs") / config.name
         summary = run_config(config, out, progress=None if args.quiet else sys.stderr)
-    except (Smets1Error, EmulatorError, DcoError, SchedulerError) as exc:
+    except Smets1Error as exc:
         return _fail(str(exc))
     except OSError as exc:
         return _fail(f"{exc.filename or args.config}: {exc.strerror}")

@@ -19,7 +19,8 @@ before an 11.3 whose connection dropped is sent again, the client reads the devi
 version (11.2): activating, it waits for the reboot to end; running the image's version
 already, the 11.3 is answered from that reading, without a transfer.
 
-DcoHttpError (a Smets1Error)   the DCO answered with an error, or could not be reached
+Errors: `orchestrator.errors.DcoHttpError`, the DCO answered with an error or could not
+be reached.
 """
 
 from __future__ import annotations
@@ -27,27 +28,30 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import aiohttp
+from pydantic import BaseModel, ValidationError
 
+from orchestrator.errors import DcoHttpError
 from smets1.bus import shard_of
 from smets1.codes import DeviceState, Reason
 from smets1.dco_http import (
     ACTIVATIONS_PATH,
     IMAGES_PATH,
     VERSION_PATH,
-    activation_request_to_json,
-    outcome_from_json,
-    reading_from_json,
-    stored_image_from_json,
+    ActivationOutcomeDoc,
+    ActivationRequestDoc,
+    ErrorDoc,
+    StoredImageDoc,
+    VersionReadingDoc,
 )
-from smets1.errors import Smets1Error
 from smets1.eui64 import format_eui64
 from smets1.services import ActivationOutcome, StoredImage, VersionReading
 from smets1.wire import IMMEDIATE
 
 T = TypeVar("T")
+_D = TypeVar("_D", bound=BaseModel)
 
 RETRY_FIRST_SECONDS = 0.2
 RETRY_MAX_SECONDS = 5.0
@@ -55,20 +59,11 @@ RETRY_MAX_SECONDS = 5.0
 #: How often a device seen rebooting into its image is read again, wall seconds.
 ACTIVATING_POLL_SECONDS = 0.5
 
-log = logging.getLogger("smets1.dco_client")
+log = logging.getLogger("orchestrator.dco_client")
 
 #: The DCO could not be reached, or the connection broke before its answer was read
 #: (refused, reset, closed by a worker that stopped, or a truncated body).
 _CONNECTION_FAILED = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError)
-
-
-class DcoHttpError(Smets1Error):
-    def __init__(self, url: str, status: int | None, code: str, message: str) -> None:
-        where = f"HTTP {status}" if status is not None else "unreachable"
-        super().__init__(f"DCO {url}: {where} {code}: {message}")
-        self.url = url
-        self.status = status
-        self.code = code
 
 
 class DcoClient:
@@ -150,14 +145,20 @@ class DcoClient:
             delay = min(delay * 2, RETRY_MAX_SECONDS)
 
     @staticmethod
-    async def _json(base: str, resp: aiohttp.ClientResponse) -> dict[str, Any]:
-        try:
-            body = await resp.json()
-        except (aiohttp.ContentTypeError, ValueError):
-            body = {"error": "bad_response", "message": (await resp.text())[:200]}
+    async def _answer(base: str, resp: aiohttp.ClientResponse, doc: type[_D]) -> _D:
+        """The DCO's answer as `doc`; its error document, or a body that is neither, as
+        DcoHttpError."""
+        body = await resp.read()
         if resp.status != 200:
-            raise DcoHttpError(base, resp.status, str(body.get("error")), str(body.get("message")))
-        return dict(body)
+            try:
+                error = ErrorDoc.model_validate_json(body)
+            except ValidationError:
+                error = ErrorDoc(error="bad_response", message=body[:200].decode(errors="replace"))
+            raise DcoHttpError(base, resp.status, error.error, error.message)
+        try:
+            return doc.model_validate_json(body)
+        except ValidationError as exc:
+            raise DcoHttpError(base, resp.status, "bad_response", str(exc)[:500]) from None
 
     async def update_firmware(self, image: bytes) -> StoredImage:
         async def one(base: str) -> StoredImage:
@@ -167,7 +168,7 @@ class DcoClient:
                     data=image,
                     headers={"Content-Type": "application/octet-stream"},
                 ) as resp:
-                    return stored_image_from_json(await self._json(base, resp))
+                    return (await self._answer(base, resp, StoredImageDoc)).to_stored_image()
 
             return await self._call(base, send)
 
@@ -179,11 +180,15 @@ class DcoClient:
         self, device_id: int, firmware_hash: bytes, execution_time: float = 0.0
     ) -> ActivationOutcome:
         base = self._worker(device_id)
-        body = activation_request_to_json(device_id, firmware_hash, execution_time)
+        body = ActivationRequestDoc.of(device_id, firmware_hash, execution_time)
 
         async def send(http: aiohttp.ClientSession) -> ActivationOutcome:
-            async with http.post(base + ACTIVATIONS_PATH, json=body) as resp:
-                return outcome_from_json(await self._json(base, resp))
+            async with http.post(
+                base + ACTIVATIONS_PATH,
+                data=body.model_dump_json(),
+                headers={"Content-Type": "application/json"},
+            ) as resp:
+                return (await self._answer(base, resp, ActivationOutcomeDoc)).to_outcome()
 
         async def resume() -> ActivationOutcome | None:
             return await self._activated_already(device_id, firmware_hash, execution_time)
@@ -234,6 +239,6 @@ class DcoClient:
 
         async def send(http: aiohttp.ClientSession) -> VersionReading:
             async with http.get(base + path) as resp:
-                return reading_from_json(await self._json(base, resp))
+                return (await self._answer(base, resp, VersionReadingDoc)).to_reading()
 
         return await self._call(base, send)

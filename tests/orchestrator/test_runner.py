@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from smets1.cli import main
+from orchestrator.cli import main
 from tests.factories import tiny_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def write(tmp_path: Path, data: object) -> Path:
@@ -79,7 +79,7 @@ def test_bad_config_is_one_line_exit_2(tmp_path: Path) -> None:
     data = tiny_config()
     data["devices"][0]["count"] = "many"
     proc = subprocess.run(
-        [sys.executable, "-m", "smets1.cli", "run", str(write(tmp_path, data))],
+        [sys.executable, "-m", "orchestrator.cli", "run", str(write(tmp_path, data))],
         capture_output=True,
         text=True,
         cwd=tmp_path,

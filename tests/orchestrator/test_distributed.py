@@ -1,5 +1,5 @@
 """The whole path as separate processes through mosquitto: DCO worker(s), two fleet
-shards and the scheduler, each `python -m smets1.services_cli ROLE`."""
+shards and the scheduler, each `python -m orchestrator.roles_cli ROLE`."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
+from orchestrator.distributed import Service, run_distributed
+from orchestrator.mosquitto import Mosquitto
+from orchestrator.runner import run_config
 from smets1.config import load_config
-from smets1.distributed import Mosquitto, Service, run_distributed
-from smets1.runner import run_config
 
 pytestmark = pytest.mark.mqtt
 

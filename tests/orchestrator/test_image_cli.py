@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.image_cli import add_image_commands
 from smets1.image import parse_image, seeded_body
-from smets1.image_cli import add_image_commands
 from smets1.signing import generate_private_key, load_private_key, private_key_pem
 
-FILES = Path(__file__).parent / "files"
+FILES = Path(__file__).parents[1] / "smets1" / "files"  # the image fixtures
 
 
 @pytest.fixture

@@ -1,4 +1,7 @@
-"""A real DCO, fleet host and in-process bus on a virtual clock, for tests of whole 11.3s."""
+"""A real DCO, fleet host and in-process bus on a virtual clock, for tests of whole 11.3s.
+
+The DCO is the subject; the fleet is the real one, so what a test checks is the DCO
+against real devices, links and faults, not against a stand-in."""
 
 from __future__ import annotations
 
@@ -43,6 +46,17 @@ def fleet_config(
     return FleetConfig.model_validate(raw)
 
 
+class TamperingBus(InProcessBus):
+    """An in-process bus that passes every payload through `tamper` on its way."""
+
+    def __init__(self, tamper: Callable[[bytes], bytes]) -> None:
+        super().__init__()
+        self.tamper = tamper
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        super().publish(topic, self.tamper(payload))
+
+
 @dataclass
 class Harness:
     clock: VirtualClock
@@ -55,16 +69,17 @@ def run(
     config: FleetConfig,
     body: Callable[[Harness], Awaitable[T]],
     recovery: Recovery = QUICK,
+    bus: InProcessBus | None = None,
 ) -> T:
     """Build the fleet and a DCO on one bus, run `body` on the virtual clock, tidy up."""
     clock = VirtualClock(config.epoch_seconds)
 
     async def main() -> T:
-        bus = InProcessBus()
-        host = FleetHost(clock, bus, config.name, build_devices(config))
+        bus_ = bus if bus is not None else InProcessBus()
+        host = FleetHost(clock, bus_, config.name, build_devices(config))
         dco = Dco(
             clock,
-            bus,
+            bus_,
             config.name,
             1,
             config.dco,
@@ -74,9 +89,9 @@ def run(
         host.start()
         dco.start()
         try:
-            return await body(Harness(clock, bus, host, dco))
+            return await body(Harness(clock, bus_, host, dco))
         finally:
             await dco.close()
-            await bus.close()
+            await bus_.close()
 
     return clock.run(main())

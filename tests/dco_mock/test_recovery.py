@@ -15,8 +15,8 @@ from dco_mock.service import Dco, Recovery
 from smets1.codes import DeviceState, Reason
 from smets1.image import parse_image
 from smets1.services import ActivationOutcome
-from smets1.wire import CANCEL_AFTER_SECONDS, IMMEDIATE
-from tests.emulator.esme_harness import FIRST, Harness, fleet_config, run
+from smets1.wire import CANCEL_AFTER_SECONDS, IMMEDIATE, Blocks, decode
+from tests.dco_mock.harness import BLOCK_BYTES, FIRST, Harness, TamperingBus, fleet_config, run
 from tests.factories import make_image
 
 S = DeviceState
@@ -202,29 +202,28 @@ def test_image_larger_than_the_slot_is_refused_before_any_block() -> None:
     assert out.blocks_sent == 0
 
 
-def test_firmware_hash_that_does_not_match_the_bytes_is_refused() -> None:
+def test_bytes_that_do_not_hash_to_the_firmware_hash_fail_verification() -> None:
+    # Something between the DCO and the meter changes one byte of the body and makes
+    # the block's CRCs fit again: every block passes its check, the image parses, and
+    # only the SHA-256 the 11.3 names can tell. The DCO hands back the device's reason.
     cfg = fleet_config([{"count": 1}])
+
+    def tamper(payload: bytes) -> bytes:
+        frame = decode(payload)
+        if not isinstance(frame, Blocks) or frame.first_block != 0:
+            return payload
+        data = bytearray(frame.data)
+        data[len(data) - 1] ^= 0xFF  # the body, past the header: the image still parses
+        return Blocks.build(
+            frame.device_id, frame.transfer_id, 0, bytes(data), BLOCK_BYTES
+        ).serialize()
 
     async def body(h: Harness) -> ActivationOutcome:
         stored = await h.dco.update_firmware(IMAGE)
-        held = h.dco.store.get(stored.firmware_hash)
-        # The DCO's copy says one hash; the bytes it sends hash to another.
-        wrong = b"\x5a" * 32
-        fake = type(held)(
-            type(held.info)(**{**_fields(held.info), "firmware_hash": wrong}),
-            held.data,
-            held.block_size,
-            held.crcs,
-        )
-        h.dco.store._held[wrong] = fake
-        return await h.dco.activate_firmware(FIRST, wrong)
+        return await h.dco.activate_firmware(FIRST, stored.firmware_hash)
 
-    out = run(cfg, body)
+    out = run(cfg, body, bus=TamperingBus(tamper))
     assert (out.ok, out.state, out.reason) == (False, S.VERIFY_FAILED, Reason.HASH_MISMATCH)
-
-
-def _fields(obj: Any) -> dict[str, Any]:
-    return {name: getattr(obj, name) for name in obj.__slots__}
 
 
 def test_scheduled_activation_waits_for_its_time_and_version_reads_pending() -> None:
@@ -308,7 +307,7 @@ def test_restarted_dco_counts_its_images_without_loading_them(tmp_path: Path) ->
         await first.close()
         second = Dco(h.clock, h.bus, cfg.name, 1, cfg.dco, tmp_path, cfg.block_size_bytes)
         await second.update_firmware(images[2])
-        loaded = len(second.store._held)
+        loaded = second.store.loaded
         await second.close()
         return second.counters.images_stored, loaded
 
@@ -521,13 +520,13 @@ def test_device_out_of_reach_after_scheduling_ends_in_timeout() -> None:
 def test_a_transfer_cancelled_while_waiting_for_its_slot_gives_back_none() -> None:
     # One slot. The first device is offline, so its 11.3 backs off and lends its slot to
     # the second device's transfer; when its wait ends it queues to take the slot back,
-    # and is cancelled there. The slot count must come back to one, not two.
+    # and is cancelled there. The DCO must still move one transfer at a time, not two.
     offline = {"offline_windows": [{"start_seconds": 0, "duration_seconds": 86_400}]}
     cfg = fleet_config(
-        [{"count": 1, "faults": offline}, {"count": 1}], dco={"max_concurrent_transfers": 1}
+        [{"count": 1, "faults": offline}, {"count": 3}], dco={"max_concurrent_transfers": 1}
     )
 
-    async def body(h: Harness) -> tuple[int, bool]:
+    async def body(h: Harness) -> tuple[bool, list[bool], int]:
         fw = (await h.dco.update_firmware(IMAGE)).firmware_hash
         silent = asyncio.create_task(h.dco.activate_firmware(FIRST, fw))
         for _ in range(3_600):  # INITIATE unanswered: the backoff lends the slot
@@ -536,18 +535,29 @@ def test_a_transfer_cancelled_while_waiting_for_its_slot_gives_back_none() -> No
             await h.clock.sleep(1)
         other = asyncio.create_task(h.dco.activate_firmware(FIRST + 1, fw))
         # The backoff ends while the other transfer holds the slot: the silent one queues.
+        queued = False
         for _ in range(3_600):
-            if h.dco._slots._waiters:
+            if h.dco.counters.waiting_for_slot:
+                queued = True
                 break
             await h.clock.sleep(1)
-        assert h.dco._slots._waiters, "the silent 11.3 never queued for its slot"
         silent.cancel()
         await asyncio.gather(silent, return_exceptions=True)
-        ok = (await other).ok
-        return h.dco._slots._value, ok
+        ok = [(await other).ok]
+        # Two more transfers at once: with the one slot given back once, never do two
+        # devices receive blocks at the same time.
+        both = [asyncio.create_task(h.dco.activate_firmware(FIRST + n, fw)) for n in (2, 3)]
+        most = 0
+        while not all(t.done() for t in both):
+            most = max(most, h.host.state_counts()["receiving"])
+            await h.clock.sleep(1)
+        ok += [t.result().ok for t in both]
+        return queued, ok, most
 
-    slots, ok = run(cfg, body)
-    assert ok and slots == 1
+    queued, ok, most = run(cfg, body)
+    assert queued, "the silent 11.3 never queued for its slot"
+    assert ok == [True, True, True]
+    assert most == 1
 
 
 def test_11_3_sent_again_during_the_reboot_waits_for_it_and_activates_once() -> None:

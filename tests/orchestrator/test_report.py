@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from smets1.report import hourly_counts, render, write_report
+from orchestrator.report import hourly_counts, render, write_report
 
 
 def test_hourly_counts() -> None:

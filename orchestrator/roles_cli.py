@@ -12,7 +12,7 @@ environment default, for Kubernetes: SMETS1_BROKER, SMETS1_SPEED, SMETS1_WALL0,
 SMETS1_SHARD (else the trailing ordinal of the host name, as a StatefulSet pod has),
 SMETS1_SHARDS, SMETS1_DCO_WORKER, SMETS1_DCO_URLS (comma separated).
 
-`python -m smets1.services_cli ROLE ...` works too, before `smets1.cli` registers them.
+`python -m orchestrator.roles_cli ROLE ...` works too, before `orchestrator.cli` registers them.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from emulator.errors import EmulatorError
 from smets1.broker_url import parse_broker_url
 from smets1.clock import ScaledClock
 from smets1.config import load_config
@@ -56,7 +55,7 @@ def _clock(args: argparse.Namespace, epoch: float) -> ScaledClock:
     if args.speed <= 0:
         raise ConfigError(f"--speed must be positive, got {args.speed:g}")
     if args.wall0 is None:
-        logging.getLogger("smets1.roles").warning(
+        logging.getLogger("orchestrator.roles").warning(
             "no --wall0 (or SMETS1_WALL0): this process starts its own clock; "
             "give every process of a run the same --wall0 and --speed"
         )
@@ -105,7 +104,7 @@ def _common(p: argparse.ArgumentParser, broker: bool = True) -> None:
 
 def _run_role(args: argparse.Namespace) -> int:
     """Load the config, build the clock and run the role's coroutine on it."""
-    from smets1 import roles  # the heavy imports only when a role runs
+    from orchestrator import roles  # the heavy imports only when a role runs
 
     _setup_logging(args.log_level)
     try:
@@ -140,18 +139,22 @@ def _run_role(args: argparse.Namespace) -> int:
                 raise ConfigError("--dco URL (or SMETS1_DCO_URLS) is needed")
             opts.http_port = args.port
             out = out or Path("runs") / config.name
-            opts.status_file = out / "summary.json"
+            opts.status_file = out / "scheduler.json"
             state = Path(args.state_dir) if args.state_dir else out / "scheduler-state"
-            summary = clock.run(roles.run_scheduler(opts, urls, state, args.exit_when_done))
-            if args.exit_when_done and summary.get("unfinished"):
+            done = clock.run(
+                roles.run_scheduler(
+                    opts, urls, state, args.exit_when_done, summary_file=out / "summary.json"
+                )
+            )
+            if args.exit_when_done and (done is None or done.summary["unfinished"]):
                 return 1
-    except (Smets1Error, EmulatorError) as exc:
+    except Smets1Error as exc:
         return _fail(str(exc))
     return 0
 
 
 def _run_distributed(args: argparse.Namespace) -> int:
-    from smets1.distributed import run_distributed
+    from orchestrator.distributed import run_distributed
 
     try:
         config = load_config(args.config)
@@ -166,7 +169,7 @@ def _run_distributed(args: argparse.Namespace) -> int:
             timeout_seconds=args.timeout,
             log_level=args.log_level,
         )
-    except (Smets1Error, EmulatorError) as exc:
+    except Smets1Error as exc:
         return _fail(str(exc))
     failed = ", ".join(f"{k} {v}" for k, v in summary["failed"].items()) or "none"
     bus = summary["bus"]
@@ -223,7 +226,10 @@ def add_service_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
         default=None,
         help="HTTP port of the scheduler API (DUIS, JSON, /healthz)",
     )
-    sched.add_argument("--out", help="folder for summary.json (default runs/<config name>/)")
+    sched.add_argument(
+        "--out",
+        help="folder for summary.json and the scheduler.json status (default runs/<config name>/)",
+    )
     sched.add_argument(
         "--state-dir", help="the scheduler's SQLite store (default OUT/scheduler-state)"
     )

@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from orchestrator.mosquitto import Mosquitto
 from smets1.broker_url import parse_broker_url
-from smets1.distributed import Mosquitto
 from smets1.errors import BusError
 from smets1.mqtt import MqttBus
 

@@ -1,0 +1,124 @@
+"""One way to build a config's images and scheduler and to submit its campaigns.
+
+`smets1 run` (orchestrator.runner) and the scheduler role (orchestrator.roles) both use
+these, so an in-process run and a distributed one submit exactly the same work.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from scheduler.errors import AdmissionRefused, SchedulerError
+from scheduler.requests import Priority
+from scheduler.service import Scheduler
+from smets1.clock import Clock
+from smets1.config import CampaignConfig, FleetConfig, ImageConfig
+from smets1.config_dcc import UserConfig
+from smets1.errors import ConfigError
+from smets1.image import ImageError, build_image, parse_image, seeded_body
+from smets1.services import DcoApi
+from smets1.signing import demo_private_key, load_private_key
+
+
+def make_image(cfg: ImageConfig) -> bytes:
+    """The OTA file a config image names: read from `file`, or built to `size_bytes`."""
+    if cfg.file is not None:
+        try:
+            data = cfg.file.read_bytes()
+        except OSError as exc:
+            raise ConfigError(
+                f"images.{cfg.name}.file: cannot read {cfg.file}: {exc.strerror}"
+            ) from exc
+        try:
+            parse_image(data)
+        except ImageError as exc:
+            raise ConfigError(f"images.{cfg.name}.file: {cfg.file}: {exc}") from exc
+        return data
+    assert cfg.size_bytes is not None
+    key = load_private_key(cfg.key) if cfg.key else demo_private_key(cfg.manufacturer_code)
+
+    def build(body: bytes) -> bytes:
+        return build_image(
+            manufacturer_code=cfg.manufacturer_code,
+            image_type=cfg.image_type,
+            file_version=cfg.file_version,
+            body=body,
+            private_key=key,
+            hardware_versions=cfg.hardware_versions,
+            header_string=f"smets1-fleet {cfg.name}"[:32],
+        )
+
+    overhead = len(build(b""))
+    if cfg.size_bytes < overhead:
+        raise ConfigError(
+            f"images.{cfg.name}.size_bytes: at least {overhead} bytes are needed for the "
+            f"header and signature, got {cfg.size_bytes}"
+        )
+    data = build(seeded_body(cfg.size_bytes - overhead, cfg.seed))
+    assert len(data) == cfg.size_bytes
+    return data
+
+
+def make_images(config: FleetConfig) -> dict[str, bytes]:
+    """Every image of the config, by name."""
+    return {i.name: make_image(i) for i in config.images}
+
+
+def devices_by_model(config: FleetConfig) -> dict[str, list[int]]:
+    """Every device id of the config, by model, in config order."""
+    by_model: dict[str, list[int]] = {}
+    for device_id, group in config.device_ids():
+        by_model.setdefault(group.model, []).append(device_id)
+    return by_model
+
+
+def campaign_devices(c: CampaignConfig, by_model: dict[str, list[int]]) -> list[int]:
+    """The devices a campaign selects: `count` of its model's devices from `offset` on."""
+    ids = by_model.get(c.devices.model, [])[c.devices.offset :]
+    return ids if c.devices.count is None else ids[: c.devices.count]
+
+
+def build_scheduler(
+    config: FleetConfig,
+    clock: Clock,
+    dco: DcoApi,
+    state_dir: Path,
+    by_model: dict[str, list[int]],
+) -> Scheduler:
+    """The scheduler of a config, the same for `smets1 run` and `smets1 scheduler`."""
+    # Campaign Users not listed under scheduler.users are registered without a token.
+    listed = {u.id for u in config.scheduler.users}
+    extra = [UserConfig(id=c.user) for c in config.campaigns if c.user not in listed]
+    devices = {d for ids in by_model.values() for d in ids}
+    return Scheduler(
+        clock, dco, config.scheduler, state_dir=state_dir, devices=devices, users=extra
+    )
+
+
+async def submit_campaign(
+    scheduler: Scheduler, c: CampaignConfig, image: bytes, ids: list[int]
+) -> None:
+    """11.1 for the image, an agreed schedule if the campaign has one, then the 11.3s.
+
+    The schedule is asked for the campaign's devices and the User's held requests,
+    which join it when it is agreed. Whatever the scheduler refuses is recorded as a
+    refusal of the campaign, as a User's system would see it, not a crash of the run.
+    """
+    schedule_id = None
+    try:
+        stored = await scheduler.store_image(c.user, image)
+        if c.schedule == "agreed" and scheduler.is_large(stored):
+            devices = len(ids) + scheduler.held_count(c.user)
+            proposed, _ = scheduler.request_schedule(c.user, devices, max_per_day=c.max_per_day)
+            schedule_id = scheduler.accept_schedule(c.user, proposed.schedule_id).schedule_id
+        scheduler.submit_activations(
+            c.user,
+            stored.firmware_hash,
+            ids,
+            campaign=c.name,
+            priority=Priority(c.priority),
+            schedule_id=schedule_id,
+        )
+    except SchedulerError as exc:
+        earliest = exc.earliest_day if isinstance(exc, AdmissionRefused) else None
+        scheduler.record_refusal(c.user, c.name, len(ids), exc.reason, earliest)

@@ -1,0 +1,272 @@
+"""`smets1 distributed`: one config run as separate processes through a real MQTT broker.
+
+It starts (or is given) a broker, then the DCO worker(s), the fleet shards and last the
+scheduler, each as `python -m orchestrator.roles_cli ROLE ...` with the same speed and
+wall0, waits for the scheduler to finish the config's campaigns, stops the services, and
+merges every process's status document (orchestrator.status) into one summary: the same
+outcome counts `smets1 run` reports, plus the broker traffic, each process's CPU and lag.
+The private broker is orchestrator.mosquitto's.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from orchestrator.errors import DistributedError
+from orchestrator.mosquitto import STOP_TIMEOUT_SECONDS, Mosquitto, free_port
+from orchestrator.status import DcoStatus, FleetStatus, SchedulerStatus
+
+_S = TypeVar("_S", bound=BaseModel)
+
+#: Simulated time starts this long after launch, so the scheduler submits on time.
+STARTUP_ALLOWANCE_SECONDS = 3.0
+READY_TIMEOUT_SECONDS = 30.0
+
+
+class Service:
+    """One role's process, its output in `<out>/<name>.log`."""
+
+    def __init__(self, name: str, argv: list[str], out: Path) -> None:
+        self.name = name
+        self.argv = argv
+        self.log_path = out / f"{name}.log"
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def crash_and_restart(self, down_seconds: float = 0.0) -> None:
+        """Kill the process at once (SIGKILL: no goodbye, no status file), as a crash
+        would, then start it again with the same arguments; its log goes on."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        time.sleep(down_seconds)
+        self._log.write(b"--- killed and started again ---\n")
+        self._log.flush()
+        self.proc = subprocess.Popen(self.argv, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(f"    {line}" for line in text[-lines:])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(STOP_TIMEOUT_SECONDS)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+def wait_healthy(services: list[tuple[Service, str]], timeout: float) -> None:
+    """Until every service's /health answers 200; a service that exits is an error."""
+    deadline = time.monotonic() + timeout
+    pending = list(services)
+    while pending:
+        svc, url = pending[0]
+        if svc.proc.poll() is not None:
+            raise DistributedError(
+                f"{svc.name} exited with code {svc.proc.returncode}:\n{svc.tail()}"
+            )
+        try:
+            with urllib.request.urlopen(url, timeout=1.0) as resp:
+                if resp.status == 200:
+                    pending.pop(0)
+                    continue
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            raise DistributedError(f"{svc.name} not healthy within {timeout:g} s:\n{svc.tail()}")
+        time.sleep(0.1)
+
+
+def _read(path: Path, doc: type[_S]) -> _S:
+    try:
+        return doc.model_validate_json(path.read_bytes())
+    except (OSError, ValidationError) as exc:
+        raise DistributedError(f"cannot read {path}: {exc}") from exc
+
+
+def run_distributed(
+    config: Path,
+    out: Path,
+    *,
+    broker: str | None = None,
+    shards: int = 2,
+    dco_workers: int = 1,
+    speed: float = 1440.0,
+    timeout_seconds: float = 600.0,
+    log_level: str = "info",
+    python: str = sys.executable,
+    on_scheduler_started: Callable[[Service], None] | None = None,
+    on_started: Callable[[dict[str, Service]], None] | None = None,
+) -> dict[str, Any]:
+    """Run `config` as separate processes; return (and write) the merged summary.
+
+    `on_scheduler_started` is called once the campaigns are under way (tests restart the
+    broker from it); `on_started` then, with every process by name (`dco-w0`, `fleet-1`,
+    `scheduler`: tests crash one from it).
+    """
+    if shards < 1 or dco_workers < 1:
+        raise DistributedError("--shards and --dco-workers must be at least 1")
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob("*.json"):
+        stale.unlink()
+    for state in [out / "scheduler-state", *out.glob("w[0-9]*")]:
+        shutil.rmtree(state, ignore_errors=True)
+    mosquitto: Mosquitto | None = None
+    services: list[Service] = []
+    try:
+        if broker is None:
+            mosquitto = Mosquitto(out / "mosquitto")
+            mosquitto.start()
+            broker = mosquitto.url
+        wall0 = time.time() + STARTUP_ALLOWANCE_SECONDS
+        role = [python, "-m", "orchestrator.roles_cli"]
+        clock = ["--speed", repr(speed), "--wall0", repr(wall0), "--log-level", log_level]
+        net = ["--broker", broker, "--host", "127.0.0.1", "--out", str(out)]
+        ready: list[tuple[Service, str]] = []
+        dco_urls = []
+        for w in range(dco_workers):
+            port = free_port()
+            svc = Service(
+                f"dco-w{w}",
+                [
+                    *role,
+                    *("dco", str(config), *clock, *net, "--shards", str(shards)),
+                    *("--worker", f"w{w}", "--port", str(port), "--state-dir", str(out / f"w{w}")),
+                ],
+                out,
+            )
+            services.append(svc)
+            dco_urls.append(f"http://127.0.0.1:{port}")
+            ready.append((svc, f"{dco_urls[-1]}/health"))
+        for s in range(shards):
+            port = free_port()
+            svc = Service(
+                f"fleet-{s}",
+                [
+                    *role,
+                    *("fleet", str(config), *clock, *net),
+                    *("--shard", str(s), "--shards", str(shards), "--port", str(port)),
+                ],
+                out,
+            )
+            services.append(svc)
+            ready.append((svc, f"http://127.0.0.1:{port}/health"))
+        wait_healthy(ready, READY_TIMEOUT_SECONDS)
+        started = time.monotonic()
+        sched = Service(
+            "scheduler",
+            [*role, "scheduler", str(config), *clock, "--host", "127.0.0.1", "--out", str(out)]
+            + [a for url in dco_urls for a in ("--dco", url)]
+            + ["--state-dir", str(out / "scheduler-state"), "--exit-when-done"],
+            out,
+        )
+        services.append(sched)
+        if on_scheduler_started is not None:
+            on_scheduler_started(sched)
+        if on_started is not None:
+            on_started({svc.name: svc for svc in services})
+        try:
+            rc = sched.proc.wait(max(1.0, timeout_seconds - (time.monotonic() - started)))
+        except subprocess.TimeoutExpired:
+            raise DistributedError(
+                f"the campaigns did not finish within {timeout_seconds:g} s:\n{sched.tail()}"
+            ) from None
+        campaign_seconds = time.monotonic() - started
+        if rc not in (0, 1):
+            raise DistributedError(f"the scheduler exited with code {rc}:\n{sched.tail()}")
+    finally:
+        for svc in reversed(services):
+            svc.stop()
+        if mosquitto is not None:
+            mosquitto.stop()
+    status = _read(out / "scheduler.json", SchedulerStatus)
+    fleets = [_read(out / f"fleet-{s}.json", FleetStatus) for s in range(shards)]
+    dcos = [_read(out / f"dco-w{w}.json", DcoStatus) for w in range(dco_workers)]
+    summary = merge(status, fleets, dcos, campaign_seconds)
+    summary.update(
+        shards=shards,
+        dco_workers=dco_workers,
+        speed=speed,
+        broker=broker if mosquitto is None else "private mosquitto",
+    )
+    summary["cpu_seconds"]["mosquitto"] = None if mosquitto is None else mosquitto.cpu_seconds
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def merge(
+    scheduler: SchedulerStatus,
+    fleets: list[FleetStatus],
+    dcos: list[DcoStatus],
+    campaign_seconds: float,
+) -> dict[str, Any]:
+    """One summary from every process's status: the scheduler's campaign summary with
+    what the fleet shards and DCO workers counted, the broker traffic, CPU and lag."""
+    states: Counter[str] = Counter()
+    for f in fleets:
+        states.update(f.device_states)
+    processes: list[FleetStatus | DcoStatus] = [*fleets, *dcos]
+    buses = [p.bus for p in processes]
+    messages = sum(b.messages_published for b in buses)
+    nbytes = sum(b.bytes_published for b in buses)
+    # Frames travel several to an MQTT message when they queue up (smets1.mqtt).
+    publishes = sum(b.mqtt_publishes for b in buses)
+    lag = {
+        "scheduler": scheduler.clock.worst_lag_seconds,
+        **{f"dco-w{w}": d.clock.worst_lag_seconds for w, d in enumerate(dcos)},
+        **{f"fleet-{s}": f.clock.worst_lag_seconds for s, f in enumerate(fleets)},
+    }
+    return {
+        **scheduler.summary,
+        "mode": "distributed",
+        "dco_urls": scheduler.dco_urls,
+        "wall_seconds": scheduler.wall_seconds,
+        "clock": scheduler.clock.model_dump(),
+        "blocks_delivered": sum(f.fleet.blocks_received for f in fleets),
+        "bytes_delivered": sum(f.fleet.block_bytes_received for f in fleets),
+        "blocks_sent": sum(d.dco.blocks_sent for d in dcos),
+        "bytes_sent": sum(d.dco.bytes_sent for d in dcos),
+        "device_states": dict(sorted(states.items())),
+        "devices_per_shard": [f.devices for f in fleets],
+        "bus": {
+            "messages": messages,
+            "bytes": nbytes,
+            "seconds": round(campaign_seconds, 3),
+            "messages_per_second": round(messages / campaign_seconds, 1),
+            "mqtt_messages": publishes,
+            "mqtt_messages_per_second": round(publishes / campaign_seconds, 1),
+            "bytes_per_second": round(nbytes / campaign_seconds, 1),
+            "republished": sum(b.republished for b in buses),
+            "duplicates_dropped": sum(b.duplicates_dropped for b in buses),
+            "connection_losses": sum(b.connection_losses for b in buses),
+        },
+        # Each process's own count (getrusage at exit); the launcher adds the broker's.
+        "cpu_seconds": {
+            "scheduler": scheduler.cpu_seconds,
+            **{f"dco-w{w}": d.cpu_seconds for w, d in enumerate(dcos)},
+            **{f"fleet-{s}": f.cpu_seconds for s, f in enumerate(fleets)},
+        },
+        "lag": lag,
+        "lag_episodes": scheduler.clock.lag_episodes + sum(p.clock.lag_episodes for p in processes),
+        "worst_lag_seconds": max(lag.values()),
+    }

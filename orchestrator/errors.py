@@ -1,0 +1,29 @@
+"""Exceptions of the composition root.
+
+OrchestratorError (a smets1.errors.Smets1Error)
+├── DistributedError    a process of a distributed run failed or did not finish in time
+└── DcoHttpError        the DCO's HTTP API answered with an error, or could not be reached
+"""
+
+from __future__ import annotations
+
+from smets1.errors import Smets1Error
+
+
+class OrchestratorError(Smets1Error):
+    """Root of every error the composition root raises on purpose."""
+
+
+class DistributedError(OrchestratorError):
+    """A process of a distributed run failed or did not finish in time."""
+
+
+class DcoHttpError(OrchestratorError):
+    """The DCO answered an HTTP call with an error, or could not be reached."""
+
+    def __init__(self, url: str, status: int | None, code: str, message: str) -> None:
+        where = f"HTTP {status}" if status is not None else "unreachable"
+        super().__init__(f"DCO {url}: {where} {code}: {message}")
+        self.url = url
+        self.status = status
+        self.code = code

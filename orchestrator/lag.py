@@ -1,0 +1,103 @@
+"""How far a role process runs behind the clock it shares with the others.
+
+Every role of a distributed run runs on a `ScaledClock` that all processes share (epoch,
+speed, wall0). `LagMonitor` watches how far its process falls behind that clock and says
+so in the log, on /health and in /metrics when it cannot keep up, rather than silently
+stretching time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+
+from orchestrator.status import ClockStatus
+from smets1.clock import ScaledClock, to_datetime
+from smets1.metrics import Sample, Sampler
+from smets1.mqtt import MqttBus
+
+log = logging.getLogger("orchestrator.lag")
+
+#: A process is lagging when it is this far behind its clock in simulated time (late
+#: enough to matter to links and timeouts) and in wall time (beyond a loop's hiccup).
+LAG_WARN_SIMULATED_SECONDS = 300.0
+LAG_WARN_WALL_SECONDS = 0.05
+LAG_CHECK_WALL_SECONDS = 1.0
+
+
+class LagMonitor:
+    """Runs `ScaledClock.watch_lag` and reports when the process falls behind.
+
+    Behind means either of two things, both in simulated seconds: the event loop wakes
+    late (the CPU cannot keep up), or frames wait in the MQTT bus before the broker takes
+    them (the transport cannot keep up), which delays every device as much.
+    """
+
+    def __init__(self, clock: ScaledClock, role: str, bus: MqttBus | None = None) -> None:
+        self.clock = clock
+        self.role = role
+        self.bus = bus
+        self.lagging = False
+        self.worst_lag_seconds = 0.0
+        self.lag_episodes = 0
+        self.transport_delay_seconds = 0.0
+
+    @property
+    def lag_seconds(self) -> float:
+        return max(self.clock.lag_seconds, self.transport_delay_seconds)
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.clock.watch_lag(LAG_CHECK_WALL_SECONDS / 2))
+            tg.create_task(self._report())
+
+    async def _report(self) -> None:
+        speed = self.clock.speed
+        while True:
+            await asyncio.sleep(LAG_CHECK_WALL_SECONDS)
+            if self.bus is not None:
+                self.transport_delay_seconds = self.bus.take_worst_delay() * speed
+            lag = self.lag_seconds
+            self.worst_lag_seconds = max(self.worst_lag_seconds, lag)
+            behind = lag > LAG_WARN_SIMULATED_SECONDS and lag / speed > LAG_WARN_WALL_SECONDS
+            if behind and not self.lagging:
+                self.lag_episodes += 1
+                log.warning(
+                    "%s cannot keep up: %.0f simulated s (%.2f s wall) behind its clock at "
+                    "speed %g (event loop %.0f s late, MQTT publish delay %.0f s, backlog %d); "
+                    "simulated time is not being stretched, so results will show it",
+                    self.role,
+                    lag,
+                    lag / speed,
+                    speed,
+                    self.clock.lag_seconds,
+                    self.transport_delay_seconds,
+                    self.bus.backlog if self.bus is not None else 0,
+                )
+            elif self.lagging and not behind:
+                log.info("%s caught up with its clock (lag %.1f simulated s)", self.role, lag)
+            self.lagging = behind
+
+    def status(self) -> ClockStatus:
+        return ClockStatus(
+            lag_seconds=round(self.lag_seconds, 3),
+            loop_lag_seconds=round(self.clock.lag_seconds, 3),
+            transport_delay_seconds=round(self.transport_delay_seconds, 3),
+            lagging=self.lagging,
+            worst_lag_seconds=round(self.worst_lag_seconds, 3),
+            lag_episodes=self.lag_episodes,
+            speed=self.clock.speed,
+            simulated_time=to_datetime(self.clock.now()).isoformat(),
+        )
+
+    def samples(self) -> Sampler:
+        def sample() -> Iterator[Sample]:
+            yield Sample(
+                "gauge",
+                "clock_lag_seconds",
+                "How far the process runs behind the shared clock, simulated seconds",
+                self.lag_seconds,
+            )
+
+        return sample

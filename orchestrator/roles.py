@@ -1,0 +1,295 @@
+"""The three long-running roles of a distributed run: DCO worker, fleet shard, scheduler.
+
+Each wires its role's component to the transports of a process of its own, on a
+`ScaledClock` that all processes share (epoch, speed, wall0), and writes a status
+document (orchestrator.status) when it stops:
+
+    fleet shard ──MQTT── broker ──MQTT── DCO worker(s) ──HTTP── scheduler
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dco_mock.http_api import make_app as make_dco_app
+from dco_mock.metrics import dco_samples
+from dco_mock.service import Dco
+from emulator.fleet import FleetHost, build_devices
+from emulator.metrics import fleet_samples
+from orchestrator.campaign import (
+    build_scheduler,
+    campaign_devices,
+    devices_by_model,
+    make_images,
+    submit_campaign,
+)
+from orchestrator.dco_client import DcoClient
+from orchestrator.lag import LagMonitor
+from orchestrator.serving import (
+    client_id,
+    cpu_seconds,
+    health_app,
+    install_stop,
+    serve_http,
+    start_unless_stopped,
+    write_atomically,
+    write_status,
+)
+from orchestrator.status import (
+    BusStatus,
+    DcoCountersStatus,
+    DcoStatus,
+    FleetCountersStatus,
+    FleetStatus,
+    SchedulerStatus,
+)
+from scheduler.api import make_app as make_scheduler_app
+from scheduler.summary import summarize
+from smets1.broker_url import BrokerUrl
+from smets1.clock import ScaledClock, wall_seconds
+from smets1.config import CampaignConfig, FleetConfig
+from smets1.metrics import bus_samples, role_registry
+from smets1.mqtt import MqttBus
+from smets1.routing import DcoWorkerBus, ShardBus
+
+log = logging.getLogger("orchestrator.roles")
+
+#: How often the scheduler logs its progress, wall seconds.
+PROGRESS_WALL_SECONDS = 5.0
+
+
+@dataclass(slots=True)
+class RoleOptions:
+    """What every role is given: the config, its clock, and where to report."""
+
+    config: FleetConfig
+    clock: ScaledClock
+    listen_host: str = "0.0.0.0"
+    http_port: int | None = None
+    #: The role's status document, written when it stops (orchestrator.status).
+    status_file: Path | None = None
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+# -- the DCO worker ----------------------------------------------------------------------
+
+
+async def run_dco(
+    opts: RoleOptions, broker: BrokerUrl, shards: int, worker: str, state_dir: Path
+) -> DcoStatus:
+    cfg = opts.config
+    role = f"dco {worker}"
+    install_stop(opts.stop)
+    mqtt = MqttBus(broker, client_id(cfg.name, f"dco-{worker}"), connect_timeout_seconds=None)
+    bus = DcoWorkerBus(mqtt, cfg.name, worker)
+    dco = Dco(
+        opts.clock,
+        bus,
+        cfg.name,
+        shards,
+        cfg.dco,
+        state_dir=state_dir,
+        block_size=cfg.block_size_bytes,
+    )
+    lag = LagMonitor(opts.clock, role, mqtt)
+    registry = role_registry("dco", [bus_samples(mqtt), lag.samples(), dco_samples(dco)])
+
+    def status() -> DcoStatus:
+        return DcoStatus(
+            worker=worker,
+            shards=shards,
+            cpu_seconds=cpu_seconds(),
+            clock=lag.status(),
+            bus=BusStatus.of(mqtt),
+            dco=DcoCountersStatus.of(dco.counters),
+        )
+
+    def health() -> tuple[bool, dict[str, Any]]:
+        return mqtt.connected, status().model_dump(mode="json")
+
+    dco.start()
+    log.info("%s: connecting to %s", role, broker)
+    async with asyncio.TaskGroup() as tg:
+        lag_task = tg.create_task(lag.run())
+        if await start_unless_stopped(bus, opts.stop):
+            async with serve_http(
+                make_dco_app(dco, health, registry), opts.listen_host, opts.http_port
+            ):
+                log.info("%s ready: fleet %s, %d shard(s)", role, cfg.name, shards)
+                await opts.stop.wait()
+        lag_task.cancel()
+    doc = status()
+    await dco.close()
+    await bus.close()
+    write_status(opts.status_file, doc)
+    return doc
+
+
+# -- the fleet shard ---------------------------------------------------------------------
+
+
+async def run_fleet(opts: RoleOptions, broker: BrokerUrl, shard: int, shards: int) -> FleetStatus:
+    cfg = opts.config
+    role = f"fleet shard {shard}/{shards}"
+    install_stop(opts.stop)
+    devices = build_devices(cfg, shard, shards)
+    mqtt = MqttBus(broker, client_id(cfg.name, f"fleet-{shard}"), connect_timeout_seconds=None)
+    bus = ShardBus(mqtt, cfg.name, shard)
+    host = FleetHost(opts.clock, bus, cfg.name, devices, shard=shard)
+    lag = LagMonitor(opts.clock, role, mqtt)
+    registry = role_registry("fleet", [bus_samples(mqtt), lag.samples(), fleet_samples(host)])
+
+    def status() -> FleetStatus:
+        return FleetStatus(
+            shard=shard,
+            shards=shards,
+            cpu_seconds=cpu_seconds(),
+            devices=len(devices),
+            clock=lag.status(),
+            bus=BusStatus.of(mqtt),
+            fleet=FleetCountersStatus.of(host.counters),
+            device_states=dict(sorted(host.state_counts().items())),
+        )
+
+    def health() -> tuple[bool, dict[str, Any]]:
+        return mqtt.connected, status().model_dump(mode="json")
+
+    host.start()
+    log.info("%s: %d devices, connecting to %s", role, len(devices), broker)
+    async with asyncio.TaskGroup() as tg:
+        lag_task = tg.create_task(lag.run())
+        if await start_unless_stopped(bus, opts.stop):
+            async with serve_http(health_app(health, registry), opts.listen_host, opts.http_port):
+                log.info("%s ready", role)
+                await opts.stop.wait()
+        lag_task.cancel()
+    doc = status()
+    await bus.close()
+    write_status(opts.status_file, doc)
+    return doc
+
+
+# -- the scheduler -----------------------------------------------------------------------
+
+
+async def run_scheduler(
+    opts: RoleOptions,
+    dco_urls: list[str],
+    state_dir: Path,
+    exit_when_done: bool,
+    summary_file: Path | None = None,
+) -> SchedulerStatus | None:
+    """The config's campaigns through the DCO over HTTP; the summary when all are answered.
+
+    The scheduler keeps its requests in `state_dir`: a restarted scheduler resumes the
+    requests it holds and submits the config's campaigns only into an empty store.
+    Returns None when told to stop before every request had its answer.
+    """
+    cfg = opts.config
+    clock = opts.clock
+    install_stop(opts.stop)
+    images = make_images(cfg)
+    by_model = devices_by_model(cfg)
+    lag = LagMonitor(clock, "scheduler")
+    wall0 = wall_seconds()
+    done: SchedulerStatus | None = None
+    async with DcoClient(dco_urls) as dco:
+        scheduler = build_scheduler(cfg, clock, dco, state_dir, by_model)
+        resumed = len(scheduler.requests)
+
+        def by_state() -> dict[str, int]:
+            return dict(Counter(r.state.value for r in scheduler.requests))
+
+        async def submit(c: CampaignConfig) -> None:
+            await clock.sleep_until(clock.epoch + c.submit_after_seconds)
+            ids = campaign_devices(c, by_model)
+            if ids:
+                log.info("campaign %s: %d devices, image %s", c.name, len(ids), c.image)
+                await submit_campaign(scheduler, c, images[c.image], ids)
+
+        async def work() -> None:
+            if resumed:
+                log.info("resuming %d request(s) from %s", resumed, state_dir)
+            else:
+                await asyncio.gather(*(submit(c) for c in cfg.campaigns))
+            await scheduler.wait_idle()
+
+        async def progress() -> None:
+            while True:
+                await asyncio.sleep(PROGRESS_WALL_SECONDS)
+                s = by_state()
+                log.info(
+                    "[%s sim | %.0fs wall] %s",
+                    f"{clock.datetime():%Y-%m-%d %H:%M}",
+                    wall_seconds() - wall0,
+                    ", ".join(f"{k} {v}" for k, v in sorted(s.items())) or "no requests",
+                )
+
+        started = max(clock.epoch, clock.now())
+        # The scheduler's own HTTP face: DUIS, the JSON API, /healthz, /metrics.
+        app = make_scheduler_app(scheduler)
+        async with serve_http(app, opts.listen_host, opts.http_port):
+            background = [
+                asyncio.create_task(lag.run()),
+                asyncio.create_task(scheduler.run()),
+                asyncio.create_task(progress()),
+            ]
+            stopped = asyncio.create_task(opts.stop.wait())
+            working = asyncio.create_task(work())
+            try:
+                await asyncio.wait({working, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                if working.done():
+                    working.result()
+                summary = summarize(
+                    scheduler,
+                    name=cfg.name,
+                    seed=cfg.seed,
+                    devices=sum(g.count for g in cfg.devices),
+                    simulated_seconds=clock.now() - started,
+                    images=images,
+                )
+                done = SchedulerStatus(
+                    cpu_seconds=cpu_seconds(),
+                    wall_seconds=round(wall_seconds() - wall0, 3),
+                    dco_urls=dco_urls,
+                    clock=lag.status(),
+                    requests=by_state(),
+                    summary=summary,
+                )
+                write_status(opts.status_file, done)
+                if summary_file is not None:
+                    write_summary(summary_file, done)
+                log.info(
+                    "done: %d/%d activated, failed %s",
+                    summary["images_activated"],
+                    summary["requests"],
+                    summary["failed"] or "none",
+                )
+                if not exit_when_done:
+                    await opts.stop.wait()
+            finally:
+                for t in [*background, stopped, working]:
+                    t.cancel()
+                await asyncio.gather(*background, stopped, working, return_exceptions=True)
+                await scheduler.close()
+    return done
+
+
+def write_summary(path: Path, status: SchedulerStatus) -> None:
+    """`summary.json` of the scheduler role: the campaign summary, marked distributed,
+    with the scheduler's own clock, CPU and wall time."""
+    doc = {
+        **status.summary,
+        "mode": "distributed",
+        "dco_urls": status.dco_urls,
+        "wall_seconds": status.wall_seconds,
+        "clock": status.clock.model_dump(),
+        "cpu_seconds": status.cpu_seconds,
+    }
+    write_atomically(path, json.dumps(doc, indent=2) + "\n")

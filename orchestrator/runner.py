@@ -1,0 +1,190 @@
+"""`smets1 run`: one process, virtual clock, in-process bus, the whole firmware path.
+
+It wires the roles together in one process (fleet ← bus → DCO ← scheduler), drives the
+config's campaigns (orchestrator.campaign) and writes the summary (scheduler.summary plus
+what the fleet, the DCO and the bus counted) and the report.
+
+Users' `callback_url`s are not called here: on the virtual clock's loop an HTTP timeout
+would expire while the socket waits in real time. Every notification is still stored in
+the run's state directory (`scheduler.sqlite`); `smets1 scheduler` delivers callbacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+from dco_mock.service import Dco
+from emulator.fleet import FleetHost, build_devices
+from emulator.slots import FlashStore
+from orchestrator.campaign import (
+    build_scheduler,
+    campaign_devices,
+    devices_by_model,
+    make_images,
+    submit_campaign,
+)
+from orchestrator.report import hourly_counts, write_report
+from scheduler.requests import RequestState
+from scheduler.service import Scheduler
+from scheduler.summary import summarize
+from smets1.bus import InProcessBus
+from smets1.clock import Clock, VirtualClock, to_datetime, wall_seconds
+from smets1.config import CampaignConfig, FleetConfig
+
+#: How often, in simulated seconds, the progress line is considered for printing.
+PROGRESS_TICK_SECONDS = 900.0
+#: The least wall time between two progress lines.
+PROGRESS_WALL_SECONDS = 1.0
+
+
+def peak_rss_bytes() -> int:
+    # ru_maxrss is KiB on Linux.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class Run:
+    """One run of a fleet config: builds every part, drives the campaigns, sums up."""
+
+    def __init__(self, config: FleetConfig, out_dir: Path, progress: TextIO | None = sys.stderr):
+        self.config = config
+        self.out_dir = out_dir
+        self.progress = progress
+        self.clock: Clock = VirtualClock(config.epoch_seconds)
+        self.activations_per_hour: list[int] = []
+
+    def execute(self) -> dict[str, Any]:
+        wall0 = wall_seconds()
+        summary = self.clock.run(self._main(wall0))
+        summary["wall_seconds"] = round(wall_seconds() - wall0, 3)
+        summary["peak_rss_bytes"] = peak_rss_bytes()
+        return summary
+
+    async def _main(self, wall0: float) -> dict[str, Any]:
+        cfg = self.config
+        state_dir = self.out_dir / "state"
+        shutil.rmtree(state_dir, ignore_errors=True)
+        images = make_images(cfg)
+        bus = InProcessBus()
+        flash = FlashStore()
+        devices = build_devices(cfg, flash=flash)
+        host = FleetHost(self.clock, bus, cfg.name, devices)
+        dco = Dco(
+            self.clock,
+            bus,
+            cfg.name,
+            1,
+            cfg.dco,
+            state_dir=state_dir,
+            block_size=cfg.block_size_bytes,
+        )
+        by_model = devices_by_model(cfg)
+        scheduler = build_scheduler(cfg, self.clock, dco, state_dir, by_model)
+        host.start()
+        dco.start()
+        started = self.clock.now()
+
+        async def submit(c: CampaignConfig) -> None:
+            await self.clock.sleep(c.submit_after_seconds)
+            ids = campaign_devices(c, by_model)
+            if ids:
+                await submit_campaign(scheduler, c, images[c.image], ids)
+
+        if self.progress is not None and any(u.callback_url for u in scheduler.users.values()):
+            self.progress.write(
+                "note: callback_url is not called under smets1 run (virtual clock); "
+                "notifications are kept in the state directory\n"
+            )
+        releaser = asyncio.create_task(scheduler.run(deliver_callbacks=False))
+        ticker = asyncio.create_task(self._progress(scheduler, host, wall0))
+        try:
+            await asyncio.gather(*(submit(c) for c in cfg.campaigns))
+            await scheduler.wait_idle()
+        finally:
+            for task in (releaser, ticker):
+                task.cancel()
+            await asyncio.gather(releaser, ticker, return_exceptions=True)
+            await scheduler.close()
+            await dco.close()
+            await bus.close()
+        simulated = self.clock.now() - started
+        self.activations_per_hour = hourly_counts(
+            (r.completed_at for r in scheduler.requests if r.completed_at is not None), started
+        )
+        return self._summary(scheduler, host, dco, bus, simulated, images)
+
+    async def _progress(self, scheduler: Scheduler, host: FleetHost, wall0: float) -> None:
+        last = wall0
+        while True:
+            await self.clock.sleep(PROGRESS_TICK_SECONDS)
+            now = wall_seconds()
+            if self.progress is None or now - last < PROGRESS_WALL_SECONDS:
+                continue
+            last = now
+            self.progress.write(self._progress_line(scheduler, now - wall0) + "\n")
+            self.progress.flush()
+
+    def _progress_line(self, scheduler: Scheduler, wall: float) -> str:
+        states = scheduler.state_counts
+        total = len(scheduler.requests)
+        done = states[RequestState.DONE]
+        return (
+            f"[{to_datetime(self.clock.now()):%Y-%m-%d %H:%M} sim | {wall:6.1f}s wall] "
+            f"activated {done}/{total}, failed {states[RequestState.FAILED]}, "
+            f"in flight {states[RequestState.RELEASED]}, waiting {states[RequestState.WAITING]}, "
+            f"held {states[RequestState.HELD]}"
+        )
+
+    def _summary(
+        self,
+        scheduler: Scheduler,
+        host: FleetHost,
+        dco: Dco,
+        bus: InProcessBus,
+        simulated: float,
+        images: dict[str, bytes],
+    ) -> dict[str, Any]:
+        cfg = self.config
+        return {
+            **summarize(
+                scheduler,
+                name=cfg.name,
+                seed=cfg.seed,
+                devices=sum(g.count for g in cfg.devices),
+                simulated_seconds=simulated,
+                images=images,
+            ),
+            "devices": len(host.devices),
+            "blocks_delivered": host.counters.blocks_received,
+            "bytes_delivered": host.counters.block_bytes_received,
+            "blocks_sent": dco.counters.blocks_sent,
+            "bytes_sent": dco.counters.bytes_sent,
+            "transfer_rounds": dco.counters.rounds,
+            "device_states": dict(sorted(host.state_counts().items())),
+            "device_transitions": dict(sorted(host.transitions().items())),
+            "faults": dict(sorted(host.counters.faults.items())),
+            "frames_dropped": dict(sorted(host.counters.frames_dropped.items())),
+            "dco_retries": dco.counters.retries,
+            "dco_resumes": dco.counters.resumes,
+            "bus": {
+                "messages": bus.counters.messages_published,
+                "bytes": bus.counters.bytes_published,
+            },
+        }
+
+
+def run_config(
+    config: FleetConfig, out_dir: Path, progress: TextIO | None = sys.stderr
+) -> dict[str, Any]:
+    """Run a config and write `summary.json` into `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run = Run(config, out_dir, progress)
+    summary = run.execute()
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_report(out_dir / "report.html", summary, run.activations_per_hour)
+    return summary

@@ -1,0 +1,106 @@
+"""What every role process needs around its role: HTTP serving, signals, status files."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import resource
+import secrets
+import signal
+from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from pydantic import BaseModel
+
+from smets1.metrics import CONTENT_TYPE, exposition
+from smets1.mqtt import MqttBus
+from smets1.routing import DcoWorkerBus, ShardBus
+
+log = logging.getLogger("orchestrator.serving")
+
+#: (healthy, the status document as JSON) for /health: 200 when healthy, else 503.
+HealthFn = Callable[[], tuple[bool, Mapping[str, Any]]]
+
+
+def client_id(fleet: str, role: str) -> str:
+    """Unique per process and stable across its reconnects (the broker keys sessions on it)."""
+    return f"smets1-{fleet}-{role}-{secrets.token_hex(4)}"
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds this process has used."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return round(r.ru_utime + r.ru_stime, 3)
+
+
+async def start_unless_stopped(bus: MqttBus | DcoWorkerBus | ShardBus, stop: asyncio.Event) -> bool:
+    """Connect, waiting for the broker as long as it takes; False if told to stop first."""
+    starting = asyncio.create_task(bus.start())
+    stopping = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    for t in (starting, stopping):
+        t.cancel()
+    await asyncio.gather(starting, stopping, return_exceptions=True)
+    if starting in done:
+        starting.result()
+        return True
+    return False
+
+
+def install_stop(stop: asyncio.Event) -> None:
+    """SIGTERM and SIGINT set `stop`: the role finishes cleanly and writes its status."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+
+@contextlib.asynccontextmanager
+async def serve_http(app: web.Application, host: str, port: int | None) -> AsyncIterator[None]:
+    """Serve `app` on host:port for the duration of the block; no port, no server."""
+    if port is None:
+        yield
+        return
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    log.info("HTTP on %s:%d", host, port)
+    try:
+        yield
+    finally:
+        await runner.cleanup()
+
+
+def health_app(health: HealthFn, registry: CollectorRegistry) -> web.Application:
+    """/health and /metrics, for a role with no HTTP API of its own (a fleet shard)."""
+
+    async def get_health(_: web.Request) -> web.Response:
+        ok, status = health()
+        return web.json_response({"ok": ok, **status}, status=200 if ok else 503)
+
+    async def get_metrics(_: web.Request) -> web.Response:
+        return web.Response(body=exposition(registry), headers={"Content-Type": CONTENT_TYPE})
+
+    app = web.Application()
+    app.router.add_get("/health", get_health)
+    app.router.add_get("/metrics", get_metrics)
+    return app
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write `text` beside `path`, then rename: a reader never sees half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def write_status(path: Path | None, doc: BaseModel) -> None:
+    """Write a status document (orchestrator.status), if the role was given a path."""
+    if path is not None:
+        write_atomically(path, doc.model_dump_json(indent=2) + "\n")

@@ -1,0 +1,37 @@
+"""The DCO's /metrics: prometheus-client exposition that prometheus-client parses back."""
+
+from __future__ import annotations
+
+from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client.parser import text_string_to_metric_families
+
+from dco_mock.http_api import make_app
+from dco_mock.metrics import dco_samples
+from dco_mock.service import Dco
+from smets1.bus import InProcessBus
+from smets1.clock import RealClock
+from smets1.config import DcoConfig
+from smets1.metrics import role_registry
+
+
+async def test_metrics_follow_the_exposition_format_with_help_and_types() -> None:
+    dco = Dco(RealClock(), InProcessBus(), "t", 1, DcoConfig())
+    dco.counters.transfers_started = 7
+    dco.counters.transfers_failed["offline"] = 2
+    registry = role_registry("dco", [dco_samples(dco)])
+    async with TestClient(TestServer(make_app(dco, registry=registry))) as client:
+        resp = await client.get("/metrics")
+        assert resp.status == 200
+        text = await resp.text()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    started = families["smets1_dco_transfers_started"]
+    assert started.type == "counter" and started.documentation
+    (sample,) = [s for s in started.samples if s.name.endswith("_total")]
+    assert sample.value == 7 and sample.labels == {"role": "dco"}
+    assert families["smets1_dco_transfers_failed"].samples[0].value == 2
+    assert families["smets1_dco_transfers_in_flight"].type == "gauge"
+    assert "process_cpu_seconds" in families  # the process collector is there too
+    for family in families.values():
+        for s in family.samples:
+            assert "device" not in s.labels
+    await dco.close()
