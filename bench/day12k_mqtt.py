@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--python",
         default=sys.executable,
-        help="interpreter that runs each role, `PYTHON -m orchestrator.roles_cli ...` "
+        help="interpreter that runs each role, `PYTHON -m orchestrator.cli ROLE ...` "
         "(a wrapper can try another event loop)",
     )
     args = p.parse_args(argv)

@@ -7,24 +7,25 @@ request stays open for the whole transfer and activation, as the in-process call
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
-from pydantic import ValidationError
 
 from dco_mock.errors import ImageRejected, UnknownImage
 from smets1.dco_http import (
+    ACTIVATION_OUTCOME,
+    ACTIVATION_REQUEST,
     ACTIVATIONS_PATH,
+    ERROR,
     HEALTH_PATH,
     IMAGES_PATH,
     METRICS_PATH,
+    STORED_IMAGE,
     VERSION_PATH,
-    ActivationOutcomeDoc,
-    ActivationRequestDoc,
+    VERSION_READING,
+    Document,
     ErrorDoc,
-    StoredImageDoc,
-    VersionReadingDoc,
 )
 from smets1.eui64 import parse_eui64
 from smets1.metrics import CONTENT_TYPE, exposition
@@ -41,10 +42,15 @@ HEALTH_KEY: web.AppKey[HealthFn] = web.AppKey("health")
 REGISTRY_KEY = web.AppKey("registry", CollectorRegistry)
 
 routes = web.RouteTableDef()
+T = TypeVar("T")
+
+
+def _json(doc: Document[T], value: T, status: int = 200) -> web.Response:
+    return web.Response(body=doc.to_json(value), status=status, content_type="application/json")
 
 
 def _error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response(ErrorDoc(error=code, message=message).model_dump(), status=status)
+    return _json(ERROR, ErrorDoc(code, message), status)
 
 
 @routes.post(IMAGES_PATH)
@@ -56,24 +62,22 @@ async def update_firmware(request: web.Request) -> web.Response:
         stored = await request.app[DCO_KEY].update_firmware(image)
     except ImageRejected as exc:
         return _error(400, "image_rejected", str(exc))
-    return web.json_response(StoredImageDoc.of(stored).model_dump())
+    return _json(STORED_IMAGE, stored)
 
 
 @routes.post(ACTIVATIONS_PATH)
 async def activate_firmware(request: web.Request) -> web.Response:
     try:
-        doc = ActivationRequestDoc.model_validate_json(await request.read())
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "body"
-        return _error(400, "bad_request", f"activation request: {where}: {err['msg']}")
+        ask = ACTIVATION_REQUEST.from_json(await request.read())
+    except ValueError as exc:
+        return _error(400, "bad_request", f"activation request: {exc}")
     try:
         outcome = await request.app[DCO_KEY].activate_firmware(
-            doc.device, doc.hash_bytes, doc.execution_time
+            ask.device_id, ask.firmware_hash, ask.execution_time
         )
     except UnknownImage as exc:
         return _error(404, "unknown_image", str(exc))
-    return web.json_response(ActivationOutcomeDoc.of(outcome).model_dump())
+    return _json(ACTIVATION_OUTCOME, outcome)
 
 
 @routes.get(VERSION_PATH)
@@ -83,7 +87,7 @@ async def read_firmware_version(request: web.Request) -> web.Response:
     except ValueError as exc:
         return _error(400, "bad_request", str(exc))
     reading = await request.app[DCO_KEY].read_firmware_version(device_id)
-    return web.json_response(VersionReadingDoc.of(reading).model_dump())
+    return _json(VERSION_READING, reading)
 
 
 @routes.get(HEALTH_PATH)

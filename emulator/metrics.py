@@ -1,30 +1,17 @@
-"""A fleet shard's Prometheus samples, read from its counters at scrape time."""
+"""A fleet shard's Prometheus metrics, read from its counters at scrape time."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 from emulator.fleet import FleetHost
-from smets1.metrics import Sample, Sampler
+from smets1.metrics import Metric
 
-
-def fleet_samples(host: FleetHost) -> Sampler:
-    def sample() -> Iterator[Sample]:
-        c = host.counters
-        yield Sample("gauge", "fleet_devices", "Devices this shard serves", len(host.devices))
-        yield Sample("counter", "fleet_frames_received", "Frames from the DCO", c.frames_received)
-        yield Sample("counter", "fleet_frames_sent", "Frames to the DCO", c.frames_sent)
-        yield Sample(
-            "counter",
-            "fleet_blocks_received",
-            "Image blocks that reached a device",
-            c.blocks_received,
-        )
-        yield Sample(
-            "counter",
-            "fleet_block_bytes_received",
-            "Image bytes that reached a device",
-            c.block_bytes_received,
-        )
-
-    return sample
+FLEET_METRICS: tuple[Metric[FleetHost], ...] = (
+    Metric("gauge", "fleet_devices", "Devices this shard serves", lambda h: len(h.devices)),
+    Metric("counter", "fleet_frames_received", "Frames from the DCO",
+           lambda h: h.counters.frames_received),
+    Metric("counter", "fleet_frames_sent", "Frames to the DCO", lambda h: h.counters.frames_sent),
+    Metric("counter", "fleet_blocks_received", "Image blocks that reached a device",
+           lambda h: h.counters.blocks_received),
+    Metric("counter", "fleet_block_bytes_received", "Image bytes that reached a device",
+           lambda h: h.counters.block_bytes_received),
+)  # fmt: skip

@@ -7,10 +7,12 @@ these, so an in-process run and a distributed one submit exactly the same work.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from scheduler.errors import AdmissionRefused, SchedulerError
 from scheduler.requests import Priority
 from scheduler.service import Scheduler
+from scheduler.summary import summarize
 from smets1.clock import Clock
 from smets1.config import CampaignConfig, FleetConfig, ImageConfig
 from smets1.config_dcc import UserConfig
@@ -122,3 +124,17 @@ async def submit_campaign(
     except SchedulerError as exc:
         earliest = exc.earliest_day if isinstance(exc, AdmissionRefused) else None
         scheduler.record_refusal(c.user, c.name, len(ids), exc.reason, earliest)
+
+
+def campaign_summary(
+    scheduler: Scheduler, config: FleetConfig, simulated_seconds: float, images: dict[str, bytes]
+) -> dict[str, Any]:
+    """The scheduler's summary of a config's campaigns (scheduler.summary)."""
+    return summarize(
+        scheduler,
+        name=config.name,
+        seed=config.seed,
+        devices=sum(g.count for g in config.devices),
+        simulated_seconds=simulated_seconds,
+        images=images,
+    )

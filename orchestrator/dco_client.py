@@ -31,27 +31,28 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import aiohttp
-from pydantic import BaseModel, ValidationError
 
 from orchestrator.errors import DcoHttpError
 from smets1.bus import shard_of
 from smets1.codes import DeviceState, Reason
 from smets1.dco_http import (
+    ACTIVATION_OUTCOME,
+    ACTIVATION_REQUEST,
     ACTIVATIONS_PATH,
+    ERROR,
     IMAGES_PATH,
+    STORED_IMAGE,
     VERSION_PATH,
-    ActivationOutcomeDoc,
-    ActivationRequestDoc,
+    VERSION_READING,
+    ActivationRequest,
+    Document,
     ErrorDoc,
-    StoredImageDoc,
-    VersionReadingDoc,
 )
 from smets1.eui64 import format_eui64
 from smets1.services import ActivationOutcome, StoredImage, VersionReading
 from smets1.wire import IMMEDIATE
 
 T = TypeVar("T")
-_D = TypeVar("_D", bound=BaseModel)
 
 RETRY_FIRST_SECONDS = 0.2
 RETRY_MAX_SECONDS = 5.0
@@ -145,20 +146,20 @@ class DcoClient:
             delay = min(delay * 2, RETRY_MAX_SECONDS)
 
     @staticmethod
-    async def _answer(base: str, resp: aiohttp.ClientResponse, doc: type[_D]) -> _D:
+    async def _answer(base: str, resp: aiohttp.ClientResponse, doc: Document[T]) -> T:
         """The DCO's answer as `doc`; its error document, or a body that is neither, as
         DcoHttpError."""
         body = await resp.read()
         if resp.status != 200:
             try:
-                error = ErrorDoc.model_validate_json(body)
-            except ValidationError:
-                error = ErrorDoc(error="bad_response", message=body[:200].decode(errors="replace"))
+                error = ERROR.from_json(body)
+            except ValueError:
+                error = ErrorDoc("bad_response", body[:200].decode(errors="replace"))
             raise DcoHttpError(base, resp.status, error.error, error.message)
         try:
-            return doc.model_validate_json(body)
-        except ValidationError as exc:
-            raise DcoHttpError(base, resp.status, "bad_response", str(exc)[:500]) from None
+            return doc.from_json(body)
+        except ValueError as exc:
+            raise DcoHttpError(base, resp.status, "bad_response", str(exc)) from None
 
     async def update_firmware(self, image: bytes) -> StoredImage:
         async def one(base: str) -> StoredImage:
@@ -168,7 +169,7 @@ class DcoClient:
                     data=image,
                     headers={"Content-Type": "application/octet-stream"},
                 ) as resp:
-                    return (await self._answer(base, resp, StoredImageDoc)).to_stored_image()
+                    return await self._answer(base, resp, STORED_IMAGE)
 
             return await self._call(base, send)
 
@@ -180,15 +181,17 @@ class DcoClient:
         self, device_id: int, firmware_hash: bytes, execution_time: float = 0.0
     ) -> ActivationOutcome:
         base = self._worker(device_id)
-        body = ActivationRequestDoc.of(device_id, firmware_hash, execution_time)
+        body = ACTIVATION_REQUEST.to_json(
+            ActivationRequest(device_id, firmware_hash, execution_time)
+        )
 
         async def send(http: aiohttp.ClientSession) -> ActivationOutcome:
             async with http.post(
                 base + ACTIVATIONS_PATH,
-                data=body.model_dump_json(),
+                data=body,
                 headers={"Content-Type": "application/json"},
             ) as resp:
-                return (await self._answer(base, resp, ActivationOutcomeDoc)).to_outcome()
+                return await self._answer(base, resp, ACTIVATION_OUTCOME)
 
         async def resume() -> ActivationOutcome | None:
             return await self._activated_already(device_id, firmware_hash, execution_time)
@@ -239,6 +242,6 @@ class DcoClient:
 
         async def send(http: aiohttp.ClientSession) -> VersionReading:
             async with http.get(base + path) as resp:
-                return (await self._answer(base, resp, VersionReadingDoc)).to_reading()
+                return await self._answer(base, resp, VERSION_READING)
 
         return await self._call(base, send)

@@ -1,7 +1,7 @@
 """`smets1 distributed`: one config run as separate processes through a real MQTT broker.
 
 It starts (or is given) a broker, then the DCO worker(s), the fleet shards and last the
-scheduler, each as `python -m orchestrator.roles_cli ROLE ...` with the same speed and
+scheduler, each as `python -m orchestrator.cli ROLE ...` (`smets1 ROLE`) with the same speed and
 wall0, waits for the scheduler to finish the config's campaigns, stops the services, and
 merges every process's status document (orchestrator.status) into one summary: the same
 outcome counts `smets1 run` reports, plus the broker traffic, each process's CPU and lag.
@@ -139,7 +139,7 @@ def run_distributed(
             mosquitto.start()
             broker = mosquitto.url
         wall0 = time.time() + STARTUP_ALLOWANCE_SECONDS
-        role = [python, "-m", "orchestrator.roles_cli"]
+        role = [python, "-m", "orchestrator.cli"]
         clock = ["--speed", repr(speed), "--wall0", repr(wall0), "--log-level", log_level]
         net = ["--broker", broker, "--host", "127.0.0.1", "--out", str(out)]
         ready: list[tuple[Service, str]] = []
@@ -226,7 +226,7 @@ def merge(
     for f in fleets:
         states.update(f.device_states)
     processes: list[FleetStatus | DcoStatus] = [*fleets, *dcos]
-    buses = [p.bus for p in processes]
+    buses = [p.bus.counters for p in processes]
     messages = sum(b.messages_published for b in buses)
     nbytes = sum(b.bytes_published for b in buses)
     # Frames travel several to an MQTT message when they queue up (smets1.mqtt).

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
 
 from orchestrator.status import ClockStatus
 from smets1.clock import ScaledClock, to_datetime
-from smets1.metrics import Sample, Sampler
+from smets1.metrics import Metric
 from smets1.mqtt import MqttBus
 
 log = logging.getLogger("orchestrator.lag")
@@ -91,13 +90,12 @@ class LagMonitor:
             simulated_time=to_datetime(self.clock.now()).isoformat(),
         )
 
-    def samples(self) -> Sampler:
-        def sample() -> Iterator[Sample]:
-            yield Sample(
-                "gauge",
-                "clock_lag_seconds",
-                "How far the process runs behind the shared clock, simulated seconds",
-                self.lag_seconds,
-            )
 
-        return sample
+LAG_METRICS: tuple[Metric[LagMonitor], ...] = (
+    Metric(
+        "gauge",
+        "clock_lag_seconds",
+        "How far the process runs behind the shared clock, simulated seconds",
+        lambda lag: lag.lag_seconds,
+    ),
+)

@@ -17,20 +17,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+
 from dco_mock.http_api import make_app as make_dco_app
-from dco_mock.metrics import dco_samples
+from dco_mock.metrics import DCO_METRICS
 from dco_mock.service import Dco
 from emulator.fleet import FleetHost, build_devices
-from emulator.metrics import fleet_samples
+from emulator.metrics import FLEET_METRICS
 from orchestrator.campaign import (
     build_scheduler,
     campaign_devices,
+    campaign_summary,
     devices_by_model,
     make_images,
     submit_campaign,
 )
 from orchestrator.dco_client import DcoClient
-from orchestrator.lag import LagMonitor
+from orchestrator.lag import LAG_METRICS, LagMonitor
 from orchestrator.serving import (
     client_id,
     cpu_seconds,
@@ -41,20 +44,12 @@ from orchestrator.serving import (
     write_atomically,
     write_status,
 )
-from orchestrator.status import (
-    BusStatus,
-    DcoCountersStatus,
-    DcoStatus,
-    FleetCountersStatus,
-    FleetStatus,
-    SchedulerStatus,
-)
+from orchestrator.status import BusStatus, DcoStatus, FleetStatus, SchedulerStatus
 from scheduler.api import make_app as make_scheduler_app
-from scheduler.summary import summarize
 from smets1.broker_url import BrokerUrl
 from smets1.clock import ScaledClock, wall_seconds
 from smets1.config import CampaignConfig, FleetConfig
-from smets1.metrics import bus_samples, role_registry
+from smets1.metrics import BUS_METRICS, role_registry, sampler
 from smets1.mqtt import MqttBus
 from smets1.routing import DcoWorkerBus, ShardBus
 
@@ -75,6 +70,23 @@ class RoleOptions:
     #: The role's status document, written when it stops (orchestrator.status).
     status_file: Path | None = None
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+async def _serve_until_stopped(
+    opts: RoleOptions,
+    bus: DcoWorkerBus | ShardBus,
+    lag: LagMonitor,
+    app: web.Application,
+    ready: str,
+) -> None:
+    """Connect (as long as it takes), serve `app`, watch the lag, until told to stop."""
+    async with asyncio.TaskGroup() as tg:
+        lag_task = tg.create_task(lag.run())
+        if await start_unless_stopped(bus, opts.stop):
+            async with serve_http(app, opts.listen_host, opts.http_port):
+                log.info("%s", ready)
+                await opts.stop.wait()
+        lag_task.cancel()
 
 
 # -- the DCO worker ----------------------------------------------------------------------
@@ -98,7 +110,10 @@ async def run_dco(
         block_size=cfg.block_size_bytes,
     )
     lag = LagMonitor(opts.clock, role, mqtt)
-    registry = role_registry("dco", [bus_samples(mqtt), lag.samples(), dco_samples(dco)])
+    registry = role_registry(
+        "dco",
+        [sampler(mqtt, BUS_METRICS), sampler(lag, LAG_METRICS), sampler(dco, DCO_METRICS)],
+    )
 
     def status() -> DcoStatus:
         return DcoStatus(
@@ -107,7 +122,7 @@ async def run_dco(
             cpu_seconds=cpu_seconds(),
             clock=lag.status(),
             bus=BusStatus.of(mqtt),
-            dco=DcoCountersStatus.of(dco.counters),
+            dco=dco.counters,
         )
 
     def health() -> tuple[bool, dict[str, Any]]:
@@ -115,15 +130,8 @@ async def run_dco(
 
     dco.start()
     log.info("%s: connecting to %s", role, broker)
-    async with asyncio.TaskGroup() as tg:
-        lag_task = tg.create_task(lag.run())
-        if await start_unless_stopped(bus, opts.stop):
-            async with serve_http(
-                make_dco_app(dco, health, registry), opts.listen_host, opts.http_port
-            ):
-                log.info("%s ready: fleet %s, %d shard(s)", role, cfg.name, shards)
-                await opts.stop.wait()
-        lag_task.cancel()
+    ready = f"{role} ready: fleet {cfg.name}, {shards} shard(s)"
+    await _serve_until_stopped(opts, bus, lag, make_dco_app(dco, health, registry), ready)
     doc = status()
     await dco.close()
     await bus.close()
@@ -143,7 +151,10 @@ async def run_fleet(opts: RoleOptions, broker: BrokerUrl, shard: int, shards: in
     bus = ShardBus(mqtt, cfg.name, shard)
     host = FleetHost(opts.clock, bus, cfg.name, devices, shard=shard)
     lag = LagMonitor(opts.clock, role, mqtt)
-    registry = role_registry("fleet", [bus_samples(mqtt), lag.samples(), fleet_samples(host)])
+    registry = role_registry(
+        "fleet",
+        [sampler(mqtt, BUS_METRICS), sampler(lag, LAG_METRICS), sampler(host, FLEET_METRICS)],
+    )
 
     def status() -> FleetStatus:
         return FleetStatus(
@@ -153,7 +164,7 @@ async def run_fleet(opts: RoleOptions, broker: BrokerUrl, shard: int, shards: in
             devices=len(devices),
             clock=lag.status(),
             bus=BusStatus.of(mqtt),
-            fleet=FleetCountersStatus.of(host.counters),
+            fleet=host.counters,
             device_states=dict(sorted(host.state_counts().items())),
         )
 
@@ -162,13 +173,7 @@ async def run_fleet(opts: RoleOptions, broker: BrokerUrl, shard: int, shards: in
 
     host.start()
     log.info("%s: %d devices, connecting to %s", role, len(devices), broker)
-    async with asyncio.TaskGroup() as tg:
-        lag_task = tg.create_task(lag.run())
-        if await start_unless_stopped(bus, opts.stop):
-            async with serve_http(health_app(health, registry), opts.listen_host, opts.http_port):
-                log.info("%s ready", role)
-                await opts.stop.wait()
-        lag_task.cancel()
+    await _serve_until_stopped(opts, bus, lag, health_app(health, registry), f"{role} ready")
     doc = status()
     await bus.close()
     write_status(opts.status_file, doc)
@@ -246,14 +251,7 @@ async def run_scheduler(
                 await asyncio.wait({working, stopped}, return_when=asyncio.FIRST_COMPLETED)
                 if working.done():
                     working.result()
-                summary = summarize(
-                    scheduler,
-                    name=cfg.name,
-                    seed=cfg.seed,
-                    devices=sum(g.count for g in cfg.devices),
-                    simulated_seconds=clock.now() - started,
-                    images=images,
-                )
+                summary = campaign_summary(scheduler, cfg, clock.now() - started, images)
                 done = SchedulerStatus(
                     cpu_seconds=cpu_seconds(),
                     wall_seconds=round(wall_seconds() - wall0, 3),

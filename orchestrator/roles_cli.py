@@ -12,7 +12,6 @@ environment default, for Kubernetes: SMETS1_BROKER, SMETS1_SPEED, SMETS1_WALL0,
 SMETS1_SHARD (else the trailing ordinal of the host name, as a StatefulSet pod has),
 SMETS1_SHARDS, SMETS1_DCO_WORKER, SMETS1_DCO_URLS (comma separated).
 
-`python -m orchestrator.roles_cli ROLE ...` works too, before `orchestrator.cli` registers them.
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ import os
 import re
 import socket
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 from smets1.broker_url import parse_broker_url
@@ -253,18 +251,3 @@ def add_service_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     dist.add_argument("--timeout", type=float, default=600.0, help="give up after, wall seconds")
     dist.add_argument("--log-level", default="info")
     dist.set_defaults(func=_run_distributed)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="smets1")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    add_service_commands(sub)
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args))
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -25,6 +25,7 @@ from emulator.slots import FlashStore
 from orchestrator.campaign import (
     build_scheduler,
     campaign_devices,
+    campaign_summary,
     devices_by_model,
     make_images,
     submit_campaign,
@@ -32,7 +33,6 @@ from orchestrator.campaign import (
 from orchestrator.report import hourly_counts, write_report
 from scheduler.requests import RequestState
 from scheduler.service import Scheduler
-from scheduler.summary import summarize
 from smets1.bus import InProcessBus
 from smets1.clock import Clock, VirtualClock, to_datetime, wall_seconds
 from smets1.config import CampaignConfig, FleetConfig
@@ -149,16 +149,8 @@ class Run:
         simulated: float,
         images: dict[str, bytes],
     ) -> dict[str, Any]:
-        cfg = self.config
         return {
-            **summarize(
-                scheduler,
-                name=cfg.name,
-                seed=cfg.seed,
-                devices=sum(g.count for g in cfg.devices),
-                simulated_seconds=simulated,
-                images=images,
-            ),
+            **campaign_summary(scheduler, self.config, simulated, images),
             "devices": len(host.devices),
             "blocks_delivered": host.counters.blocks_received,
             "bytes_delivered": host.counters.block_bytes_received,

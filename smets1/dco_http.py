@@ -1,14 +1,16 @@
-"""The DCO's HTTP API as data: routes and the pydantic documents of SRV 11.1, 11.3, 11.2.
+"""The DCO's HTTP API as data: routes and the documents of SRV 11.1, 11.3 and 11.2.
 
 Both sides use this module: `dco_mock.http_api` serves it, `orchestrator.dco_client`
-calls it, so a field renamed on one side fails validation on the other with its name.
+calls it. The documents are the `smets1.services` dataclasses themselves, validated and
+written by pydantic (`TypeAdapter`), so a field renamed on one side fails validation on
+the other with its name, and nothing converts by hand.
 
     POST /v1/images                      body: the OTA file (application/octet-stream)
-                                         → 200 StoredImageDoc                     (SRV 11.1)
-    POST /v1/activations                 ActivationRequestDoc
-                                         → 200 ActivationOutcomeDoc, once the device
+                                         → 200 StoredImage                        (SRV 11.1)
+    POST /v1/activations                 ActivationRequest
+                                         → 200 ActivationOutcome, once the device
                                            answered                               (SRV 11.3)
-    GET  /v1/devices/{device_id}/version → 200 VersionReadingDoc                  (SRV 11.2)
+    GET  /v1/devices/{device_id}/version → 200 VersionReading                     (SRV 11.2)
     GET  /health                         → 200 {"ok": true, ...} or 503 when lagging / offline
     GET  /metrics                        → Prometheus text
 
@@ -19,13 +21,18 @@ their wire codes (so a code a newer DCO sends still decodes: smets1.codes).
 
 from __future__ import annotations
 
-from typing import Annotated
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import TypeAdapter, ValidationError
 
-from smets1.codes import DeviceState, Reason
-from smets1.eui64 import format_eui64, parse_eui64
-from smets1.services import ActivationOutcome, StoredImage, VersionReading
+from smets1.services import (
+    ActivationOutcome,
+    DeviceId,
+    FirmwareHash,
+    StoredImage,
+    VersionReading,
+)
 
 IMAGES_PATH = "/v1/images"
 ACTIVATIONS_PATH = "/v1/activations"
@@ -33,163 +40,53 @@ VERSION_PATH = "/v1/devices/{device_id}/version"
 HEALTH_PATH = "/health"
 METRICS_PATH = "/metrics"
 
-#: An EUI-64 as DUIS writes it, `00-DB-12-34-56-78-90-A0`.
-EuiText = Annotated[str, Field(pattern=r"^[0-9A-Fa-f]{2}(?:[-:]?[0-9A-Fa-f]{2}){7}$")]
-#: A SHA-256 FirmwareHash, 64 hex digits.
-HashHex = Annotated[str, Field(pattern=r"^[0-9A-Fa-f]{64}$")]
-U8 = Annotated[int, Field(ge=0, le=0xFF)]
-U16 = Annotated[int, Field(ge=0, le=0xFFFF)]
-U32 = Annotated[int, Field(ge=0, le=0xFFFF_FFFF)]
-Count = Annotated[int, Field(ge=0)]
+T = TypeVar("T")
 
 
-class _Doc(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class StoredImageDoc(_Doc):
-    """The 11.1 answer: the DCO holds every block of this image."""
-
-    firmware_hash: HashHex
-    size_bytes: Count
-    file_version: U32
-    manufacturer_code: U16
-    image_type: U16
-    blocks: Count
-    stored_at: float
-
-    @classmethod
-    def of(cls, s: StoredImage) -> StoredImageDoc:
-        return cls(
-            firmware_hash=s.firmware_hash.hex(),
-            size_bytes=s.size_bytes,
-            file_version=s.file_version,
-            manufacturer_code=s.manufacturer_code,
-            image_type=s.image_type,
-            blocks=s.blocks,
-            stored_at=s.stored_at,
-        )
-
-    def to_stored_image(self) -> StoredImage:
-        return StoredImage(
-            firmware_hash=bytes.fromhex(self.firmware_hash),
-            size_bytes=self.size_bytes,
-            file_version=self.file_version,
-            manufacturer_code=self.manufacturer_code,
-            image_type=self.image_type,
-            blocks=self.blocks,
-            stored_at=self.stored_at,
-        )
-
-
-class ActivationRequestDoc(_Doc):
+@dataclass(frozen=True, slots=True)
+class ActivationRequest:
     """An 11.3 for one device: activate the image named by its FirmwareHash."""
 
-    device_id: EuiText
-    firmware_hash: HashHex
+    device_id: DeviceId
+    firmware_hash: FirmwareHash
     #: Simulated Unix seconds; 0 is immediate, a century ahead cancels (smets1.wire).
     execution_time: float = 0.0
 
-    @classmethod
-    def of(
-        cls, device_id: int, firmware_hash: bytes, execution_time: float
-    ) -> ActivationRequestDoc:
-        return cls(
-            device_id=format_eui64(device_id),
-            firmware_hash=firmware_hash.hex(),
-            execution_time=execution_time,
-        )
 
-    @property
-    def device(self) -> int:
-        return parse_eui64(self.device_id)
-
-    @property
-    def hash_bytes(self) -> bytes:
-        return bytes.fromhex(self.firmware_hash)
-
-
-class ActivationOutcomeDoc(_Doc):
-    """The 11.3 answer: the image went to the device and was (or was not) activated."""
-
-    device_id: EuiText
-    ok: bool
-    state: U8
-    reason: U8
-    running_version: U32
-    blocks_sent: Count
-    bytes_sent: Count
-    started_at: float
-    finished_at: float
-    rounds: Count
-
-    @classmethod
-    def of(cls, o: ActivationOutcome) -> ActivationOutcomeDoc:
-        return cls(
-            device_id=format_eui64(o.device_id),
-            ok=o.ok,
-            state=int(o.state),
-            reason=int(o.reason),
-            running_version=o.running_version,
-            blocks_sent=o.blocks_sent,
-            bytes_sent=o.bytes_sent,
-            started_at=o.started_at,
-            finished_at=o.finished_at,
-            rounds=o.rounds,
-        )
-
-    def to_outcome(self) -> ActivationOutcome:
-        return ActivationOutcome(
-            device_id=parse_eui64(self.device_id),
-            ok=self.ok,
-            state=DeviceState(self.state),
-            reason=Reason(self.reason),
-            running_version=self.running_version,
-            blocks_sent=self.blocks_sent,
-            bytes_sent=self.bytes_sent,
-            started_at=self.started_at,
-            finished_at=self.finished_at,
-            rounds=self.rounds,
-        )
-
-
-class VersionReadingDoc(_Doc):
-    """The 11.2 answer."""
-
-    device_id: EuiText
-    ok: bool
-    running_version: U32
-    pending_version: U32 | None
-    state: U8
-    reason: U8
-    read_at: float
-
-    @classmethod
-    def of(cls, r: VersionReading) -> VersionReadingDoc:
-        return cls(
-            device_id=format_eui64(r.device_id),
-            ok=r.ok,
-            running_version=r.running_version,
-            pending_version=r.pending_version,
-            state=int(r.state),
-            reason=int(r.reason),
-            read_at=r.read_at,
-        )
-
-    def to_reading(self) -> VersionReading:
-        return VersionReading(
-            device_id=parse_eui64(self.device_id),
-            ok=self.ok,
-            running_version=self.running_version,
-            pending_version=self.pending_version,
-            state=DeviceState(self.state),
-            reason=Reason(self.reason),
-            read_at=self.read_at,
-        )
-
-
-class ErrorDoc(_Doc):
+@dataclass(frozen=True, slots=True)
+class ErrorDoc:
     """What every refusal carries: a short code and a message naming what is wrong."""
 
     error: str
     message: str
+
+
+class Document(Generic[T]):
+    """One document type of the API: JSON bytes in and out, errors naming the field."""
+
+    def __init__(self, kind: type[T]) -> None:
+        self._adapter = TypeAdapter(kind)
+
+    def to_json(self, value: T) -> bytes:
+        return self._adapter.dump_json(value)
+
+    def from_json(self, data: bytes | str) -> T:
+        """The document in `data`; ValueError naming the first field that is wrong."""
+        try:
+            return self._adapter.validate_json(data)
+        except ValidationError as exc:
+            raise ValueError(describe(exc)) from None
+
+
+def describe(exc: ValidationError) -> str:
+    """The first problem of a validation error as `field: what is wrong`."""
+    err: Any = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "body"
+    return f"{where}: {err['msg']}"
+
+
+STORED_IMAGE = Document(StoredImage)
+ACTIVATION_REQUEST = Document(ActivationRequest)
+ACTIVATION_OUTCOME = Document(ActivationOutcome)
+VERSION_READING = Document(VersionReading)
+ERROR = Document(ErrorDoc)

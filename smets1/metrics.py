@@ -1,19 +1,21 @@
 """Prometheus metrics through prometheus-client: counters read at scrape time.
 
-Each role keeps plain counters on its hot path (a dataclass field += 1) and hands
-prometheus-client a `Sampler` that reads them when /metrics is scraped, so metrics cost
-nothing between scrapes. Names carry the `smets1_` prefix and base units; counters end in
-`_total` on the wire (prometheus-client adds it); no device id is ever a label.
+Each role keeps plain counters on its hot path (a dataclass field += 1) and declares, as
+data, which of them to expose (`Metric`: kind, name, help, how to read it); a
+`RoleCollector` reads them when /metrics is scraped, so metrics cost nothing between
+scrapes. Names carry the `smets1_` prefix and base units; counters end in `_total` on the
+wire (prometheus-client adds it); no device id is ever a label.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Generic, Literal, TypeVar
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import Metric as Family
 
 from smets1.mqtt import MqttBus
 
@@ -21,19 +23,33 @@ PREFIX = "smets1_"
 #: The content type of the text exposition format that generate_latest writes.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
+S = TypeVar("S")
+
 
 @dataclass(frozen=True, slots=True)
-class Sample:
-    """One value to expose: `name` without the prefix (a counter's without `_total`)."""
+class Metric(Generic[S]):
+    """One value to expose, read from a source object of type S at scrape time.
+
+    `name` has no prefix (and a counter's no `_total`)."""
 
     kind: Literal["counter", "gauge"]
     name: str
     help: str
-    value: float
+    read: Callable[[S], float]
 
 
-#: Returns the samples of one part of a process (its bus, its DCO, its clock).
-Sampler = Callable[[], Iterable[Sample]]
+#: Returns the metrics of one part of a process, each with its current value.
+Sampler = Callable[[], Iterable[tuple[Metric[Any], float]]]
+
+
+def sampler(source: S, metrics: Sequence[Metric[S]]) -> Sampler:
+    """Read `metrics` from `source` whenever scraped."""
+
+    def sample() -> Iterator[tuple[Metric[Any], float]]:
+        for m in metrics:
+            yield m, m.read(source)
+
+    return sample
 
 
 class RoleCollector:
@@ -43,15 +59,12 @@ class RoleCollector:
         self.role = role
         self.samplers = list(samplers)
 
-    def collect(self) -> Iterator[Metric]:
-        for sampler in self.samplers:
-            for s in sampler():
-                family: CounterMetricFamily | GaugeMetricFamily
-                if s.kind == "counter":
-                    family = CounterMetricFamily(PREFIX + s.name, s.help, labels=["role"])
-                else:
-                    family = GaugeMetricFamily(PREFIX + s.name, s.help, labels=["role"])
-                family.add_metric([self.role], s.value)
+    def collect(self) -> Iterator[Family]:
+        for sample in self.samplers:
+            for m, value in sample():
+                kind = CounterMetricFamily if m.kind == "counter" else GaugeMetricFamily
+                family = kind(PREFIX + m.name, m.help, labels=["role"])
+                family.add_metric([self.role], value)
                 yield family
 
 
@@ -67,36 +80,23 @@ def exposition(registry: CollectorRegistry) -> bytes:
     return generate_latest(registry)
 
 
-def bus_samples(bus: MqttBus) -> Sampler:
-    def sample() -> Iterator[Sample]:
-        c = bus.counters
-        yield Sample("counter", "bus_messages_published", "Frames published", c.messages_published)
-        yield Sample(
-            "counter", "bus_bytes_published", "Bytes of frames published", c.bytes_published
-        )
-        yield Sample("counter", "bus_messages_received", "Frames received", c.messages_received)
-        yield Sample("counter", "bus_bytes_received", "Bytes of frames received", c.bytes_received)
-        yield Sample(
-            "counter",
-            "bus_duplicates_dropped",
-            "MQTT messages dropped as redeliveries",
-            c.duplicates_dropped,
-        )
-        yield Sample(
-            "counter",
-            "bus_republished",
-            "MQTT messages sent again after a lost connection",
-            c.republished,
-        )
-        yield Sample("counter", "bus_connects", "Connections made to the broker", c.connects)
-        yield Sample(
-            "gauge",
-            "bus_backlog_messages",
-            "Frames accepted and not yet acknowledged by the broker",
-            bus.backlog,
-        )
-        yield Sample(
-            "gauge", "bus_connected", "1 while connected to the broker", float(bus.connected)
-        )
-
-    return sample
+BUS_METRICS: tuple[Metric[MqttBus], ...] = (
+    Metric("counter", "bus_messages_published", "Frames published",
+           lambda b: b.counters.messages_published),
+    Metric("counter", "bus_bytes_published", "Bytes of frames published",
+           lambda b: b.counters.bytes_published),
+    Metric("counter", "bus_messages_received", "Frames received",
+           lambda b: b.counters.messages_received),
+    Metric("counter", "bus_bytes_received", "Bytes of frames received",
+           lambda b: b.counters.bytes_received),
+    Metric("counter", "bus_duplicates_dropped", "MQTT messages dropped as redeliveries",
+           lambda b: b.counters.duplicates_dropped),
+    Metric("counter", "bus_republished", "MQTT messages sent again after a lost connection",
+           lambda b: b.counters.republished),
+    Metric("counter", "bus_connects", "Connections made to the broker",
+           lambda b: b.counters.connects),
+    Metric("gauge", "bus_backlog_messages",
+           "Frames accepted and not yet acknowledged by the broker", lambda b: b.backlog),
+    Metric("gauge", "bus_connected", "1 while connected to the broker",
+           lambda b: float(b.connected)),
+)  # fmt: skip

@@ -6,19 +6,19 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from dco_mock.http_api import make_app
-from dco_mock.metrics import dco_samples
+from dco_mock.metrics import DCO_METRICS
 from dco_mock.service import Dco
 from smets1.bus import InProcessBus
 from smets1.clock import RealClock
 from smets1.config import DcoConfig
-from smets1.metrics import role_registry
+from smets1.metrics import role_registry, sampler
 
 
 async def test_metrics_follow_the_exposition_format_with_help_and_types() -> None:
     dco = Dco(RealClock(), InProcessBus(), "t", 1, DcoConfig())
     dco.counters.transfers_started = 7
     dco.counters.transfers_failed["offline"] = 2
-    registry = role_registry("dco", [dco_samples(dco)])
+    registry = role_registry("dco", [sampler(dco, DCO_METRICS)])
     async with TestClient(TestServer(make_app(dco, registry=registry))) as client:
         resp = await client.get("/metrics")
         assert resp.status == 200

@@ -5,11 +5,11 @@ from __future__ import annotations
 from prometheus_client.parser import text_string_to_metric_families
 
 from emulator.fleet import FleetHost, build_devices
-from emulator.metrics import fleet_samples
+from emulator.metrics import FLEET_METRICS
 from smets1.bus import InProcessBus
 from smets1.clock import RealClock
 from smets1.config import FleetConfig
-from smets1.metrics import exposition, role_registry
+from smets1.metrics import exposition, role_registry, sampler
 from tests.factories import tiny_config
 
 
@@ -17,7 +17,7 @@ def test_fleet_metrics_count_devices_and_frames_without_device_labels() -> None:
     config = FleetConfig.model_validate(tiny_config())
     host = FleetHost(RealClock(), InProcessBus(), config.name, build_devices(config))
     host.counters.frames_received = 5
-    text = exposition(role_registry("fleet", [fleet_samples(host)])).decode()
+    text = exposition(role_registry("fleet", [sampler(host, FLEET_METRICS)])).decode()
     families = {f.name: f for f in text_string_to_metric_families(text)}
     assert families["smets1_fleet_devices"].samples[0].value == 6
     received = families["smets1_fleet_frames_received"]

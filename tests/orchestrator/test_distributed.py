@@ -1,5 +1,5 @@
 """The whole path as separate processes through mosquitto: DCO worker(s), two fleet
-shards and the scheduler, each `python -m orchestrator.roles_cli ROLE`."""
+shards and the scheduler, each `python -m orchestrator.cli ROLE`."""
 
 from __future__ import annotations
 

@@ -4,7 +4,8 @@ import argparse
 
 import pytest
 
-from orchestrator.roles_cli import add_service_commands, main, shard_from_host
+from orchestrator.cli import main
+from orchestrator.roles_cli import add_service_commands, shard_from_host
 
 
 def test_a_statefulset_pod_name_gives_the_shard() -> None:
