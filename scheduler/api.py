@@ -526,7 +526,7 @@ class _SchedulerCollector:
         yield GaugeMetricFamily(
             "smets1_scheduler_large_images_released_today",
             "Large-image 11.3s released on the current day",
-            value=s.calendar.released[today],
+            value=s.calendar.released_on(today),
         )
         yield GaugeMetricFamily(
             "smets1_scheduler_large_image_capacity_per_day",

@@ -176,15 +176,15 @@ class Scheduler:
             self.schedules[s.schedule_id] = s
             if s.state is ScheduleState.AGREED:
                 for day, n in s.batches.items():
-                    self.calendar.reserved[day][s.schedule_id] = n
+                    self.calendar.reserve(day, s.schedule_id, n)
         for r in self.store.load_requests():
             self._index(r)
             if r.large and r.released_at is not None:
-                self.calendar.released[self.calendar.day_of(r.released_at)] += 1
+                self.calendar.record_release(self.calendar.day_of(r.released_at))
             # HELD and CANCELLED requests hold no capacity and none of the allowance.
             if r.large and r.planned_day is not None and r.state in COMMITTED_STATES:
                 if r.schedule_id is None:
-                    self.calendar.unscheduled[r.planned_day][r.user] += 1
+                    self.calendar.book(r.planned_day, r.user)
                 else:
                     self._batch_fill[(r.schedule_id, r.planned_day)] += 1
             if r.state is RequestState.WAITING:
@@ -393,7 +393,7 @@ class Scheduler:
             reqs.append(req)
         if out.refused and all_or_nothing:
             for day in undo:
-                self.calendar.unscheduled[day][user] -= 1
+                self.calendar.unbook(day, user)
             raise AdmissionRefused(out.reason, out.earliest_day)
         if reqs:
             self.store.add_requests(reqs)
@@ -457,7 +457,7 @@ class Scheduler:
                 self._active -= 1
                 day = req.planned_day or 0
                 if req.large and req.schedule_id is None:
-                    self.calendar.unscheduled[day][user] -= 1
+                    self.calendar.unbook(day, user)
                 elif req.schedule_id is not None:
                     self._batch_fill[(req.schedule_id, day)] -= 1
                     self.schedules[req.schedule_id].assigned -= 1
@@ -582,7 +582,7 @@ class Scheduler:
             self._shift_batch(schedule, unused, day, 1)
         else:  # every batch is full: the schedule grows by one device
             schedule.batches[day] = schedule.batches.get(day, 0) + 1
-            self.calendar.reserved[day][sid] += 1
+            self.calendar.reserve(day, sid, 1)
         self.store.save_schedule(schedule)
         self._batch_fill[(sid, day)] += 1
         return day
@@ -600,7 +600,7 @@ class Scheduler:
             if new_day is None:
                 continue
             self._move_request(victim, day, new_day, reason="a security fix took its place")
-            self.calendar.unscheduled[day][user] += 1
+            self.calendar.book(day, user)
             return Decision(Placement.PLANNED, day)
         return Decision(Placement.REFUSED, None)
 
@@ -628,8 +628,7 @@ class Scheduler:
         """Take a waiting request off `day` and plan it on `new_day` (`_move_target`)."""
         self._dequeue(req)
         if req.schedule_id is None:
-            self.calendar.unscheduled[day][req.user] -= 1
-            self.calendar.unscheduled[new_day][req.user] += 1
+            self.calendar.move_booking(req.user, day, new_day)
         else:
             s = self.schedules[req.schedule_id]
             self._shift_batch(s, day, new_day, 1)
@@ -657,8 +656,7 @@ class Scheduler:
         if s.batches[day] == 0:
             del s.batches[day]
         s.batches[new_day] = s.batches.get(new_day, 0) + n
-        self.calendar.reserved[day][s.schedule_id] -= n
-        self.calendar.reserved[new_day][s.schedule_id] += n
+        self.calendar.move_reservation(s.schedule_id, day, new_day, n)
 
     # -- schedules -------------------------------------------------------------------
 
@@ -737,7 +735,7 @@ class Scheduler:
                 f"{self._batches_text(s.batches)}: accept again to agree it"
             )
         for day, n in s.batches.items():
-            self.calendar.reserved[day][s.schedule_id] += n
+            self.calendar.reserve(day, s.schedule_id, n)
         s.state = ScheduleState.AGREED
         self.store.save_schedule(s)
         for move in proposal.moves:
@@ -927,7 +925,7 @@ class Scheduler:
                 pace_at = None
                 await self.clock.sleep_until(peak_end)
                 continue
-            if cal.released[today] >= cap:
+            if cal.released_on(today) >= cap:
                 pace_at = None
                 await self.clock.sleep_until(cal.day_start(today + 1))
                 continue
@@ -935,7 +933,7 @@ class Scheduler:
             if req is None:
                 continue
             self._release(req)
-            left = min(self._due_count(), cap - cal.released[today])
+            left = min(self._due_count(), cap - cal.released_on(today))
             if left > 0:
                 # The steady rate that spreads a full day over its off-peak hours; faster
                 # only if the rest of today's plan would not fit the off-peak time left.
@@ -953,7 +951,7 @@ class Scheduler:
         self._set_state(req, RequestState.RELEASED)
         req.released_at = self.clock.now()
         if req.large:
-            self.calendar.released[self.calendar.day_of(req.released_at)] += 1
+            self.calendar.record_release(self.calendar.day_of(req.released_at))
         self.store.save_request(req)
         self._spawn(req)
 
@@ -1118,9 +1116,9 @@ class Scheduler:
             {
                 "date": self.date_of(d),
                 "capacity": cal.capacity,
-                "scheduled": sum(cal.reserved[d].values()),
-                "unscheduled": sum(cal.unscheduled[d].values()),
-                "released": cal.released[d],
+                "scheduled": cal.scheduled_on(d),
+                "unscheduled": cal.unscheduled_on(d),
+                "released": cal.released_on(d),
                 "free": cal.free(d),
             }
             for d in range(first_day, first_day + days)

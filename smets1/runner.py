@@ -274,7 +274,7 @@ def scheduler_summary(
     """What the DCC side knows of a run: every request's outcome, per day, User, campaign."""
     reqs = scheduler.requests
     failed = Counter(r.failure or "unknown" for r in reqs if r.state is RequestState.FAILED)
-    per_day = _dated(scheduler, scheduler.calendar.released)
+    per_day = _dated(scheduler, Counter(scheduler.calendar.released_per_day()))
     trt = Counter(r.trt_met for r in reqs)
     states = Counter(r.state for r in reqs)
     return {
