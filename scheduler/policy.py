@@ -15,7 +15,8 @@ served, because a booking is a promise (admission) that the request will meet it
 taking it back to give another User a "fair share" would break that promise. What keeps
 one User from starving the others is the daily allowance (at most `user_daily_limit` each,
 so 24 Users fill a 12,000 day) and, within each day, the release order: security fixes
-first, then round robin across Users, first come first served within a User (service.py).
+first, then round robin across Users, first come first served within a User
+(release_queue.py).
 """
 
 from __future__ import annotations
