@@ -16,7 +16,7 @@ Modules:
 * `policy` (the MP230 decisions), `calendar` (capacity and bookings per day, peak
   windows), `requests` (what is tracked), `users` (who may act for whom), `tasks`
   (background coroutines), `store` (SQLite), `notify` (callbacks and polling),
-  `duis` (XML in and out), `models` and `api` (HTTP), `errors`.
+  `duis` (XML in and out), `models`, `api`, `metrics` and `openapi` (HTTP), `errors`.
 
 The parts meet through small public methods handed to each other when the facade builds
 them; only the calendar writes its counters. It never imports `emulator` or `dco_mock`.
