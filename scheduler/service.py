@@ -39,8 +39,21 @@ hands each call to the part that holds it. The parts, and what each holds:
 * `sweep.OverdueSweep`: open requests past seven days;
 * `views.Views`: read-only views; `calendar.Calendar`: capacity and bookings per day.
 
-They meet through each other's small public methods, passed in when they are built: no
-part reaches into another's state.
+Each part is handed the parts it calls when it is built, and changes another part's
+state only through these methods (requests and schedules themselves are shared records):
+
+    Intake         → Schedules.for_actor/batch_day/assign/detach, SecurityMoves.make_room,
+                     RequestBook.add/activate/finish/set_state/settle,
+                     ReleaseQueue.enqueue/dequeue/wake, Releaser.release, OverdueSweep.track
+    Schedules      → RequestBook.held_of/set_state/activate,
+                     ReleaseQueue.attached_to/enqueue/dequeue/wake
+    SecurityMoves  → ReleaseQueue.routine_on/dequeue/enqueue, Schedules.move_device
+    Releaser       → ReleaseQueue.open_days/due_count/next_day/pick/rearm/woken,
+                     RequestBook.set_state/count_trt/finish
+    OverdueSweep   → RequestBook.mark_overdue
+    Views          → RequestBook, Calendar (reading only)
+
+and all of them book, reserve and record releases on the Calendar through its methods.
 """
 
 from __future__ import annotations
