@@ -7,7 +7,8 @@ Every route but /healthz, /metrics and /openapi.json wants `Authorization: Beare
 the token names the User, who sees and changes only its own requests and schedules (the
 Service Desk may ask for and accept schedules for others). Errors are JSON
 (`{"error", "code", "field", "earliest_date"}`) on /v1 and a DUIS `sr:Response` with an
-E-code on /duis; nothing of a refused document is stored.
+E-code on /duis; nothing of a refused document is stored. What /metrics reports is in
+metrics.py, the /openapi.json document in openapi.py.
 """
 
 from __future__ import annotations
@@ -15,17 +16,14 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client import Counter as PromCounter
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from pydantic import BaseModel, ValidationError
-from pydantic.json_schema import models_json_schema
 
 from scheduler import duis
 from scheduler.errors import (
@@ -35,12 +33,12 @@ from scheduler.errors import (
     SchedulerError,
     Unauthenticated,
 )
+from scheduler.metrics import SchedulerCollector
 from scheduler.models import (
     ActivationIn,
     ActivationOut,
     BatchOut,
     CapacityDay,
-    DuisAck,
     ErrorOut,
     ImageIn,
     ImageOut,
@@ -53,6 +51,7 @@ from scheduler.models import (
     ScheduleIn,
     ScheduleOut,
 )
+from scheduler.openapi import PUBLIC_PATHS, openapi_document
 from scheduler.policy import Proposal
 from scheduler.requests import ActivationRequest, Priority, RequestState, Schedule
 from scheduler.service import Scheduler
@@ -66,7 +65,6 @@ DOCUMENTS = web.AppKey("documents", PromCounter)
 USER = web.RequestKey("user", int)
 DUIS_REQUEST_ID = web.RequestKey("duis_request_id", str)
 DUIS_SERVICE = web.RequestKey("duis_service_reference", str)
-PUBLIC_PATHS = frozenset({"/healthz", "/metrics", "/openapi.json"})
 MAX_CAPACITY_DAYS = 366
 
 routes = web.RouteTableDef()
@@ -507,129 +505,6 @@ async def get_duis_responses(request: web.Request) -> web.Response:
     return resp
 
 
-# -- metrics ------------------------------------------------------------------------
-
-
-class _SchedulerCollector:
-    """Read at scrape time from the scheduler; no device id in any label."""
-
-    def __init__(self, scheduler: Scheduler) -> None:
-        self.s = scheduler
-
-    def collect(self) -> Iterator[Metric]:
-        s = self.s
-        g = GaugeMetricFamily("smets1_scheduler_requests", "Requests by state", labels=["state"])
-        for st in RequestState:
-            g.add_metric([st.value], s.state_counts[st])
-        yield g
-        today = s.calendar.day_of(s.clock.now())
-        yield GaugeMetricFamily(
-            "smets1_scheduler_large_images_released_today",
-            "Large-image 11.3s released on the current day",
-            value=s.calendar.released[today],
-        )
-        yield GaugeMetricFamily(
-            "smets1_scheduler_large_image_capacity_per_day",
-            "Large-image 11.3s the DCC releases a day",
-            value=s.calendar.capacity,
-        )
-        trt = CounterMetricFamily(
-            "smets1_scheduler_trt", "Answered requests by TRT outcome", labels=["outcome"]
-        )
-        trt.add_metric(["met"], s.trt_counts[True])
-        trt.add_metric(["missed"], s.trt_counts[False])
-        yield trt
-        yield CounterMetricFamily(
-            "smets1_scheduler_refused_devices",
-            "Devices refused at submission",
-            value=sum(f.devices for f in s.refusals),
-        )
-        yield GaugeMetricFamily(
-            "smets1_scheduler_overdue_requests",
-            "Requests flagged still open seven days after submission",
-            value=s.overdue_count,
-        )
-        sched = GaugeMetricFamily(
-            "smets1_scheduler_schedules", "Delivery schedules by state", labels=["state"]
-        )
-        for state, n in Counter(x.state.value for x in s.schedules.values()).items():
-            sched.add_metric([state], n)
-        yield sched
-
-
-# -- OpenAPI ------------------------------------------------------------------------
-
-_OPS: list[tuple[str, str, str, type[BaseModel] | None, type[BaseModel] | None, bool]] = [
-    # method, path, summary, request model, response model, list response
-    ("post", "/v1/images", "SRV 11.1: store a firmware image", ImageIn, ImageOut, False),
-    ("post", "/v1/activations", "SRV 11.3 per device", ActivationIn, ActivationOut, False),
-    ("post", "/v1/reads", "SRV 11.2: read the firmware version", ReadIn, ReadOut, False),
-    ("post", "/v1/schedules", "Ask for a delivery schedule", ScheduleIn, ScheduleOut, False),
-    ("post", "/v1/schedules/{schedule_id}/accept", "Agree a schedule", None, ScheduleOut, False),
-    ("get", "/v1/schedules", "Your schedules", None, ScheduleOut, True),
-    ("get", "/v1/schedules/{schedule_id}", "A schedule and its batches", None, ScheduleOut, False),
-    ("get", "/v1/requests", "Your requests (state, offset, limit)", None, RequestList, False),
-    ("get", "/v1/requests/{request_id}", "One request", None, RequestOut, False),
-    ("get", "/v1/capacity", "Capacity per day (from, days)", None, CapacityDay, True),
-    ("get", "/v1/notifications", "Notifications after an id", None, NotificationOut, True),
-    ("post", "/duis", "A DUIS sr:Request (XML)", None, DuisAck, False),
-    ("get", "/duis/responses", "Poll DUIS responses (XML)", None, None, False),
-    ("get", "/healthz", "Health", None, None, False),
-    ("get", "/metrics", "Prometheus metrics", None, None, False),
-]
-
-
-def openapi_document() -> dict[str, Any]:
-    models: set[type[BaseModel]] = {ErrorOut}
-    for _, _, _, req, resp, _ in _OPS:
-        models.update(m for m in (req, resp) if m is not None)
-    _, schema = models_json_schema(
-        [(m, "validation") for m in sorted(models, key=lambda m: m.__name__)],
-        ref_template="#/components/schemas/{model}",
-    )
-    paths: dict[str, Any] = {}
-    for method, path, summary, req, resp, many in _OPS:
-        op: dict[str, Any] = {"summary": summary, "responses": {}}
-        if path not in PUBLIC_PATHS:
-            op["security"] = [{"bearer": []}]
-        params = [p[1:-1] for p in path.split("/") if p.startswith("{")]
-        if params:
-            op["parameters"] = [
-                {"name": p, "in": "path", "required": True, "schema": {"type": "integer"}}
-                for p in params
-            ]
-        if req is not None:
-            op["requestBody"] = {
-                "required": True,
-                "content": {
-                    "application/json": {"schema": {"$ref": f"#/components/schemas/{req.__name__}"}}
-                },
-            }
-        if path.startswith("/duis"):
-            op["requestBody"] = {"content": {"application/xml": {"schema": {"type": "string"}}}}
-        ok: dict[str, Any] = {"description": "OK"}
-        if resp is not None:
-            ref = {"$ref": f"#/components/schemas/{resp.__name__}"}
-            ok["content"] = {
-                "application/json": {"schema": {"type": "array", "items": ref} if many else ref}
-            }
-        err = {
-            "description": "Error",
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}},
-        }
-        op["responses"] = {"200": ok, "400": err, "401": err, "404": err, "409": err}
-        paths.setdefault(path, {})[method] = op
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": "smets1-fleet DCC scheduler", "version": "1"},
-        "paths": paths,
-        "components": {
-            "schemas": schema.get("$defs", {}),
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-        },
-    }
-
-
 # -- the app ------------------------------------------------------------------------
 
 
@@ -644,7 +519,7 @@ def make_app(scheduler: Scheduler, users: Iterable[UserConfig] = ()) -> web.Appl
     )
     app[SCHEDULER] = scheduler
     registry = CollectorRegistry()
-    registry.register(_SchedulerCollector(scheduler))
+    registry.register(SchedulerCollector(scheduler))
     app[REGISTRY] = registry
     app[DOCUMENTS] = PromCounter(
         "smets1_scheduler_duis_documents",

@@ -3,11 +3,17 @@
 A day (index from the clock's epoch, UTC midnight) has `capacity` large-image releases.
 They are committed in two ways:
 
-* `reserved[day][schedule_id]`: batches of agreed delivery schedules;
-* `unscheduled[day][user]`: unscheduled work planned for that day (a User's daily
-  allowance is counted here, over all that User's requests).
+* reservations: batches of agreed delivery schedules, per schedule (`reserve`,
+  `move_reservation`; read with `reservations(day)` and `scheduled_on(day)`);
+* bookings: unscheduled work planned for that day, per User (`book`, `unbook`,
+  `move_booking`; read with `bookings(day)`, `user_unscheduled` and `unscheduled_on`).
+  A User's daily allowance is counted here, over all that User's requests.
 
-`released[day]` counts what actually went out, and never passes `capacity`.
+What actually went out is recorded with `record_release` (read with `released_on` and
+`released_per_day`), and never passes `capacity`.
+
+The calendar owns these counters: nothing else writes them, and reading a day that holds
+nothing adds nothing (a capacity read over a long horizon must not grow the calendar).
 Peak windows are hours in which nothing large is released; the rest of the day is the
 off-peak time across which a day's work is spread.
 """
@@ -15,11 +21,15 @@ off-peak time across which a day's work is spread.
 from __future__ import annotations
 
 import math
-from collections import Counter, defaultdict
+from collections import Counter
+from collections.abc import Mapping
+from types import MappingProxyType
 
-from smets1.clock import DAY_SECONDS
+from smets1.clock import DAY_SECONDS, to_datetime
 
 HOUR_SECONDS = 3_600.0
+
+_NOTHING: Mapping[int, int] = MappingProxyType({})
 
 
 class Calendar:
@@ -30,9 +40,12 @@ class Calendar:
         self.capacity = capacity
         #: Peak windows in seconds into the day, merged and sorted.
         self.peaks = _merge([(a * HOUR_SECONDS, b * HOUR_SECONDS) for a, b in peak_windows])
-        self.reserved: defaultdict[int, Counter[int]] = defaultdict(Counter)
-        self.unscheduled: defaultdict[int, Counter[int]] = defaultdict(Counter)
-        self.released: Counter[int] = Counter()
+        # Day → schedule id → devices. A count that falls to zero keeps its entry: the
+        # fair-share claim breaks ties between equal holders on the order they came in.
+        self._reserved: dict[int, Counter[int]] = {}
+        # Day → User → unscheduled large requests planned on it.
+        self._unscheduled: dict[int, Counter[int]] = {}
+        self._released: Counter[int] = Counter()
 
     # -- days ------------------------------------------------------------------------
 
@@ -42,16 +55,80 @@ class Calendar:
     def day_start(self, day: int) -> float:
         return self.epoch + day * DAY_SECONDS
 
-    # -- commitments -----------------------------------------------------------------
+    def date_of(self, day: int | None) -> str | None:
+        """The ISO date of a day index (None stays None)."""
+        if day is None:
+            return None
+        return to_datetime(self.day_start(day)).date().isoformat()
+
+    def days(self) -> list[int]:
+        """Days on which anything is reserved, booked or released, in order."""
+        return sorted({*self._reserved, *self._unscheduled, *self._released})
+
+    # -- writing: only through these -------------------------------------------------
+
+    def book(self, day: int, user: int, n: int = 1) -> None:
+        """Plan `n` of the User's unscheduled large requests on `day`."""
+        self._unscheduled.setdefault(day, Counter())[user] += n
+
+    def unbook(self, day: int, user: int, n: int = 1) -> None:
+        self._unscheduled.setdefault(day, Counter())[user] -= n
+
+    def move_booking(self, user: int, day: int, new_day: int) -> None:
+        """One of the User's unscheduled requests leaves `day` for `new_day`."""
+        self.unbook(day, user)
+        self.book(new_day, user)
+
+    def reserve(self, day: int, schedule_id: int, n: int) -> None:
+        """Hold `n` releases on `day` for a batch of an agreed schedule."""
+        self._reserved.setdefault(day, Counter())[schedule_id] += n
+
+    def move_reservation(self, schedule_id: int, day: int, new_day: int, n: int) -> None:
+        self._reserved.setdefault(day, Counter())[schedule_id] -= n
+        self.reserve(new_day, schedule_id, n)
+
+    def record_release(self, day: int) -> None:
+        """A large 11.3 went out to the DCO on `day`."""
+        self._released[day] += 1
+
+    # -- reading ---------------------------------------------------------------------
+
+    def released_on(self, day: int) -> int:
+        return self._released[day]
+
+    def released_per_day(self) -> dict[int, int]:
+        """Day → large 11.3s released, for days with any, in day order."""
+        return {d: n for d, n in sorted(self._released.items()) if n}
+
+    def reservations(self, day: int) -> Mapping[int, int]:
+        """Schedule id → devices its batch holds on `day` (read only)."""
+        held = self._reserved.get(day)
+        return _NOTHING if held is None else MappingProxyType(held)
+
+    def bookings(self, day: int) -> Mapping[int, int]:
+        """User → unscheduled large requests planned on `day` (read only)."""
+        booked = self._unscheduled.get(day)
+        return _NOTHING if booked is None else MappingProxyType(booked)
+
+    # These three run for every request placed: they read the counters directly.
+
+    def scheduled_on(self, day: int) -> int:
+        held = self._reserved.get(day)
+        return 0 if held is None else sum(held.values())
+
+    def unscheduled_on(self, day: int) -> int:
+        booked = self._unscheduled.get(day)
+        return 0 if booked is None else sum(booked.values())
+
+    def user_unscheduled(self, day: int, user: int) -> int:
+        booked = self._unscheduled.get(day)
+        return 0 if booked is None else booked[user]
 
     def committed(self, day: int) -> int:
-        return sum(self.reserved[day].values()) + sum(self.unscheduled[day].values())
+        return self.scheduled_on(day) + self.unscheduled_on(day)
 
     def free(self, day: int) -> int:
         return max(0, self.capacity - self.committed(day))
-
-    def user_unscheduled(self, day: int, user: int) -> int:
-        return self.unscheduled[day][user]
 
     # -- peak windows ----------------------------------------------------------------
 

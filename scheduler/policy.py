@@ -15,7 +15,8 @@ served, because a booking is a promise (admission) that the request will meet it
 taking it back to give another User a "fair share" would break that promise. What keeps
 one User from starving the others is the daily allowance (at most `user_daily_limit` each,
 so 24 Users fill a 12,000 day) and, within each day, the release order: security fixes
-first, then round robin across Users, first come first served within a User (service.py).
+first, then round robin across Users, first come first served within a User
+(release_queue.py).
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def place_unscheduled(cal: Calendar, limits: Limits, user: int, first_day: int) 
         if cal.user_unscheduled(day, user) >= limits.user_daily_limit:
             return Decision(Placement.HELD, day)
         if cal.free(day) > 0:
-            cal.unscheduled[day][user] += 1
+            cal.book(day, user)
             return Decision(Placement.PLANNED, day)
     return Decision(Placement.REFUSED, earliest_day(cal, limits, user, last))
 
@@ -146,22 +147,23 @@ def _claim_fair_share(
     owners: dict[int, int],
     out: Proposal,
 ) -> int:
-    holders = {owners[s] for s, n in cal.reserved[day].items() if n > 0 and s in owners}
+    held = cal.reservations(day)
+    holders = {owners[s] for s, n in held.items() if n > 0 and s in owners}
     holders.discard(user)
     if not holders:
         return 0
-    for_schedules = cal.capacity - sum(cal.unscheduled[day].values())
+    for_schedules = cal.capacity - cal.unscheduled_on(day)
     fair = for_schedules // (len(holders) + 1)
     need = min(short, fair - have)
     if need <= 0:
         return 0
     per_user: dict[int, int] = {}
-    for s, n in cal.reserved[day].items():
+    for s, n in held.items():
         if owners.get(s, user) != user:
             per_user[owners[s]] = per_user.get(owners[s], 0) + n
     gained = 0
     # Largest holders give first, and only what they hold above the fair share.
-    for s, n in sorted(cal.reserved[day].items(), key=lambda kv: -kv[1]):
+    for s, n in sorted(held.items(), key=lambda kv: -kv[1]):
         owner = owners.get(s, user)
         if owner == user or need <= 0:
             continue

@@ -25,7 +25,7 @@ def summarize(
     """The run summary of `scheduler`'s requests; `images` are the run's OTA files by name."""
     reqs = scheduler.requests
     failed = Counter(r.failure or "unknown" for r in reqs if r.state is RequestState.FAILED)
-    per_day = _dated(scheduler, scheduler.calendar.released.items())
+    per_day = _dated(scheduler, scheduler.calendar.released_per_day().items())
     trt = Counter(r.trt_met for r in reqs)
     states = Counter(r.state for r in reqs)
     return {

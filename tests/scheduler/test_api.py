@@ -305,8 +305,8 @@ async def test_duis_activation_refused_with_earliest_date_and_held_over_allowanc
         r = await client.get("/v1/capacity?days=3", headers=AUTH_A)
         assert [d["free"] for d in await r.json()] == [0, 2, 2]
         # Days 1 and 2 filled by others: a third User's 11.3 cannot be met in time: 409.
-        s.calendar.unscheduled[1][USER_B + 1] = 2
-        s.calendar.unscheduled[2][USER_B + 1] = 2
+        s.calendar.book(1, USER_B + 1, 2)
+        s.calendar.book(2, USER_B + 1, 2)
         c = format_eui64(USER_C)
         doc = duis_request("11.3", activate_firmware(fw), 99, DEV[4], sender=c)
         resp = await client.post("/duis", data=doc, headers={"Authorization": "Bearer token-c"})

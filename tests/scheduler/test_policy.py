@@ -56,7 +56,7 @@ def test_capacity_exactly_full_then_next_day_then_refused() -> None:
 
 def test_proposal_takes_earliest_free_batches() -> None:
     c, lim = cal(capacity=100), limits(large_images_per_day=100)
-    c.unscheduled[0][C] = 60
+    c.book(0, C, 60)
     p = propose(c, lim, A, 250, 0, None, {})
     assert p.batches == {0: 40, 1: 100, 2: 100, 3: 10}
     assert p.moves == []
@@ -66,7 +66,7 @@ def test_proposal_takes_earliest_free_batches() -> None:
 def test_proposal_claims_a_fair_share_by_moving_an_earlier_schedule() -> None:
     c, lim = cal(capacity=100), limits(large_images_per_day=100)
     for day in range(3):
-        c.reserved[day][7] = 100  # schedule 7 of User A holds three full days
+        c.reserve(day, 7, 100)  # schedule 7 of User A holds three full days
     p = propose(c, lim, B, 50, 0, None, {7: A})
     assert p.batches == {0: 50}
     assert p.moves == [Move(7, 0, 50)]

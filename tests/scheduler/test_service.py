@@ -33,7 +33,7 @@ from tests.scheduler.fakes import (
 
 
 def released_per_day(s: Scheduler) -> dict[int, int]:
-    return {d: n for d, n in sorted(s.calendar.released.items()) if n}
+    return s.calendar.released_per_day()
 
 
 def kinds(s: Scheduler, user: int) -> list[str]:
@@ -48,7 +48,7 @@ def test_750000_bytes_is_not_large_750001_is() -> None:
         # The small one is released at once, beyond any allowance; the large one is counted.
         sub = s.submit_activations(USER_A, small.firmware_hash, devices(600))
         assert sub.held == 0 and len(sub.accepted) == 600
-        assert sum(s.calendar.unscheduled[0].values()) == 0
+        assert s.calendar.unscheduled_on(0) == 0
         await s.close()
         return s.is_large(small), s.is_large(large)
 
@@ -244,7 +244,7 @@ def test_security_fix_moves_a_schedule_only_with_notice() -> None:
         )
         assert a.batches == {0: 9, 1: 10, 2: 1}
         assert kinds(s, USER_A) == ["schedule_moved"]
-        assert sum(s.calendar.reserved[0].values()) + sum(s.calendar.unscheduled[0].values()) == 10
+        assert s.calendar.scheduled_on(0) + s.calendar.unscheduled_on(0) == 10
         task = await running(s)
         await s.wait_idle()
         assert released_per_day(s) == {0: 10, 1: 10, 2: 1}
@@ -347,9 +347,9 @@ def test_restart_from_sqlite_loses_nothing_and_resumes(tmp_path: Path) -> None:
         assert s.schedules[1].state is ScheduleState.AGREED
         assert s.schedules[1].batches == {0: 10, 1: 5}
         # Released is what the store says went out, even if the DCO never saw the last one.
-        assert s.calendar.released[0] == 10
-        assert s.calendar.released[1] >= len(first_log) - 10
-        assert s.calendar.unscheduled[1][USER_B] == 2
+        assert s.calendar.released_on(0) == 10
+        assert s.calendar.released_on(1) >= len(first_log) - 10
+        assert s.calendar.user_unscheduled(1, USER_B) == 2
         assert set(s.images) == {(await dco.update_firmware(LARGE_IMAGE)).firmware_hash}
         task = await running(s)
         await s.wait_idle()

@@ -38,7 +38,7 @@ USER_D = 0x90B3_D51F_3004_0000
 
 
 def released_per_day(s: Scheduler) -> dict[int, int]:
-    return {d: n for d, n in sorted(s.calendar.released.items()) if n}
+    return s.calendar.released_per_day()
 
 
 def kinds(s: Scheduler, user: int) -> list[str]:
@@ -74,7 +74,7 @@ def test_restart_after_cancel_counts_no_cancelled_request(tmp_path: Path) -> Non
     async def second(clock: VirtualClock) -> None:
         s, _ = make_scheduler(clock, cfg, state_dir=state)
         assert s.calendar.free(0) == 10
-        assert s.calendar.unscheduled[0][USER_A] == 0
+        assert s.calendar.user_unscheduled(0, USER_A) == 0
         assert s.state_counts[RequestState.CANCELLED] == 5
         img = await s.store_image(USER_A, LARGE_IMAGE)
         sub = s.submit_activations(USER_A, img.firmware_hash, devices(5, first=100))
@@ -105,12 +105,12 @@ def test_security_fix_moves_routine_work_within_the_users_daily_limit() -> None:
         sub = s.submit_activations(USER_D, h, devices(1, 50), priority=Priority.SECURITY)
         assert sub.planned == {0: 1}
         # Day 1 is full and day 2 holds A's whole allowance: A's request goes to day 3.
-        assert s.calendar.unscheduled[2][USER_A] == 5
-        assert s.calendar.unscheduled[3][USER_A] == 1
+        assert s.calendar.user_unscheduled(2, USER_A) == 5
+        assert s.calendar.user_unscheduled(3, USER_A) == 1
         moved = [r for r in s.requests_of(USER_A) if r.planned_day == 3]
         assert len(moved) == 1
-        for day, users in s.calendar.unscheduled.items():
-            assert all(n <= 5 for n in users.values()), day
+        for day in s.calendar.days():
+            assert all(n <= 5 for n in s.calendar.bookings(day).values()), day
         await s.close()
 
     run_virtual(main)
@@ -225,7 +225,7 @@ def test_schedule_with_only_past_batches_takes_a_day_with_free_capacity() -> Non
         assert s.calendar.free(1) == 0
         sub = s.submit_activations(USER_A, h, devices(5, 300), schedule_id=a.schedule_id)
         assert sub.planned == {2: 5}
-        assert a.batches == {2: 5} and s.calendar.reserved[2][a.schedule_id] == 5
+        assert a.batches == {2: 5} and s.calendar.reservations(2)[a.schedule_id] == 5
         assert s.calendar.committed(1) == 10 and s.calendar.committed(2) == 5
         await s.wait_idle()
         assert released_per_day(s) == {1: 10, 2: 5}

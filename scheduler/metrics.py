@@ -1,0 +1,63 @@
+"""The scheduler's Prometheus metrics (`smets1_scheduler_*`), read at scrape time.
+
+`api.make_app` registers one `SchedulerCollector` per app; it reads the scheduler's
+running counts (request book, calendar, schedules, refusals), so a scrape costs no pass
+over the requests.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from scheduler.requests import RequestState
+from scheduler.service import Scheduler
+
+
+class SchedulerCollector:
+    """Read at scrape time from the scheduler; no device id in any label."""
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self.s = scheduler
+
+    def collect(self) -> Iterator[Metric]:
+        s = self.s
+        g = GaugeMetricFamily("smets1_scheduler_requests", "Requests by state", labels=["state"])
+        for st in RequestState:
+            g.add_metric([st.value], s.state_counts[st])
+        yield g
+        today = s.calendar.day_of(s.clock.now())
+        yield GaugeMetricFamily(
+            "smets1_scheduler_large_images_released_today",
+            "Large-image 11.3s released on the current day",
+            value=s.calendar.released_on(today),
+        )
+        yield GaugeMetricFamily(
+            "smets1_scheduler_large_image_capacity_per_day",
+            "Large-image 11.3s the DCC releases a day",
+            value=s.calendar.capacity,
+        )
+        trt = CounterMetricFamily(
+            "smets1_scheduler_trt", "Answered requests by TRT outcome", labels=["outcome"]
+        )
+        trt.add_metric(["met"], s.trt_counts[True])
+        trt.add_metric(["missed"], s.trt_counts[False])
+        yield trt
+        yield CounterMetricFamily(
+            "smets1_scheduler_refused_devices",
+            "Devices refused at submission",
+            value=sum(f.devices for f in s.refusals),
+        )
+        yield GaugeMetricFamily(
+            "smets1_scheduler_overdue_requests",
+            "Requests flagged still open seven days after submission",
+            value=s.overdue_count,
+        )
+        sched = GaugeMetricFamily(
+            "smets1_scheduler_schedules", "Delivery schedules by state", labels=["state"]
+        )
+        for state, n in Counter(x.state.value for x in s.schedules.values()).items():
+            sched.add_metric([state], n)
+        yield sched
