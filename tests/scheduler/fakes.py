@@ -72,6 +72,8 @@ class FakeDco:
     cancels: list[tuple[int, float]] = field(default_factory=list)
     #: Devices whose activation is held for its ExecutionDateTime.
     scheduled: dict[int, asyncio.Event] = field(default_factory=dict)
+    #: Set whenever an activation starts to be held (tests await it, never poll).
+    holding: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def update_firmware(self, image: bytes) -> StoredImage:
         parsed = parse_image(image)
@@ -109,6 +111,7 @@ class FakeDco:
         await self.clock.sleep(self.per_device_seconds.get(device_id, self.activation_seconds))
         if execution_time > self.clock.now():
             held = self.scheduled[device_id] = asyncio.Event()
+            self.holding.set()
             try:
                 await self.clock.timeout(execution_time - self.clock.now(), held.wait())
                 return self._outcome(

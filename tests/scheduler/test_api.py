@@ -73,24 +73,40 @@ def activate_firmware(firmware_hash: str, when: str | None = None) -> str:
     )
 
 
+#: The longest a test waits for something the scheduler does on its own, wall seconds.
+WAIT_SECONDS = 10.0
+
+
 @dataclass
 class Harness:
     client: TestClient[web.Request, web.Application]
     scheduler: Scheduler
     callbacks: list[tuple[str, bytes]]
     callback_fail: list[int]
+    #: Notified at every callback received.
+    arrived: asyncio.Condition
+
+    async def callbacks_reach(self, n: int) -> None:
+        async with self.arrived:
+            await asyncio.wait_for(
+                self.arrived.wait_for(lambda: len(self.callbacks) >= n), WAIT_SECONDS
+            )
 
 
 @pytest.fixture
 async def harness() -> AsyncIterator[Harness]:
     callbacks: list[tuple[str, bytes]] = []
     fail = [1]  # the first callback fails: delivery must retry
+    arrived = asyncio.Condition()
 
     async def receive(request: web.Request) -> web.Response:
         if fail[0] > 0:
             fail[0] -= 1
             return web.Response(status=503)
-        callbacks.append((request.content_type, await request.read()))
+        body = await request.read()
+        async with arrived:
+            callbacks.append((request.content_type, body))
+            arrived.notify_all()
         return web.Response(status=204)
 
     cb_app = web.Application()
@@ -111,7 +127,7 @@ async def harness() -> AsyncIterator[Harness]:
     await client.start_server()
     task = asyncio.create_task(s.run())
     try:
-        yield Harness(client, s, callbacks, fail)
+        yield Harness(client, s, callbacks, fail, arrived)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -141,10 +157,7 @@ async def test_duis_update_activate_read_with_callbacks_and_polling(harness: Har
     assert "<sr:Status>waiting</sr:Status>" in text
     status, text = await post_duis(h, duis_request("11.2", "<sr:ReadFirmwareVersion/>", 3))
     assert status == 200, text
-    for _ in range(400):
-        await asyncio.sleep(0.01)
-        if len(h.callbacks) >= 3:
-            break
+    await h.callbacks_reach(3)
     bodies = [b.decode() for _, b in h.callbacks]
     assert len(bodies) == 3 and all(ct == "application/xml" for ct, _ in h.callbacks)
     assert h.callback_fail == [0]  # the first delivery failed and was retried
@@ -329,18 +342,13 @@ async def test_duis_cancel_reaches_a_released_future_dated_activation(harness: H
     (req,) = h.scheduler.requests
     dco = h.scheduler.dco
     assert isinstance(dco, FakeDco)
-    for _ in range(500):  # released within moments; then the DCO holds it until 06:00
-        if req.device_id in dco.scheduled:
-            break
-        await asyncio.sleep(0.01)
-    assert req.state.value == "released"
+    # Released within moments; then the DCO holds it until 06:00.
+    await asyncio.wait_for(dco.holding.wait(), WAIT_SECONDS)
+    assert req.device_id in dco.scheduled and req.state.value == "released"
     cancel = activate_firmware(fw, "3000-01-01T00:00:00Z")
     status, text = await post_duis(h, duis_request("11.3", cancel, 3))
     assert status == 200, text
     assert "<sr:Cancelled>0</sr:Cancelled>" in text
     assert "<sr:CancellationSent>1</sr:CancellationSent>" in text
-    for _ in range(200):
-        if req.state.value == "cancelled":
-            break
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(h.scheduler.wait_idle(), WAIT_SECONDS)  # its answer came
     assert req.state.value == "cancelled"
