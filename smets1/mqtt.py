@@ -76,7 +76,8 @@ PUBLISH_WINDOW = 64
 PUBLISH_TIMEOUT_SECONDS = 60.0
 #: Message numbers remembered per sender to drop redeliveries.
 DEDUP_WINDOW = 16_384
-#: First byte of the envelope (a frame starts with its format version, 1).
+#: First byte of the envelope (a frame starts with its format version, smets1.wire's
+#: FRAME_VERSION, far below).
 ENVELOPE_MAGIC = 0xE5
 #: First byte of the envelope of several frames, each behind its length (u32, big-endian).
 BATCH_MAGIC = 0xE6

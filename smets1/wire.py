@@ -2,18 +2,19 @@
 
 Every frame starts with the same 14 bytes, little-endian:
 
-    offset 0  u8   frame format version (1)
+    offset 0  u8   frame format version (FRAME_VERSION, 2)
     offset 1  u8   message type (MessageType)
     offset 2  u64  device id (EUI-64 as an integer)
     offset 10 u32  transfer id (0 where no transfer is meant)
 
-then the fields of its type. Blocks travel as a run of consecutive blocks in one frame,
-each with its own CRC-32, so one lost frame costs a run and the device's bitmap says
-which run to send again. Each type is a struct of `smets1.structs` (STYLE 1): declared
-once, with `serialize()` and `deserialize(data) -> (frame, rest)`; `decode(data)` takes a
-whole frame and `decode_prefix(data)` one from the front of a buffer. A short frame is
-reported by part: the header, then the fixed fields of the type (named after the type),
-then each field of variable size.
+then the fields of its type. Version 2 gave Blocks' data a length of its own, so a Blocks
+frame ends where its data ends, like every other frame. Blocks travel as a run of
+consecutive blocks in one frame, each with its own CRC-32, so one lost frame costs a run
+and the device's bitmap says which run to send again. Each type is a struct of
+`smets1.structs` (STYLE 1): declared once, with `serialize()` and `deserialize(data) ->
+(frame, rest)`; `decode(data)` takes a whole frame and `decode_prefix(data)` one from the
+front of a buffer. A short frame is reported by part: the header, then the fixed fields of
+the type (named after the type), then each field of variable size.
 """
 
 from __future__ import annotations
@@ -27,10 +28,9 @@ from smets1.errors import WireError
 from smets1.structs import (
     Bytes,
     Const,
-    CountOf,
     Field,
-    Items,
-    Rest,
+    LVBytes,
+    LVList,
     SizedBytes,
     Struct,
     binary,
@@ -41,7 +41,8 @@ from smets1.structs import (
     u64,
 )
 
-FRAME_VERSION = 1
+#: 2: Blocks carries the length of its data, and its CRC count just before the CRCs.
+FRAME_VERSION = 2
 NO_BLOCK = 0xFFFFFFFF
 NO_VERSION = 0xFFFFFFFF
 #: An execution time of 0 in an ACTIVATE frame means "now".
@@ -113,23 +114,23 @@ def _crc_of_data(frame: Blocks) -> int:
     return zlib.crc32(frame.data)
 
 
-@binary(section="blocks", wire_order=("first_block", "count", "run_crc", "crcs", "data"))
+@binary(section="blocks", wire_order=("first_block", "run_crc", "crcs", "data"))
 class Blocks(Frame):
-    """DCO → device: `count` consecutive blocks from `first_block`, each with a CRC-32,
-    and the CRC-32 of the whole run.
+    """DCO → device: consecutive blocks from `first_block`, each with a CRC-32, and the
+    CRC-32 of the whole run.
 
     The run CRC lets a device check an intact run with one call instead of one per block;
     only when it disagrees does the device check block by block and keep the good ones.
-    On the wire: first block u32, count u16, run CRC u32, count × u32 CRCs, the data.
-    The block data runs to the end of the frame; the CRCs say where each block ends.
+    On the wire: first block u32, run CRC u32, count u16 and count × u32 CRCs, data length
+    u32 and the data. The CRCs say where each block ends; `data` decodes as a view into
+    the frame, not a copy.
     """
 
     TYPE = MessageType.BLOCKS
-    count: ClassVar[Annotated[int, u16, CountOf("crcs")]]
 
     first_block: Annotated[int, u32]
-    crcs: Annotated[tuple[int, ...], Items(u32, count="count")]
-    data: Annotated[bytes | memoryview, Rest()]
+    crcs: Annotated[tuple[int, ...], LVList(u32, u16)]
+    data: Annotated[bytes | memoryview, LVBytes(u32)]
     #: None until serialized (then computed from `data`), or when a run was cut up.
     run_crc: Annotated[int | None, u32, Field(fill=_crc_of_data)] = None
 
