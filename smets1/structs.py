@@ -133,14 +133,7 @@ class SizedBytes:
     view: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Rest:
-    """The bytes to the end of the buffer, as a zero-copy memoryview; nothing follows."""
-
-    shape: ClassVar[str] = "rest"
-
-
-_WIRE_TYPES = (Fixed, LVBytes, LVList, Items, SizedBytes, Rest)
+_WIRE_TYPES = (Fixed, LVBytes, LVList, Items, SizedBytes)
 
 # -- field options ---------------------------------------------------------------------------
 
@@ -200,7 +193,7 @@ class _Entry:
 
     name: str  # the attribute, or a made-up name for a length prefix
     label: str  # the field's name in errors
-    wire: Fixed | Items | SizedBytes | Rest
+    wire: Fixed | Items | SizedBytes
     kind: str  # "attr": a dataclass field; "const": the class's value; "count": a len()
     value: Any = None  # kind "const"
     of: str = ""  # kind "count": whose len()
@@ -345,10 +338,9 @@ class Layout:
                 size = unit.packer.size
             elif isinstance(wire, Items):
                 size = values[wire.count] * wire.item.size
-            elif isinstance(wire, SizedBytes):
-                size = values[wire.field] if wire.size is None else wire.size(values[wire.field])
             else:
-                size = n - offset
+                wire = cast(SizedBytes, wire)
+                size = values[wire.field] if wire.size is None else wire.size(values[wire.field])
             if n < offset + size:
                 left = n - offset
                 message = self.truncated.format(end=offset + size, got=n, size=size, left=left)
@@ -407,8 +399,6 @@ def _validate(where: str, entries: tuple[_Entry, ...], init: set[str]) -> None:
         for ref in refs:
             if ref and ref not in before:
                 raise TypeError(f"{where}.{e.label} refers to {ref!r}, which is not before it")
-        if wire.shape == "rest" and e is not entries[-1]:
-            raise TypeError(f"{where}.{e.label}: Rest() must come last")
         before.add(e.name)
     attrs = {e.name for e in entries if e.kind == "attr"}
     if attrs != init:

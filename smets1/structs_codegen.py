@@ -163,9 +163,6 @@ def _decode(layout: Layout, segments: list[list[_Entry]], ns: dict[str, Any]) ->
                 seen.append(e.name)
                 lines += _accept(layout, e, ind, seen, ns)
             lines.append(f"{ind}offset = end")
-        elif wire.shape == "rest":
-            seen.append(head.name)
-            lines += [f"{ind}{var} = data[offset:]", f"{ind}offset = n"]
         else:
             seen.append(head.name)
             if wire.shape == "items":
