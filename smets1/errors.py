@@ -4,9 +4,11 @@ Every package draws its own tree under `Smets1Error`, so a caller at the top (th
 command line) catches one type and prints one line:
 
 Smets1Error                 root of everything the project raises on purpose
-├── ImageError              a firmware image that does not parse (field, offset)
+├── DecodeError             bytes that do not decode: which field, at which offset, why
+│   ├── ImageError          ... a firmware image
+│   ├── WireError           ... a binary frame between the DCO and a device
+│   └── EnvelopeError       ... an MQTT envelope or batch (also a BusError)
 ├── SigningError            a key or signature file that cannot be used
-├── WireError               a binary frame that does not decode (field, offset)
 ├── ConfigError             a fleet config that does not validate (file, field)
 ├── BusError                a transport that cannot deliver or connect
 ├── EmulatorError           emulator.errors: the fleet's devices
@@ -17,18 +19,34 @@ Smets1Error                 root of everything the project raises on purpose
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class Smets1Error(Exception):
-    """Root of every error the smets1 package raises on purpose."""
+    """Root of every error the project raises on purpose."""
 
 
-class WireError(Smets1Error):
-    """A frame that does not decode; names the field and the byte offset."""
+class DecodeError(Smets1Error):
+    """Bytes that do not decode; names the field, its byte offset, and what was wrong
+    (expected against got). Raised by the structs of `smets1.structs`."""
 
     def __init__(self, field: str, offset: int, message: str) -> None:
         super().__init__(f"{field} at offset {offset}: {message}")
         self.field = field
         self.offset = offset
+        self.message = message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keeps the error picklable across process boundaries (sharded fleets).
+        return (type(self), (self.field, self.offset, self.message))
+
+
+class ImageError(DecodeError):
+    """A firmware image that does not parse: which field, at which byte offset, and why."""
+
+
+class WireError(DecodeError):
+    """A frame that does not decode; names the field and the byte offset."""
 
 
 class ConfigError(Smets1Error):
@@ -37,3 +55,7 @@ class ConfigError(Smets1Error):
 
 class BusError(Smets1Error):
     """A transport failure (publish on a closed bus, broker unreachable)."""
+
+
+class EnvelopeError(DecodeError, BusError):
+    """An MQTT message from an MqttBus whose envelope or batch does not decode."""

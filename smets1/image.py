@@ -42,18 +42,19 @@ from __future__ import annotations
 import enum
 import hashlib
 import math
-import struct
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Annotated, Any, ClassVar
 
 from cryptography.hazmat.primitives.asymmetric.ec import (
     EllipticCurvePrivateKey,
     EllipticCurvePublicKey,
 )
 
-from smets1.errors import Smets1Error
+from smets1.errors import ImageError
 from smets1.eui64 import format_eui64
 from smets1.signing import SIGNATURE_BYTES, sign, verify
+from smets1.structs import Const, Field, Flag, LVBytes, Struct, Text, binary, u8, u16, u32, u64
 
 __all__ = [
     "DEFAULT_BLOCK_BYTES",
@@ -70,6 +71,7 @@ __all__ = [
     "ImageError",
     "OtaHeader",
     "OtaImage",
+    "SubElement",
     "build_image",
     "header_length_for",
     "image_summary",
@@ -85,49 +87,11 @@ HEADER_VERSION = 0x0100
 LARGE_IMAGE_BYTES = 750_000
 DEFAULT_BLOCK_BYTES = 1024
 HEADER_STRING_BYTES = 32
-FIXED_HEADER_BYTES = 56
-SUBELEMENT_HEAD_BYTES = 6
 UPGRADE_IMAGE_TAG = 0x0000
 # Manufacturer-specific range (0xF000-0xFFFF) so it cannot collide with the ZigBee-defined
 # Certicom signature tags 0x0001/0x0005, whose content (signer IEEE address, ECQV certificate)
 # we do not produce; 0xF000 itself is avoided because zigpy treats it as Telink's encrypted tag.
 SIGNATURE_TAG = 0xF0A1
-
-_FIXED = struct.Struct("<IHHHHHIH32sI")
-_SUBELEMENT_HEAD = struct.Struct("<HI")
-_U8 = struct.Struct("<B")
-_U16 = struct.Struct("<H")
-_U64 = struct.Struct("<Q")
-
-# (name, offset, size) of the fixed part, in file order, for truncation messages.
-_FIXED_FIELDS: tuple[tuple[str, int, int], ...] = (
-    ("magic", 0, 4),
-    ("header_version", 4, 2),
-    ("header_length", 6, 2),
-    ("field_control", 8, 2),
-    ("manufacturer_code", 10, 2),
-    ("image_type", 12, 2),
-    ("file_version", 14, 4),
-    ("stack_version", 18, 2),
-    ("header_string", 20, HEADER_STRING_BYTES),
-    ("total_image_size", 52, 4),
-)
-
-_Buffer = TypeVar("_Buffer", bytes, bytearray, memoryview)
-
-
-class ImageError(Smets1Error):
-    """A firmware image that does not parse: which field, at which byte offset, and why."""
-
-    def __init__(self, field: str, offset: int, message: str) -> None:
-        super().__init__(f"{field} at offset {offset}: {message}")
-        self.field = field
-        self.offset = offset
-        self.message = message
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Keeps the error picklable across process boundaries (sharded fleets).
-        return (type(self), (self.field, self.offset, self.message))
 
 
 class FieldControl(enum.IntFlag):
@@ -138,81 +102,84 @@ class FieldControl(enum.IntFlag):
     HARDWARE_VERSIONS = 0x0004
 
 
-_KNOWN_FIELD_CONTROL = 0x0007
+def _is_header_version(value: int, _: Mapping[str, Any]) -> str | None:
+    if value == HEADER_VERSION:
+        return None
+    return f"expected 0x{HEADER_VERSION:04X}, got 0x{value:04X}"
 
 
-def header_length_for(field_control: int) -> int:
-    """The header length in bytes that field control announces."""
-    length = FIXED_HEADER_BYTES
-    if field_control & FieldControl.SECURITY_CREDENTIAL_VERSION:
-        length += 1
-    if field_control & FieldControl.DEVICE_SPECIFIC_FILE:
-        length += 8
-    if field_control & FieldControl.HARDWARE_VERSIONS:
-        length += 4
-    return length
+def _announces_known_fields_only(value: int, _: Mapping[str, Any]) -> str | None:
+    # An unknown bit announces a field of unknown size: the rest of the header cannot be
+    # located with confidence, and a meter must not guess about firmware.
+    fc = int(value)
+    if not fc & ~_KNOWN_FIELD_CONTROL:
+        return None
+    return (
+        f"reserved bits 0x{fc & ~_KNOWN_FIELD_CONTROL:04X} set in 0x{fc:04X};"
+        f" expected only bits 0x{_KNOWN_FIELD_CONTROL:04X}"
+    )
 
 
-def _check_range(name: str, value: int | None, bits: int) -> None:
-    if value is not None and not 0 <= value < 1 << bits:
-        raise ValueError(f"{name} must fit in {bits} bits unsigned, got {value}")
+def _length_as_announced(length: int, fields: Mapping[str, Any]) -> str | None:
+    fc = int(fields["field_control"])
+    expected = header_length_for(fc)
+    if length == expected:
+        return None
+    return f"field control 0x{fc:04X} announces {expected} bytes, header says {length}"
 
 
-def _need(available: int, field: str, offset: int, size: int) -> None:
-    if available < offset + size:
-        left = max(available - offset, 0)
-        raise ImageError(field, offset, f"expected {size} bytes, file has {left} left")
+@binary(
+    endian="<",
+    error=ImageError,
+    truncated="expected {size} bytes, file has {left} left",
+    frozen=True,
+)
+class OtaHeader(Struct):
+    """An OTA file header, declared once: the layout, the optional fields that field
+    control announces, and the checks a parser makes as it reads. Construction checks that
+    field control, the optional fields and header_length agree, so every instance
+    serializes to a header this module parses."""
 
+    MAGIC: ClassVar[
+        Annotated[int, u32, Const("expected 0x{expected:08X}, got 0x{got:08X}", name="magic")]
+    ] = OTA_MAGIC
 
-@dataclass(frozen=True, slots=True)
-class OtaHeader:
-    """An OTA file header. Construction checks that field control, the optional fields and
-    header_length agree, so every instance serializes to a header this module parses."""
-
-    header_version: int
-    header_length: int
-    field_control: FieldControl
-    manufacturer_code: int
-    image_type: int
-    file_version: int
-    stack_version: int
+    header_version: Annotated[int, u16, Field(check=_is_header_version)]
+    # Checked once field control, which says how long the header is, has been read.
+    header_length: Annotated[
+        int, u16, Field(check=_length_as_announced, check_after="field_control")
+    ]
+    field_control: Annotated[FieldControl, u16, Field(check=_announces_known_fields_only)]
+    manufacturer_code: Annotated[int, u16]
+    image_type: Annotated[int, u16]
+    file_version: Annotated[int, u32]
+    stack_version: Annotated[int, u16]
     # Decoded with surrogateescape so bytes that are not UTF-8 survive a round trip exactly;
     # render with image_summary (backslash escapes) before printing.
-    header_string: str
-    total_image_size: int
-    security_credential_version: int | None = None
-    upgrade_file_destination: int | None = None
-    min_hardware_version: int | None = None
-    max_hardware_version: int | None = None
+    header_string: Annotated[str, Text(HEADER_STRING_BYTES)]
+    total_image_size: Annotated[int, u32]
+    security_credential_version: Annotated[
+        int | None,
+        u8,
+        Field(requires=Flag("field_control", FieldControl.SECURITY_CREDENTIAL_VERSION)),
+    ] = None
+    upgrade_file_destination: Annotated[
+        int | None, u64, Field(requires=Flag("field_control", FieldControl.DEVICE_SPECIFIC_FILE))
+    ] = None
+    min_hardware_version: Annotated[
+        int | None, u16, Field(requires=Flag("field_control", FieldControl.HARDWARE_VERSIONS))
+    ] = None
+    max_hardware_version: Annotated[
+        int | None, u16, Field(requires=Flag("field_control", FieldControl.HARDWARE_VERSIONS))
+    ] = None
 
     def __post_init__(self) -> None:
-        for name, bits in (
-            ("header_version", 16),
-            ("header_length", 16),
-            ("field_control", 16),
-            ("manufacturer_code", 16),
-            ("image_type", 16),
-            ("file_version", 32),
-            ("stack_version", 16),
-            ("total_image_size", 32),
-            ("security_credential_version", 8),
-            ("upgrade_file_destination", 64),
-            ("min_hardware_version", 16),
-            ("max_hardware_version", 16),
-        ):
-            _check_range(name, getattr(self, name), bits)
+        layout = OtaHeader.LAYOUT
+        layout.check_ranges(self)
         fc = int(self.field_control)
         if fc & ~_KNOWN_FIELD_CONTROL:
             raise ValueError(f"field_control 0x{fc:04X} sets reserved bits")
-        announced = (
-            ("security_credential_version", FieldControl.SECURITY_CREDENTIAL_VERSION),
-            ("upgrade_file_destination", FieldControl.DEVICE_SPECIFIC_FILE),
-            ("min_hardware_version", FieldControl.HARDWARE_VERSIONS),
-            ("max_hardware_version", FieldControl.HARDWARE_VERSIONS),
-        )
-        for name, bit in announced:
-            if bool(fc & bit) != (getattr(self, name) is not None):
-                raise ValueError(f"field_control 0x{fc:04X} disagrees with {name}")
+        layout.check_presence(self)
         if self.header_length != header_length_for(fc):
             raise ValueError(
                 f"header_length {self.header_length} disagrees with field_control 0x{fc:04X}"
@@ -232,126 +199,28 @@ class OtaHeader:
     def _header_string_bytes(self) -> bytes:
         return self.header_string.encode("utf-8", "surrogateescape")
 
-    def serialize(self) -> bytes:
-        parts = [
-            _FIXED.pack(
-                OTA_MAGIC,
-                self.header_version,
-                self.header_length,
-                int(self.field_control),
-                self.manufacturer_code,
-                self.image_type,
-                self.file_version,
-                self.stack_version,
-                self._header_string_bytes().ljust(HEADER_STRING_BYTES, b"\x00"),
-                self.total_image_size,
-            )
-        ]
-        if self.security_credential_version is not None:
-            parts.append(_U8.pack(self.security_credential_version))
-        if self.upgrade_file_destination is not None:
-            parts.append(_U64.pack(self.upgrade_file_destination))
-        if self.min_hardware_version is not None and self.max_hardware_version is not None:
-            parts.append(_U16.pack(self.min_hardware_version))
-            parts.append(_U16.pack(self.max_hardware_version))
-        return b"".join(parts)
 
-    @classmethod
-    def deserialize(cls, data: _Buffer) -> tuple[OtaHeader, _Buffer]:
-        """Parse a header from the front of ``data``; return it and the bytes after it.
-
-        Does not compare total_image_size with ``len(data)``: only `parse_image` knows
-        that ``data`` is the whole file.
-        """
-        header = _parse_header(memoryview(data).cast("B"))
-        return header, data[header.header_length :]
+_KNOWN_FIELD_CONTROL = OtaHeader.LAYOUT.all_flags("field_control")
 
 
-def _parse_header(mv: memoryview) -> OtaHeader:
-    available = len(mv)
-    # Checked field by field in file order, so a short file with a wrong magic is reported
-    # as a wrong magic, not as a truncation further on.
-    _need(available, "magic", 0, 4)
-    (magic,) = struct.unpack_from("<I", mv, 0)
-    if magic != OTA_MAGIC:
-        raise ImageError("magic", 0, f"expected 0x{OTA_MAGIC:08X}, got 0x{magic:08X}")
-    _need(available, "header_version", 4, 2)
-    (header_version,) = _U16.unpack_from(mv, 4)
-    if header_version != HEADER_VERSION:
-        raise ImageError(
-            "header_version", 4, f"expected 0x{HEADER_VERSION:04X}, got 0x{header_version:04X}"
-        )
-    _need(available, "header_length", 6, 2)
-    (header_length,) = _U16.unpack_from(mv, 6)
-    _need(available, "field_control", 8, 2)
-    (fc,) = _U16.unpack_from(mv, 8)
-    if fc & ~_KNOWN_FIELD_CONTROL:
-        # An unknown bit announces a field of unknown size: the rest of the header cannot be
-        # located with confidence, and a meter must not guess about firmware.
-        raise ImageError(
-            "field_control",
-            8,
-            f"reserved bits 0x{fc & ~_KNOWN_FIELD_CONTROL:04X} set in 0x{fc:04X};"
-            f" expected only bits 0x{_KNOWN_FIELD_CONTROL:04X}",
-        )
-    expected_length = header_length_for(fc)
-    if header_length != expected_length:
-        raise ImageError(
-            "header_length",
-            6,
-            f"field control 0x{fc:04X} announces {expected_length} bytes,"
-            f" header says {header_length}",
-        )
-    for name, offset, size in _FIXED_FIELDS[4:]:
-        _need(available, name, offset, size)
-    (
-        _magic,
-        _version,
-        _length,
-        _fc,
-        manufacturer_code,
-        image_type,
-        file_version,
-        stack_version,
-        raw_string,
-        total_image_size,
-    ) = _FIXED.unpack_from(mv, 0)
+def header_length_for(field_control: int) -> int:
+    """The header length in bytes that field control announces."""
+    return OtaHeader.LAYOUT.size(field_control=field_control)
 
-    offset = FIXED_HEADER_BYTES
-    security_credential_version: int | None = None
-    upgrade_file_destination: int | None = None
-    min_hw: int | None = None
-    max_hw: int | None = None
-    if fc & FieldControl.SECURITY_CREDENTIAL_VERSION:
-        _need(available, "security_credential_version", offset, 1)
-        (security_credential_version,) = _U8.unpack_from(mv, offset)
-        offset += 1
-    if fc & FieldControl.DEVICE_SPECIFIC_FILE:
-        _need(available, "upgrade_file_destination", offset, 8)
-        (upgrade_file_destination,) = _U64.unpack_from(mv, offset)
-        offset += 8
-    if fc & FieldControl.HARDWARE_VERSIONS:
-        _need(available, "min_hardware_version", offset, 2)
-        (min_hw,) = _U16.unpack_from(mv, offset)
-        _need(available, "max_hardware_version", offset + 2, 2)
-        (max_hw,) = _U16.unpack_from(mv, offset + 2)
-        offset += 4
 
-    return OtaHeader(
-        header_version=header_version,
-        header_length=header_length,
-        field_control=FieldControl(fc),
-        manufacturer_code=manufacturer_code,
-        image_type=image_type,
-        file_version=file_version,
-        stack_version=stack_version,
-        header_string=raw_string.rstrip(b"\x00").decode("utf-8", "surrogateescape"),
-        total_image_size=total_image_size,
-        security_credential_version=security_credential_version,
-        upgrade_file_destination=upgrade_file_destination,
-        min_hardware_version=min_hw,
-        max_hardware_version=max_hw,
-    )
+FIXED_HEADER_BYTES = header_length_for(0)
+
+
+@binary(endian="<", error=ImageError)
+class SubElement(Struct):
+    """One element of a sub-element body: a tag, then its data behind a u32 length
+    (zigpy's ``SubElement``). `data` decodes as a view into the file."""
+
+    tag: Annotated[int, u16]
+    data: Annotated[bytes | memoryview, LVBytes(u32)]
+
+
+SUBELEMENT_HEAD_BYTES = len(SubElement(UPGRADE_IMAGE_TAG, b"").serialize())
 
 
 @dataclass(frozen=True, slots=True)
@@ -411,13 +280,12 @@ def _scan_subelements(
     image: tuple[int, int] | None = None
     signature: tuple[int, int] | None = None
     while pos < end:
-        if end - pos < SUBELEMENT_HEAD_BYTES:
-            return None
-        tag, length = _SUBELEMENT_HEAD.unpack_from(mv, pos)
-        data_start = pos + SUBELEMENT_HEAD_BYTES
-        data_end = data_start + length
-        if data_end > end:
-            return None
+        try:
+            element, data_end = SubElement.decode_at(mv, pos)
+        except ImageError:
+            return None  # a short head, or a length that runs past the end
+        data_start = data_end - len(element.data)
+        tag = element.tag
         if tag == UPGRADE_IMAGE_TAG:
             if image is not None:
                 return None
@@ -439,11 +307,11 @@ def parse_image(data: bytes | bytearray | memoryview) -> OtaImage:
     Copies only the header and signature; the manufacturer image is a view into ``data``.
     """
     mv = memoryview(data).cast("B")
-    header = _parse_header(mv)
+    header, _ = OtaHeader.decode_at(mv, 0)
     if header.total_image_size != len(mv):
         raise ImageError(
             "total_image_size",
-            52,
+            OtaHeader.LAYOUT.offset("total_image_size"),
             f"header says {header.total_image_size}, file has {len(mv)} bytes",
         )
     header_length = header.header_length
@@ -490,10 +358,6 @@ def verify_signature(
     return verify(public_key, signed_message(image, firmware_hash), image.signature)
 
 
-def _subelement(tag: int, data: bytes) -> bytes:
-    return _SUBELEMENT_HEAD.pack(tag, len(data)) + data
-
-
 def build_image(
     *,
     manufacturer_code: int,
@@ -519,18 +383,16 @@ def build_image(
         subelements = private_key is not None
     if private_key is not None and not subelements:
         raise ValueError("a signature needs the sub-element body form; a raw body has no room")
-    fc = FieldControl(0)
-    if security_credential_version is not None:
-        fc |= FieldControl.SECURITY_CREDENTIAL_VERSION
-    if upgrade_file_destination is not None:
-        fc |= FieldControl.DEVICE_SPECIFIC_FILE
-    min_hw: int | None = None
-    max_hw: int | None = None
-    if hardware_versions is not None:
-        fc |= FieldControl.HARDWARE_VERSIONS
-        min_hw, max_hw = hardware_versions
-        if min_hw > max_hw:
-            raise ValueError(f"hardware_versions min {min_hw} is above max {max_hw}")
+    min_hw, max_hw = hardware_versions if hardware_versions is not None else (None, None)
+    if min_hw is not None and max_hw is not None and min_hw > max_hw:
+        raise ValueError(f"hardware_versions min {min_hw} is above max {max_hw}")
+    optional = {
+        "security_credential_version": security_credential_version,
+        "upgrade_file_destination": upgrade_file_destination,
+        "min_hardware_version": min_hw,
+        "max_hardware_version": max_hw,
+    }
+    fc = FieldControl(OtaHeader.LAYOUT.flags("field_control", **optional))
     header_length = header_length_for(fc)
     body_bytes = len(body)
     if subelements:
@@ -547,18 +409,15 @@ def build_image(
         stack_version=stack_version,
         header_string=header_string,
         total_image_size=header_length + body_bytes,
-        security_credential_version=security_credential_version,
-        upgrade_file_destination=upgrade_file_destination,
-        min_hardware_version=min_hw,
-        max_hardware_version=max_hw,
+        **optional,
     )
     header_bytes = header.serialize()
     if not subelements:
         return header_bytes + body
-    parts = [header_bytes, _SUBELEMENT_HEAD.pack(UPGRADE_IMAGE_TAG, len(body)), body]
+    parts = [header_bytes, SubElement(UPGRADE_IMAGE_TAG, body).serialize()]
     if private_key is not None:
         signature = sign(private_key, header_bytes + hashlib.sha256(body).digest())
-        parts.append(_subelement(SIGNATURE_TAG, signature))
+        parts.append(SubElement(SIGNATURE_TAG, signature).serialize())
     return b"".join(parts)
 
 

@@ -16,18 +16,18 @@ Delivery guarantees, and why:
   copes with a duplicate (a device ignores blocks it holds and answers a repeated
   INITIATE, QUERY or ACTIVATE as it stands; the DCO drops answers to closed requests),
   but a stale frame replayed after a restart is still a surprise worth avoiding: each
-  payload travels in a 9-byte envelope, `0xE5, sender u32, seq u32` (big-endian), and a
-  receiver drops a (sender, seq) it has seen. Handlers see the frame alone. (An MQTT v5
+  payload travels in a 9-byte `Envelope`, `0xE5, sender u32, seq u32` (big-endian), and
+  a receiver drops a (sender, seq) it has seen. Handlers see the frame alone. (An MQTT v5
   user property would do the same, but paho builds and parses those at half the rate.)
-* **Small frames that queue up travel together.** A frame published while an earlier
-  one for the same topic still waits in the queue joins it, up to `BATCH_MAX_BYTES`:
-  envelope `0xE6, sender u32, seq u32`, then `length u32, frame` per frame. aiomqtt and
-  paho spend about as much per message as on 64 KiB of payload, and a DCO day is mostly
-  small frames (initiate, status, query, activate: ten a device against one or a few
-  runs of blocks), so under load this halves the work per frame at both ends and at
-  the broker; an idle bus sends each frame at once, alone. Order holds per topic (as
-  MQTT promises it), not across topics. Counters count frames; `mqtt_publishes` and
-  `mqtt_received` count MQTT messages.
+* **Small frames that queue up travel together.** A frame published while an earlier one
+  for the same topic still waits in the queue joins it, up to `BATCH_MAX_BYTES`: envelope
+  `0xE6, sender u32, seq u32`, then a `BatchEntry` (`length u32, frame`) per frame
+  (`join_batch`, `split_batch`). aiomqtt and paho spend about as much per message as on
+  64 KiB of payload, and a DCO day is mostly small frames (initiate, status, query, activate:
+  ten a device against one or a few runs of blocks), so under load this halves the work
+  per frame at both ends and at the broker; an idle bus sends each frame at once, alone.
+  Order holds per topic (as MQTT promises it), not across topics. Counters count frames;
+  `mqtt_publishes` and `mqtt_received` count MQTT messages.
 * **The protocol recovers what the transport loses.** A broker killed without
   persistence loses what it held; the DCO's bitmap-and-resume and its retries after a
   silence recover the transfer, not QoS.
@@ -48,10 +48,10 @@ import contextlib
 import logging
 import random
 import ssl
-import struct
 from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -59,7 +59,8 @@ from paho.mqtt.properties import Properties
 
 from smets1.broker_url import BrokerUrl
 from smets1.bus import Bus, BusCounters, Handler, topic_matches
-from smets1.errors import BusError
+from smets1.errors import BusError, EnvelopeError
+from smets1.structs import Field, LVBytes, Struct, binary, u8, u32
 
 log = logging.getLogger("smets1.mqtt")
 
@@ -75,12 +76,11 @@ PUBLISH_WINDOW = 64
 PUBLISH_TIMEOUT_SECONDS = 60.0
 #: Message numbers remembered per sender to drop redeliveries.
 DEDUP_WINDOW = 16_384
-#: First byte of the envelope (a frame starts with its format version, 1).
+#: First byte of the envelope (a frame starts with its format version, smets1.wire's
+#: FRAME_VERSION, far below).
 ENVELOPE_MAGIC = 0xE5
 #: First byte of the envelope of several frames, each behind its length (u32, big-endian).
 BATCH_MAGIC = 0xE6
-_ENVELOPE = struct.Struct(">BII")
-_LENGTH = struct.Struct(">I")
 #: Frames join a queued message for their topic while it stays under this many bytes;
 #: a frame this large or larger always travels alone (runs of blocks do).
 BATCH_MAX_BYTES = 64 * 1024
@@ -107,6 +107,66 @@ class MqttCounters(BusCounters):
     bad_batches: int = 0
 
 
+def _known_magic(magic: int, _: Mapping[str, Any]) -> str | None:
+    if magic in (ENVELOPE_MAGIC, BATCH_MAGIC):
+        return None
+    return f"expected 0x{ENVELOPE_MAGIC:02X} or 0x{BATCH_MAGIC:02X}, got 0x{magic:02X}"
+
+
+@binary(endian=">", error=EnvelopeError)
+class Envelope(Struct):
+    """What an MqttBus puts in front of the frames of a message: one frame alone
+    (`ENVELOPE_MAGIC`, the frame follows) or several (`BATCH_MAGIC`, `BatchEntry`s follow),
+    and who sent it with which number, to drop redeliveries."""
+
+    magic: Annotated[int, u8, Field(check=_known_magic)]
+    sender: Annotated[int, u32]
+    seq: Annotated[int, u32]
+
+
+@binary(endian=">", error=EnvelopeError)
+class BatchEntry(Struct):
+    """One frame of a batch, behind its length."""
+
+    frame: Annotated[bytes | memoryview, LVBytes(u32)]
+
+
+ENVELOPE_BYTES = Envelope.LAYOUT.size()
+
+
+def join_batch(sender: int, seq: int, frames: Sequence[bytes]) -> bytes:
+    """One MQTT message carrying `frames`: a lone frame in the plain envelope, several
+    each behind its length. `split_batch` takes it apart."""
+    if len(frames) == 1:
+        return Envelope(ENVELOPE_MAGIC, sender, seq).serialize() + frames[0]
+    parts = [Envelope(BATCH_MAGIC, sender, seq).serialize()]
+    parts += [BatchEntry(frame).serialize() for frame in frames]
+    return b"".join(parts)
+
+
+def split_batch(
+    payload: bytes | bytearray | memoryview,
+) -> tuple[list[bytes], EnvelopeError | None]:
+    """The frames of a message `join_batch` built, and the error where it broke (None if
+    it is whole). The frames before a break are kept: each is whole and stands alone."""
+    view = memoryview(payload)
+    try:
+        envelope, offset = Envelope.decode_at(view, 0)
+    except EnvelopeError as exc:
+        return [], exc
+    if envelope.magic == ENVELOPE_MAGIC:
+        return [bytes(view[offset:])], None
+    frames: list[bytes] = []
+    end = len(view)
+    while offset < end:
+        try:
+            entry, offset = BatchEntry.decode_at(view, offset)
+        except EnvelopeError as exc:
+            return frames, exc
+        frames.append(bytes(entry.frame))
+    return frames, None
+
+
 @dataclass(slots=True)
 class _Outgoing:
     seq: int
@@ -116,21 +176,14 @@ class _Outgoing:
     frames: list[bytes] | None = None  # a batch still open to more frames
     frame_count: int = 1
     frame_bytes: int = 0
+    sender: int = 0
 
     def close_batch(self) -> None:
-        """Freeze the frames into the payload; a single frame keeps the plain envelope."""
+        """Freeze the frames into the payload."""
         frames = self.frames
-        if frames is None:
-            return
-        self.frames = None
-        if len(frames) == 1:
-            self.payload += frames[0]
-            return
-        parts = [bytes((BATCH_MAGIC,)) + self.payload[1:]]
-        for frame in frames:
-            parts.append(_LENGTH.pack(len(frame)))
-            parts.append(frame)
-        self.payload = b"".join(parts)
+        if frames is not None:
+            self.frames = None
+            self.payload = join_batch(self.sender, self.seq & 0xFFFF_FFFF, frames)
 
 
 @dataclass(slots=True)
@@ -140,7 +193,7 @@ class _Subscription:
     handler: Handler
 
 
-class _Recent:
+class RecentNumbers:
     """The last `DEDUP_WINDOW` message numbers seen from one sender."""
 
     __slots__ = ("order", "seen")
@@ -206,7 +259,7 @@ class MqttBus(Bus):
         self._routes: dict[str, list[Handler]] = {}
         self._seq = 0
         self._sender = random.getrandbits(32)
-        self._seen: dict[int, _Recent] = {}
+        self._seen: dict[int, RecentNumbers] = {}
         self._connected = asyncio.Event()
         self._client: aiomqtt.Client | None = None
         self._task: asyncio.Task[None] | None = None
@@ -239,13 +292,13 @@ class MqttBus(Bus):
                     batch.frame_bytes += size
                     return
         self._seq += 1
-        head = _ENVELOPE.pack(ENVELOPE_MAGIC, self._sender, self._seq & 0xFFFF_FFFF)
         now = asyncio.get_running_loop().time()
         if size < BATCH_MAX_BYTES:
-            msg = _Outgoing(self._seq, topic, head, now, [bytes(payload)], 1, size)
+            msg = _Outgoing(self._seq, topic, b"", now, [bytes(payload)], 1, size, self._sender)
             self._open[topic] = msg
         else:
-            msg = _Outgoing(self._seq, topic, head + payload, now, None, 1, size)
+            whole = join_batch(self._sender, self._seq & 0xFFFF_FFFF, [payload])
+            msg = _Outgoing(self._seq, topic, whole, now, None, 1, size, self._sender)
             self._open.pop(topic, None)  # later frames must not overtake this one
         self._queue.put_nowait(msg)
 
@@ -470,22 +523,28 @@ class MqttBus(Bus):
         if not isinstance(payload, bytes | bytearray):
             return
         c.mqtt_received += 1
-        magic = payload[0] if payload else -1
-        if len(payload) >= _ENVELOPE.size and magic in (ENVELOPE_MAGIC, BATCH_MAGIC):
-            _, sender, seq = _ENVELOPE.unpack_from(payload)
-            recent = self._seen.get(sender)
-            if recent is None:
-                recent = self._seen[sender] = _Recent()
-            if not recent.is_new(seq):
-                c.duplicates_dropped += 1
-                return
-            if magic == BATCH_MAGIC:
-                frames = self._unbatch(payload)
-            else:
-                frames = [bytes(payload[_ENVELOPE.size :])]
-        else:
+        try:
+            envelope, _ = Envelope.decode_at(memoryview(payload), 0)
+        except EnvelopeError:
             c.foreign_messages += 1  # from a publisher that is not an MqttBus: as it is
             frames = [bytes(payload)]
+        else:
+            recent = self._seen.get(envelope.sender)
+            if recent is None:
+                recent = self._seen[envelope.sender] = RecentNumbers()
+            if not recent.is_new(envelope.seq):
+                c.duplicates_dropped += 1
+                return
+            frames, broken = split_batch(payload)
+            if broken is not None:
+                c.bad_batches += 1
+                log.warning(
+                    "%s: batch of %d bytes broken (%s); %d frame(s) kept",
+                    self.client_id,
+                    len(payload),
+                    broken,
+                    len(frames),
+                )
         topic = message.topic.value
         handlers = self._handlers(topic)
         for data in frames:
@@ -498,27 +557,3 @@ class MqttBus(Bus):
                 except Exception:
                     c.handler_errors += 1
                     log.exception("%s: handler for %s failed", self.client_id, topic)
-
-    def _unbatch(self, payload: bytes | bytearray) -> list[bytes]:
-        """The frames of a batch; a length that runs past the end drops the rest."""
-        frames = []
-        view = memoryview(payload)
-        offset = _ENVELOPE.size
-        end = len(payload)
-        while offset + _LENGTH.size <= end:
-            (n,) = _LENGTH.unpack_from(view, offset)
-            offset += _LENGTH.size
-            if offset + n > end:
-                break
-            frames.append(bytes(view[offset : offset + n]))
-            offset += n
-        if offset != end:
-            self.counters.bad_batches += 1
-            log.warning(
-                "%s: batch of %d bytes broken at offset %d; %d frame(s) kept",
-                self.client_id,
-                end,
-                offset,
-                len(frames),
-            )
-        return frames

@@ -18,13 +18,11 @@ level, so neither the DCO nor the fleet host knows about workers.
 from __future__ import annotations
 
 import re
-import struct
 
 from smets1.bus import Bus, BusCounters, Handler, down_topic, up_topic
 from smets1.errors import BusError
+from smets1.wire import route_key
 
-#: Offset 2: device id (u64), offset 10: transfer id (u32), little-endian (smets1.wire).
-_KEY = struct.Struct("<2xQI")
 #: (device, transfer) pairs the fleet side remembers; the oldest go first.
 MAX_ROUTES = 1_000_000
 SHARE_GROUP = "dco"
@@ -96,8 +94,8 @@ class ShardBus(Bus):
         routes = self._worker_of
 
         def remember(topic: str, payload: bytes) -> None:
-            if len(payload) >= _KEY.size:
-                key = _KEY.unpack_from(payload)
+            key = route_key(payload)
+            if key is not None:
                 routes.pop(key, None)  # re-insert: keeps the dict in age order
                 routes[key] = topic.rsplit("/", 1)[1]
                 if len(routes) > MAX_ROUTES:
@@ -108,8 +106,9 @@ class ShardBus(Bus):
         self.inner.subscribe(down, handler)  # a DCO that names no worker
 
     def publish(self, topic: str, payload: bytes) -> None:
-        if topic == self._up and len(payload) >= _KEY.size:
-            worker = self._worker_of.get(_KEY.unpack_from(payload))
+        if topic == self._up:
+            key = route_key(payload)
+            worker = None if key is None else self._worker_of.get(key)
             if worker is not None:
                 topic = f"{topic}/{worker}"
         self.inner.publish(topic, payload)

@@ -2,29 +2,47 @@
 
 Every frame starts with the same 14 bytes, little-endian:
 
-    offset 0  u8   frame format version (1)
+    offset 0  u8   frame format version (FRAME_VERSION, 2)
     offset 1  u8   message type (MessageType)
     offset 2  u64  device id (EUI-64 as an integer)
     offset 10 u32  transfer id (0 where no transfer is meant)
 
-then the fields of its type. Blocks travel as a run of consecutive blocks in one frame,
-each with its own CRC-32, so one lost frame costs a run and the device's bitmap says
-which run to send again. Each type is a slotted dataclass with `serialize()` and
-`deserialize(data) -> (frame, rest)` (STYLE 1); `decode(data)` takes a whole frame.
+then the fields of its type. Version 2 gave Blocks' data a length of its own, so a Blocks
+frame ends where its data ends, like every other frame. Blocks travel as a run of
+consecutive blocks in one frame, each with its own CRC-32, so one lost frame costs a run
+and the device's bitmap says which run to send again. Each type is a struct of
+`smets1.structs` (STYLE 1): declared once, with `serialize()` and `deserialize(data) ->
+(frame, rest)`; `decode(data)` takes a whole frame and `decode_prefix(data)` one from the
+front of a buffer. A short frame is reported by part: the header, then the fixed fields of
+the type (named after the type), then each field of variable size.
 """
 
 from __future__ import annotations
 
 import enum
-import struct
 import zlib
-from dataclasses import dataclass
-from typing import ClassVar, Self
+from typing import Annotated, ClassVar, Self, cast
 
 from smets1.codes import DeviceState, Reason
 from smets1.errors import WireError
+from smets1.structs import (
+    Bytes,
+    Const,
+    Field,
+    LVBytes,
+    LVList,
+    SizedBytes,
+    Struct,
+    binary,
+    f64,
+    u8,
+    u16,
+    u32,
+    u64,
+)
 
-FRAME_VERSION = 1
+#: 2: Blocks carries the length of its data, and its CRC count just before the CRCs.
+FRAME_VERSION = 2
 NO_BLOCK = 0xFFFFFFFF
 NO_VERSION = 0xFFFFFFFF
 #: An execution time of 0 in an ACTIVATE frame means "now".
@@ -38,9 +56,6 @@ def is_cancellation(execution_time: float, now: float) -> bool:
     return execution_time != IMMEDIATE and execution_time - now >= CANCEL_AFTER_SECONDS
 
 
-_HEAD = struct.Struct("<BBQI")
-
-
 class MessageType(enum.IntEnum):
     INITIATE = 0x01
     BLOCKS = 0x02
@@ -52,83 +67,72 @@ class MessageType(enum.IntEnum):
     VERSION = 0x83
 
 
-def _need(data: memoryview | bytes, offset: int, size: int, field: str) -> None:
-    if len(data) < offset + size:
-        raise WireError(field, offset, f"expected at least {offset + size} bytes, got {len(data)}")
+def _type_mismatch(expected: MessageType, got: int) -> str:
+    known = FRAME_TYPES.get(got)
+    if known is None:
+        return f"unknown message type 0x{got:02x}"
+    return f"expected {expected.name}, got {known.TYPE.name}"
 
 
-@dataclass(slots=True)
-class Frame:
-    """Fields shared by every frame."""
+@binary(endian="<", error=WireError, section="header")
+class Frame(Struct):
+    """Fields shared by every frame. `Frame.deserialize` decodes a frame of any type."""
 
-    TYPE: ClassVar[MessageType]
-    BODY: ClassVar[struct.Struct]
+    VERSION: ClassVar[
+        Annotated[int, u8, Const("expected frame version {expected}, got {got}", name="version")]
+    ] = FRAME_VERSION
+    TYPE: ClassVar[Annotated[MessageType, u8, Const(_type_mismatch, name="type")]]
 
-    device_id: int
-    transfer_id: int
-
-    def _head(self) -> bytes:
-        return _HEAD.pack(FRAME_VERSION, self.TYPE, self.device_id, self.transfer_id)
-
-    def serialize(self) -> bytes:
-        return self._head() + self.BODY.pack(*self._body_values())
-
-    def _body_values(self) -> tuple[object, ...]:
-        return ()
+    device_id: Annotated[int, u64]
+    transfer_id: Annotated[int, u32]
 
     @classmethod
-    def deserialize(cls, data: bytes | memoryview) -> tuple[Self, memoryview]:
-        frame, rest = decode_prefix(data)
-        if not isinstance(frame, cls):
-            raise WireError("type", 1, f"expected {cls.TYPE.name}, got {frame.TYPE.name}")
-        return frame, rest
-
-    @classmethod
-    def _from_body(
-        cls, device_id: int, transfer_id: int, data: memoryview, offset: int
-    ) -> tuple[Self, int]:
-        _need(data, offset, cls.BODY.size, cls.TYPE.name.lower())
-        values = cls.BODY.unpack_from(data, offset)
-        return cls(device_id, transfer_id, *values), offset + cls.BODY.size
+    def decode_at(cls, data: memoryview, offset: int = 0) -> tuple[Self, int]:
+        # The base class has no type of its own: the type byte picks the class. Query's
+        # layout is the header alone, so an unknown type decodes as far as the header,
+        # which reports a short header, a wrong version or the unknown type, in that order.
+        kind = FRAME_TYPES.get(data[offset + 1], Query) if len(data) > offset + 1 else Query
+        return cast(tuple[Self, int], kind.decode_at(data, offset))
 
 
-@dataclass(slots=True)
+@binary(section="initiate")
 class Initiate(Frame):
     """DCO → device: a transfer of `image_size` bytes in blocks of `block_size` begins."""
 
     TYPE = MessageType.INITIATE
-    BODY = struct.Struct("<IH32s")
 
-    image_size: int
-    block_size: int
-    firmware_hash: bytes
-
-    def _body_values(self) -> tuple[object, ...]:
-        return (self.image_size, self.block_size, self.firmware_hash)
+    image_size: Annotated[int, u32]
+    block_size: Annotated[int, u16]
+    firmware_hash: Annotated[bytes, Bytes(32)]
 
     @property
     def block_count(self) -> int:
         return -(-self.image_size // self.block_size)
 
 
-@dataclass(slots=True)
+def _crc_of_data(frame: Blocks) -> int:
+    return zlib.crc32(frame.data)
+
+
+@binary(section="blocks", wire_order=("first_block", "run_crc", "crcs", "data"))
 class Blocks(Frame):
-    """DCO → device: `count` consecutive blocks from `first_block`, each with a CRC-32,
-    and the CRC-32 of the whole run.
+    """DCO → device: consecutive blocks from `first_block`, each with a CRC-32, and the
+    CRC-32 of the whole run.
 
     The run CRC lets a device check an intact run with one call instead of one per block;
     only when it disagrees does the device check block by block and keep the good ones.
-    On the wire: first block u32, count u16, run CRC u32, count × u32 CRCs, the data.
+    On the wire: first block u32, run CRC u32, count u16 and count × u32 CRCs, data length
+    u32 and the data. The CRCs say where each block ends; `data` decodes as a view into
+    the frame, not a copy.
     """
 
     TYPE = MessageType.BLOCKS
-    BODY = struct.Struct("<IHI")
 
-    first_block: int
-    crcs: tuple[int, ...]
-    data: bytes | memoryview
+    first_block: Annotated[int, u32]
+    crcs: Annotated[tuple[int, ...], LVList(u32, u16)]
+    data: Annotated[bytes | memoryview, LVBytes(u32)]
     #: None until serialized (then computed from `data`), or when a run was cut up.
-    run_crc: int | None = None
+    run_crc: Annotated[int | None, u32, Field(fill=_crc_of_data)] = None
 
     @classmethod
     def build(
@@ -143,41 +147,15 @@ class Blocks(Frame):
         crcs = tuple(zlib.crc32(view[i : i + block_size]) for i in range(0, len(view), block_size))
         return cls(device_id, transfer_id, first_block, crcs, data, zlib.crc32(view))
 
-    def serialize(self) -> bytes:
-        n = len(self.crcs)
-        run_crc = zlib.crc32(self.data) if self.run_crc is None else self.run_crc
-        return b"".join(
-            (
-                self._head(),
-                self.BODY.pack(self.first_block, n, run_crc),
-                struct.pack(f"<{n}I", *self.crcs),
-                self.data,
-            )
-        )
 
-    @classmethod
-    def _from_body(
-        cls, device_id: int, transfer_id: int, data: memoryview, offset: int
-    ) -> tuple[Blocks, int]:
-        _need(data, offset, cls.BODY.size, "blocks")
-        first, n, run_crc = cls.BODY.unpack_from(data, offset)
-        offset += cls.BODY.size
-        _need(data, offset, 4 * n, "crcs")
-        crcs = struct.unpack_from(f"<{n}I", data, offset)
-        offset += 4 * n
-        # The block data runs to the end of the frame; the CRCs say where each block ends.
-        return cls(device_id, transfer_id, first, crcs, data[offset:], run_crc), len(data)
-
-
-@dataclass(slots=True)
+@binary()
 class Query(Frame):
     """DCO → device: report the state of this transfer (answered by Status)."""
 
     TYPE = MessageType.QUERY
-    BODY = struct.Struct("<")
 
 
-@dataclass(slots=True)
+@binary(section="activate")
 class Activate(Frame):
     """DCO → device: activate the image whose hash is `firmware_hash` at `execution_time`.
 
@@ -185,126 +163,62 @@ class Activate(Frame):
     """
 
     TYPE = MessageType.ACTIVATE
-    BODY = struct.Struct("<d32s")
 
-    execution_time: float
-    firmware_hash: bytes
-
-    def _body_values(self) -> tuple[object, ...]:
-        return (self.execution_time, self.firmware_hash)
+    execution_time: Annotated[float, f64]
+    firmware_hash: Annotated[bytes, Bytes(32)]
 
 
-@dataclass(slots=True)
+@binary()
 class ReadVersion(Frame):
     """DCO → device: which firmware runs, and which is pending (SRV 11.2)."""
 
     TYPE = MessageType.READ_VERSION
-    BODY = struct.Struct("<")
 
 
-@dataclass(slots=True)
+def _bitmap_bytes(block_count: int) -> int:
+    return (block_count + 7) // 8
+
+
+@binary(section="status")
 class Status(Frame):
-    """Device → DCO: transfer state, blocks held, the first missing block and the bitmap."""
+    """Device → DCO: transfer state, blocks held, the first missing block and the bitmap
+    of held blocks (one bit a block, `block_count` bits)."""
 
     TYPE = MessageType.STATUS
-    BODY = struct.Struct("<BBIII")
 
-    state: DeviceState
-    reason: Reason
-    received: int
-    first_missing: int
-    block_count: int
-    bitmap: bytes = b""
-
-    def serialize(self) -> bytes:
-        return (
-            self._head()
-            + self.BODY.pack(
-                self.state, self.reason, self.received, self.first_missing, self.block_count
-            )
-            + self.bitmap
-        )
-
-    @classmethod
-    def _from_body(
-        cls, device_id: int, transfer_id: int, data: memoryview, offset: int
-    ) -> tuple[Status, int]:
-        _need(data, offset, cls.BODY.size, "status")
-        state, reason, received, first_missing, count = cls.BODY.unpack_from(data, offset)
-        offset += cls.BODY.size
-        bitmap_bytes = (count + 7) // 8
-        _need(data, offset, bitmap_bytes, "bitmap")
-        bitmap = bytes(data[offset : offset + bitmap_bytes])
-        return (
-            cls(
-                device_id,
-                transfer_id,
-                DeviceState(state),
-                Reason(reason),
-                received,
-                first_missing,
-                count,
-                bitmap,
-            ),
-            offset + bitmap_bytes,
-        )
+    state: Annotated[DeviceState, u8]
+    reason: Annotated[Reason, u8]
+    received: Annotated[int, u32]
+    first_missing: Annotated[int, u32]
+    block_count: Annotated[int, u32]
+    bitmap: Annotated[bytes, SizedBytes("block_count", _bitmap_bytes)] = b""
 
     @property
     def complete(self) -> bool:
         return self.first_missing == NO_BLOCK
 
 
-@dataclass(slots=True)
+@binary(section="activation")
 class Activation(Frame):
     """Device → DCO: the outcome of an ACTIVATE (scheduled, active, failed, cancelled)."""
 
     TYPE = MessageType.ACTIVATION
-    BODY = struct.Struct("<BBId")
 
-    state: DeviceState
-    reason: Reason
-    running_version: int
-    at: float
-
-    def _body_values(self) -> tuple[object, ...]:
-        return (self.state, self.reason, self.running_version, self.at)
-
-    @classmethod
-    def _from_body(
-        cls, device_id: int, transfer_id: int, data: memoryview, offset: int
-    ) -> tuple[Activation, int]:
-        _need(data, offset, cls.BODY.size, "activation")
-        state, reason, version, at = cls.BODY.unpack_from(data, offset)
-        return (
-            cls(device_id, transfer_id, DeviceState(state), Reason(reason), version, at),
-            offset + cls.BODY.size,
-        )
+    state: Annotated[DeviceState, u8]
+    reason: Annotated[Reason, u8]
+    running_version: Annotated[int, u32]
+    at: Annotated[float, f64]
 
 
-@dataclass(slots=True)
+@binary(section="version")
 class Version(Frame):
     """Device → DCO: the running firmware version, and the pending one (or NO_VERSION)."""
 
     TYPE = MessageType.VERSION
-    BODY = struct.Struct("<IIB")
 
-    running_version: int
-    pending_version: int
-    state: DeviceState
-
-    def _body_values(self) -> tuple[object, ...]:
-        return (self.running_version, self.pending_version, self.state)
-
-    @classmethod
-    def _from_body(
-        cls, device_id: int, transfer_id: int, data: memoryview, offset: int
-    ) -> tuple[Version, int]:
-        _need(data, offset, cls.BODY.size, "version")
-        running, pending, state = cls.BODY.unpack_from(data, offset)
-        return (
-            cls(device_id, transfer_id, running, pending, DeviceState(state)),
-            offset + cls.BODY.size,
-        )
+    running_version: Annotated[int, u32]
+    pending_version: Annotated[int, u32]
+    state: Annotated[DeviceState, u8]
 
 
 FRAME_TYPES: dict[int, type[Frame]] = {
@@ -313,17 +227,15 @@ FRAME_TYPES: dict[int, type[Frame]] = {
 }
 
 
+_ROUTE = Frame.LAYOUT.reader("device_id", "transfer_id")
+
+
 def decode_prefix(data: bytes | memoryview) -> tuple[Frame, memoryview]:
     """Decode one frame from the front of `data`; return it and the bytes after it."""
     view = memoryview(data)
-    _need(view, 0, _HEAD.size, "header")
-    version, mtype, device_id, transfer_id = _HEAD.unpack_from(view, 0)
-    if version != FRAME_VERSION:
-        raise WireError("version", 0, f"expected frame version {FRAME_VERSION}, got {version}")
-    cls = FRAME_TYPES.get(mtype)
-    if cls is None:
-        raise WireError("type", 1, f"unknown message type 0x{mtype:02x}")
-    frame, end = cls._from_body(device_id, transfer_id, view, _HEAD.size)
+    # Frame.decode_at's dispatch, inline: this is the hot path.
+    cls = FRAME_TYPES.get(view[1], Query) if len(view) > 1 else Query
+    frame, end = cls.decode_at(view, 0)
     return frame, view[end:]
 
 
@@ -333,3 +245,14 @@ def decode(data: bytes | memoryview) -> Frame:
     if len(rest):
         raise WireError("frame", len(data) - len(rest), f"{len(rest)} unexpected trailing bytes")
     return frame
+
+
+def route_key(payload: bytes | memoryview) -> tuple[int, int] | None:
+    """(device id, transfer id) of a frame, read without decoding it; None if too short.
+
+    What a reply is matched by: the fleet side of a sharded DCO remembers which worker
+    sent each (device, transfer) and answers that worker (smets1.routing).
+    """
+    if len(payload) < _ROUTE.size:
+        return None
+    return cast(tuple[int, int], _ROUTE.unpack_from(payload))

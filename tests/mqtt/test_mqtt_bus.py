@@ -10,7 +10,17 @@ import pytest
 from orchestrator.mosquitto import Mosquitto
 from smets1.broker_url import parse_broker_url
 from smets1.errors import BusError
-from smets1.mqtt import _ENVELOPE, BATCH_MAGIC, ENVELOPE_MAGIC, MqttBus, _Outgoing, _Recent
+from smets1.mqtt import (
+    BATCH_MAGIC,
+    ENVELOPE_BYTES,
+    ENVELOPE_MAGIC,
+    BatchEntry,
+    Envelope,
+    MqttBus,
+    RecentNumbers,
+    join_batch,
+    split_batch,
+)
 
 pytestmark = pytest.mark.mqtt
 
@@ -122,23 +132,35 @@ async def test_unreachable_broker_fails_start_with_the_reason() -> None:
 
 
 def test_redelivered_message_numbers_are_dropped() -> None:
-    recent = _Recent()
+    recent = RecentNumbers()
     assert [recent.is_new(n) for n in (1, 2, 1, 3, 2)] == [True, True, False, True, False]
 
 
 def test_batch_envelope_round_trip_and_a_broken_length() -> None:
-    bus = MqttBus(parse_broker_url("mqtt://127.0.0.1:9"), "t-batch")
     frames = [b"", b"\x01", b"frame" * 300]
-    head = _ENVELOPE.pack(ENVELOPE_MAGIC, 7, 42)
-    msg = _Outgoing(42, "t", head, 0.0, list(frames), len(frames), sum(map(len, frames)))
-    msg.close_batch()
-    assert msg.payload[0] == BATCH_MAGIC and msg.payload[1:9] == head[1:]
-    assert bus._unbatch(msg.payload) == frames
-    assert bus.counters.bad_batches == 0
-    # A length that runs past the end keeps the frames before it and says so.
-    assert bus._unbatch(msg.payload[:-1]) == frames[:2]
-    assert bus.counters.bad_batches == 1
+    payload = join_batch(7, 42, frames)
+    envelope, rest = Envelope.deserialize(payload)
+    assert (envelope.magic, envelope.sender, envelope.seq) == (BATCH_MAGIC, 7, 42)
+    assert bytes(rest) == b"".join(BatchEntry(f).serialize() for f in frames)
+    assert split_batch(payload) == (frames, None)
+    # A length that runs past the end keeps the frames before it and says where.
+    kept, broken = split_batch(payload[:-1])
+    assert kept == frames[:2]
+    assert broken is not None
+    # The third frame's data starts after three lengths and the first two frames.
+    assert (broken.field, broken.offset) == ("frame", ENVELOPE_BYTES + 3 * 4 + 0 + 1)
+    assert str(broken).endswith("expected at least 1522 bytes, got 1521")
     # One frame alone keeps the plain envelope.
-    single = _Outgoing(43, "t", head, 0.0, [b"abc"], 1, 3)
-    single.close_batch()
-    assert single.payload == head + b"abc"
+    single = join_batch(7, 43, [b"abc"])
+    assert single == Envelope(ENVELOPE_MAGIC, 7, 43).serialize() + b"abc"
+    assert split_batch(single) == ([b"abc"], None)
+
+
+def test_what_is_not_an_envelope_says_why() -> None:
+    frames, empty = split_batch(b"")
+    assert frames == [] and empty is not None and (empty.field, empty.offset) == ("magic", 0)
+    _, short = split_batch(b"\xe5\x00")
+    assert short is not None and (short.field, short.offset) == ("sender", 1)
+    _, foreign = split_batch(b"\x01" + bytes(20))
+    assert foreign is not None
+    assert str(foreign) == "magic at offset 0: expected 0xE5 or 0xE6, got 0x01"
