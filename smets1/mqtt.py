@@ -261,6 +261,10 @@ class MqttBus(Bus):
         self._sender = random.getrandbits(32)
         self._seen: dict[int, RecentNumbers] = {}
         self._connected = asyncio.Event()
+        self._disconnected = asyncio.Event()  # set while not connected (from the start)
+        self._disconnected.set()
+        self._drained_event = asyncio.Event()  # set while nothing waits for the broker
+        self._drained_event.set()
         self._client: aiomqtt.Client | None = None
         self._task: asyncio.Task[None] | None = None
         self._side_tasks: set[asyncio.Task[Any]] = set()
@@ -283,6 +287,7 @@ class MqttBus(Bus):
             raise BusError(f"publish on closed bus (topic {topic})")
         size = len(payload)
         self._pending_frames += 1
+        self._drained_event.clear()
         if size < BATCH_MAX_BYTES:
             batch = self._open.get(topic)
             if batch is not None and batch.frames is not None:
@@ -338,7 +343,7 @@ class MqttBus(Bus):
         self._closed = True
         if self._connected.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._drained(), FLUSH_SECONDS)
+                await asyncio.wait_for(self.wait_drained(), FLUSH_SECONDS)
             client = self._client
             if client is not None:
                 # A session that lingers with no subscription queues nothing for us.
@@ -351,6 +356,14 @@ class MqttBus(Bus):
 
     async def wait_connected(self) -> None:
         await self._connected.wait()
+
+    async def wait_disconnected(self) -> None:
+        """Until the connection to the broker is down (at once if it is)."""
+        await self._disconnected.wait()
+
+    async def wait_drained(self) -> None:
+        """Until every frame accepted by `publish` has been acknowledged by the broker."""
+        await self._drained_event.wait()
 
     def take_worst_delay(self) -> float:
         """Wall seconds the slowest message since the last call (or still queued) waited
@@ -377,10 +390,6 @@ class MqttBus(Bus):
             return_exceptions=True,
         )
         self._task = None
-
-    async def _drained(self) -> None:
-        while self.backlog:  # noqa: ASYNC110 - a count three places change; polled at close only
-            await asyncio.sleep(0.01)
 
     def _make_client(self) -> aiomqtt.Client:
         b = self.broker
@@ -432,6 +441,7 @@ class MqttBus(Bus):
             finally:
                 self._client = None
                 self._connected.clear()
+                self._disconnected.set()
                 self._requeue_unacked()
             # Transport backoff is wall time, not simulated time: the broker's clock.
             await asyncio.sleep(delay * random.uniform(0.75, 1.25))
@@ -454,6 +464,7 @@ class MqttBus(Bus):
             await client.subscribe(f, qos=QOS)
         self._client = client
         self._connected.set()
+        self._disconnected.clear()
         log.info("%s: connected to %s", self.client_id, self.broker)
         try:
             async with asyncio.TaskGroup() as tg:
@@ -503,6 +514,8 @@ class MqttBus(Bus):
             if delay > self._worst_delay:
                 self._worst_delay = delay
             self._pending_frames -= msg.frame_count
+            if not self._pending_frames:
+                self._drained_event.set()
             c = self.counters
             c.mqtt_publishes += 1
             c.messages_published += msg.frame_count

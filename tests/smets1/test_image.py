@@ -1,4 +1,4 @@
-"""Tests for smets1.image and smets1.signing: the OTA file format, its signature, its keys."""
+"""Tests for smets1.image: the OTA file format, its parser, its signature, its summary."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -34,15 +32,8 @@ from smets1.image import (
     verify_signature,
 )
 from smets1.signing import (
-    SigningError,
     demo_private_key,
     generate_private_key,
-    load_private_key,
-    load_public_key,
-    private_key_pem,
-    public_key_pem,
-    sign,
-    verify,
 )
 
 FILES = Path(__file__).parent / "files"
@@ -516,143 +507,6 @@ def test_build_refuses_values_that_do_not_fit(overrides: dict[str, object], need
         build(**overrides)
 
 
-# --- signing --------------------------------------------------------------------------------
-
-
-def test_sign_and_verify_raw_signatures() -> None:
-    key = generate_private_key()
-    signature = sign(key, b"message")
-    assert len(signature) == 64
-    assert verify(key.public_key(), b"message", signature)
-    assert not verify(key.public_key(), b"massage", signature)
-    for bad in (b"", signature[:63], signature + b"\x00", b"\x00" * 64, b"\xff" * 64):
-        assert not verify(key.public_key(), b"message", bad)
-
-
-def test_demo_key_is_deterministic_per_manufacturer() -> None:
-    a = public_key_pem(demo_private_key(0x1037))
-    assert a == public_key_pem(demo_private_key(0x1037))
-    assert a != public_key_pem(demo_private_key(0x1038))
-    assert isinstance(demo_private_key(0).curve, ec.SECP256R1)
-    with pytest.raises(ValueError):
-        demo_private_key(0x10000)
-
-
-def test_key_files_round_trip(tmp_path: Path) -> None:
-    key = generate_private_key()
-    (tmp_path / "private.pem").write_text(private_key_pem(key))
-    (tmp_path / "public.pem").write_text(public_key_pem(key))
-    loaded = load_private_key(tmp_path / "private.pem")
-    public = load_public_key(tmp_path / "public.pem")
-    assert public_key_pem(loaded) == public_key_pem(key) == public_key_pem(public)
-    assert verify(public, b"m", sign(loaded, b"m"))
-
-
-def _pem_of(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey, password: bytes | None) -> bytes:
-    encryption: serialization.KeySerializationEncryption = (
-        serialization.BestAvailableEncryption(password)
-        if password
-        else serialization.NoEncryption()
-    )
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
-    )
-
-
-@pytest.mark.parametrize(
-    ("content", "needle"),
-    [
-        (b"", "not an unencrypted PEM private key"),
-        (b"-----BEGIN PRIVATE KEY-----\ngarbage\n-----END PRIVATE KEY-----\n", "PEM"),
-        (_pem_of(ec.generate_private_key(ec.SECP384R1()), None), "secp384r1"),
-        (_pem_of(rsa.generate_private_key(65537, 2048), None), "expected ECDSA P-256"),
-        (_pem_of(generate_private_key(), b"secret"), "not an unencrypted PEM private key"),
-    ],
-)
-def test_bad_private_key_files_name_the_file(tmp_path: Path, content: bytes, needle: str) -> None:
-    path = tmp_path / "key.pem"
-    path.write_bytes(content)
-    with pytest.raises(SigningError, match=needle) as caught:
-        load_private_key(path)
-    assert str(caught.value).startswith(f"{path}: ")
-    assert caught.value.path == str(path)
-    assert isinstance(caught.value, Smets1Error)
-
-
-def test_bad_public_key_files_name_the_file(tmp_path: Path) -> None:
-    missing = tmp_path / "missing.pem"
-    with pytest.raises(SigningError, match="No such file") as caught:
-        load_public_key(missing)
-    assert str(caught.value).startswith(f"{missing}: ")
-    private = tmp_path / "private.pem"
-    private.write_text(private_key_pem(generate_private_key()))
-    with pytest.raises(SigningError, match="holds a private key"):
-        load_public_key(private)
-    p384 = tmp_path / "p384.pem"
-    p384.write_text(public_key_pem(ec.generate_private_key(ec.SECP384R1())))
-    with pytest.raises(SigningError, match="secp384r1"):
-        load_public_key(p384)
-
-
-def test_verify_with_a_key_on_another_curve_is_a_configuration_error() -> None:
-    other = ec.generate_private_key(ec.SECP384R1())
-    with pytest.raises(SigningError):
-        verify(other.public_key(), b"m", b"\x00" * 64)
-    with pytest.raises(SigningError):
-        sign(other, b"m")
-
-
-# --- fixtures written independently (tests/smets1/files/make_fixtures.py) ------------------
-
-
-def test_dcc_sample_like_fixture() -> None:
-    data = (FILES / "dcc_sample_like.ota").read_bytes()
-    assert hashlib.sha256(data).hexdigest() == (
-        "c866adbe884be5499fb4716d369c493227e35a7726462c6ba8d1caea5f9a6c7b"
-    )
-    image = parse_image(data)
-    header = image.header
-    assert header.header_length == 60
-    assert header.field_control == FieldControl.HARDWARE_VERSIONS
-    assert (header.manufacturer_code, header.image_type, header.file_version) == (
-        0x1037,
-        0x0001,
-        0x01020304,
-    )
-    assert header.stack_version == 2
-    assert header.header_string == "DCC SMETS1 sample image"
-    assert header.total_image_size == len(data) == 3060
-    assert (header.min_hardware_version, header.max_hardware_version) == (0x0001, 0x00FF)
-    assert header.security_credential_version is None
-    assert header.upgrade_file_destination is None
-    assert not image.subelements
-    assert image.signature is None
-    assert image.manufacturer_image_offset == 60
-    assert image.firmware_hash == hashlib.sha256(data[60:]).digest()
-    assert image.firmware_hash.hex() == (
-        "d071fe0864e76263c94b7d7412a1d3127a54571ee1c02a2725a9cf4336ff6a10"
-    )
-    assert not verify_signature(image, demo_private_key(0x1037).public_key())
-    assert header.serialize() == data[:60]
-
-
-def test_independently_signed_fixture_verifies() -> None:
-    data = (FILES / "signed_subelements.ota").read_bytes()
-    image = parse_image(data)
-    assert image.header.header_length == 69
-    assert image.header.security_credential_version == 3
-    assert image.header.upgrade_file_destination == DESTINATION
-    assert (image.header.min_hardware_version, image.header.max_hardware_version) == (
-        0x0102,
-        0x0210,
-    )
-    assert image.subelements
-    assert image.manufacturer_image_offset == 69 + 6
-    assert len(image.manufacturer_image) == 1500
-    assert verify_signature(image, demo_private_key(0x1037).public_key())
-    assert not verify_signature(image, demo_private_key(0x1038).public_key())
-
-
 # --- summary and seeded bodies --------------------------------------------------------------
 
 SUMMARY_KEYS = [
@@ -742,59 +596,3 @@ def test_seeded_body_is_deterministic() -> None:
     assert a != seeded_body(100_000, seed=2)
     assert seeded_body(10, seed=1) == a[:10]
     assert isinstance(parse_image(build(a)), OtaImage)
-
-
-# --- independent ZigBee OTA tooling ---------------------------------------------------------
-
-
-def test_zigpy_parses_our_signed_image() -> None:
-    zigpy_image = pytest.importorskip("zigpy.ota.image")
-    body = seeded_body(100_000, seed=5)
-    data = build(
-        body,
-        header_string="zigpy check",
-        security_credential_version=1,
-        upgrade_file_destination=DESTINATION,
-        hardware_versions=(1, 2),
-    )
-    parsed, rest = zigpy_image.parse_ota_image(data)
-    assert rest == b""
-    assert type(parsed) is zigpy_image.OTAImage
-    header = parsed.header
-    assert header.upgrade_file_id == OTA_MAGIC
-    assert header.header_length == 69
-    assert header.manufacturer_id == MANUFACTURER
-    assert header.image_type == 1
-    assert header.file_version == 0x01020304
-    assert header.image_size == len(data)
-    assert header.security_credential_version == 1
-    assert str(header.upgrade_file_destination).upper().replace(":", "-") == (
-        "00-DB-12-34-56-78-90-A0"
-    )
-    assert (header.minimum_hardware_version, header.maximum_hardware_version) == (1, 2)
-    assert header.serialize() == data[:69]
-    tags = [int(element.tag_id) for element in parsed.subelements]
-    assert tags == [0x0000, SIGNATURE_TAG]
-    assert bytes(parsed.subelements[0].data) == body
-    assert bytes(parsed.subelements[1].data) == parse_image(data).signature
-
-
-def test_zigpy_parses_our_unsigned_subelement_image() -> None:
-    zigpy_image = pytest.importorskip("zigpy.ota.image")
-    data = build(b"fw" * 100, private_key=None, subelements=True)
-    parsed, rest = zigpy_image.parse_ota_image(data)
-    assert rest == b""
-    assert [bytes(element.data) for element in parsed.subelements] == [b"fw" * 100]
-
-
-def test_zigpy_reads_the_dcc_sample_header_as_we_do() -> None:
-    zigpy_image = pytest.importorskip("zigpy.ota.image")
-    data = (FILES / "dcc_sample_like.ota").read_bytes()
-    header, rest = zigpy_image.OTAImageHeader.deserialize(data)
-    ours = parse_image(data).header
-    assert len(data) - len(rest) == ours.header_length == 60
-    assert header.manufacturer_id == ours.manufacturer_code
-    assert header.file_version == ours.file_version
-    assert header.image_size == ours.total_image_size
-    assert header.minimum_hardware_version == ours.min_hardware_version
-    assert header.maximum_hardware_version == ours.max_hardware_version

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -27,24 +27,46 @@ pytestmark = pytest.mark.mqtt
 TIMEOUT_SECONDS = 10.0
 
 
-async def until(pred: Callable[[], bool], what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + TIMEOUT_SECONDS
-    while not pred():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
+class Inbox:
+    """What a subscription received; a test awaits a count, woken at each arrival."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, bytes]] = []
+        self._arrived = asyncio.Event()
+
+    def __call__(self, topic: str, payload: bytes) -> None:
+        self.items.append((topic, payload))
+        self._arrived.set()
+
+    @property
+    def payloads(self) -> list[bytes]:
+        return [p for _, p in self.items]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    async def reach(self, n: int, what: str) -> None:
+        try:
+            async with asyncio.timeout(TIMEOUT_SECONDS):
+                while len(self.items) < n:
+                    self._arrived.clear()
+                    await self._arrived.wait()
+        except TimeoutError:
+            raise AssertionError(f"timed out waiting for {what}: {len(self)} of {n}") from None
 
 
-def collect(inbox: list[bytes]) -> Callable[[str, bytes], None]:
-    return lambda topic, payload: inbox.append(payload)
+async def within(aw: Awaitable[None], what: str) -> None:
+    try:
+        await asyncio.wait_for(aw, TIMEOUT_SECONDS)
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting for {what}") from None
 
 
 async def test_round_trip_in_order_with_counters(broker: Mosquitto) -> None:
     url = parse_broker_url(broker.url)
     pub, sub = MqttBus(url, "t-pub"), MqttBus(url, "t-sub")
-    got: list[tuple[str, bytes]] = []
-    sub.subscribe("smets1/t/down/+", lambda t, p: got.append((t, p)))
+    got = Inbox()
+    sub.subscribe("smets1/t/down/+", got)
     await sub.start()
     await pub.start()
     try:
@@ -52,12 +74,13 @@ async def test_round_trip_in_order_with_counters(broker: Mosquitto) -> None:
         for i, payload in enumerate(sent):
             pub.publish(f"smets1/t/down/{i % 3}", payload)  # never blocks
         pub.publish("smets1/t/up/0", b"not subscribed")
-        await until(lambda: len(got) == len(sent), "every message")
+        await got.reach(len(sent), "every message")
         # In order per topic (as MQTT promises), each frame whole and alone.
         for k in range(3):
             topic = f"smets1/t/down/{k}"
-            assert [p for t, p in got if t == topic] == sent[k::3]
-        await until(lambda: pub.backlog == 0, "the publisher to drain")
+            assert [p for t, p in got.items if t == topic] == sent[k::3]
+        await within(pub.wait_drained(), "the publisher to drain")
+        assert pub.backlog == 0
         assert pub.counters.messages_published == len(sent) + 1
         assert pub.counters.bytes_published == sum(map(len, sent)) + len(b"not subscribed")
         assert sub.counters.messages_received == sub.counters.messages_delivered == len(sent)
@@ -80,16 +103,27 @@ async def test_shared_subscription_splits_the_traffic(broker: Mosquitto) -> None
     pub = MqttBus(url, "t-pub")
     workers = [MqttBus(url, f"t-dco-{i}") for i in range(2)]
     got: list[list[bytes]] = [[], []]
+    both = Inbox()  # what either worker received, to wait on
+
+    def worker_inbox(mine: list[bytes]) -> Callable[[str, bytes], None]:
+        def receive(topic: str, payload: bytes) -> None:
+            mine.append(payload)
+            both(topic, payload)
+
+        return receive
+
     for inbox, w in zip(got, workers, strict=True):
-        w.subscribe("$share/dco/smets1/t/up/+", collect(inbox))
+        w.subscribe("$share/dco/smets1/t/up/+", worker_inbox(inbox))
         await w.start()
     await pub.start()
     try:
         sent = [i.to_bytes(4, "big") for i in range(200)]
         for payload in sent:
             pub.publish("smets1/t/up/1", payload)
-            await asyncio.sleep(0.001)  # each its own MQTT message: queued, they would batch
-        await until(lambda: len(got[0]) + len(got[1]) == len(sent), "every message")
+            # Each its own MQTT message (queued, they would batch): the next waits for the
+            # broker's acknowledgement of this one.
+            await within(pub.wait_drained(), "the broker's acknowledgement")
+        await both.reach(len(sent), "every message")
         assert sorted(got[0] + got[1]) == sent  # each message to exactly one worker
         assert got[0] and got[1]
     finally:
@@ -100,23 +134,24 @@ async def test_shared_subscription_splits_the_traffic(broker: Mosquitto) -> None
 async def test_broker_restart_loses_nothing(broker: Mosquitto) -> None:
     url = parse_broker_url(broker.url)
     pub, sub = MqttBus(url, "t-pub"), MqttBus(url, "t-sub")
-    got: list[bytes] = []
-    sub.subscribe("smets1/t/down/0", lambda t, p: got.append(p))
+    got = Inbox()
+    sub.subscribe("smets1/t/down/0", got)
     await sub.start()
     await pub.start()
     try:
         for i in range(100):
             pub.publish("smets1/t/down/0", i.to_bytes(4, "big"))
-        await until(lambda: len(got) == 100, "the first hundred")
+        await got.reach(100, "the first hundred")
         await asyncio.to_thread(broker.stop)
-        await until(lambda: not pub.connected and not sub.connected, "both to see the drop")
+        await within(pub.wait_disconnected(), "the publisher to see the drop")
+        await within(sub.wait_disconnected(), "the subscriber to see the drop")
         for i in range(100, 300):
             pub.publish("smets1/t/down/0", i.to_bytes(4, "big"))  # queued while down
         assert pub.backlog >= 200
         await asyncio.to_thread(broker.start)
-        await until(lambda: len(got) == 300, "the queued messages after the restart")
+        await got.reach(300, "the queued messages after the restart")
         # Exactly once, in order: what a restarted broker redelivers is dropped.
-        assert got == [i.to_bytes(4, "big") for i in range(300)]
+        assert got.payloads == [i.to_bytes(4, "big") for i in range(300)]
         assert pub.counters.connects >= 2 and sub.counters.connects >= 2
         assert sub.counters.connection_losses >= 1
     finally:
