@@ -14,8 +14,8 @@ from prometheus_client import CollectorRegistry
 
 from dco_mock.errors import ImageRejected, UnknownImage
 from smets1.dco_http import (
+    ACTIVATION_ORDER,
     ACTIVATION_OUTCOME,
-    ACTIVATION_REQUEST,
     ACTIVATIONS_PATH,
     ERROR,
     HEALTH_PATH,
@@ -68,7 +68,7 @@ async def update_firmware(request: web.Request) -> web.Response:
 @routes.post(ACTIVATIONS_PATH)
 async def activate_firmware(request: web.Request) -> web.Response:
     try:
-        ask = ACTIVATION_REQUEST.from_json(await request.read())
+        ask = ACTIVATION_ORDER.from_json(await request.read())
     except ValueError as exc:
         return _error(400, "bad_request", f"activation request: {exc}")
     try:

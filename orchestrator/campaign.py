@@ -7,12 +7,11 @@ these, so an in-process run and a distributed one submit exactly the same work.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from scheduler.errors import AdmissionRefused, SchedulerError
 from scheduler.requests import Priority
 from scheduler.service import Scheduler
-from scheduler.summary import summarize
+from scheduler.summary import SchedulerSummary, summarize
 from smets1.clock import Clock
 from smets1.config import CampaignConfig, FleetConfig, ImageConfig
 from smets1.config_dcc import UserConfig
@@ -128,7 +127,7 @@ async def submit_campaign(
 
 def campaign_summary(
     scheduler: Scheduler, config: FleetConfig, simulated_seconds: float, images: dict[str, bytes]
-) -> dict[str, Any]:
+) -> SchedulerSummary:
     """The scheduler's summary of a config's campaigns (scheduler.summary)."""
     return summarize(
         scheduler,

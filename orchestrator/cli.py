@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from orchestrator.image_cli import add_image_commands
-from orchestrator.roles_cli import add_service_commands
+from orchestrator.roles_cli import add_role_commands
 from smets1.config import load_config
 from smets1.errors import Smets1Error
 
@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress lines")
     run.set_defaults(func=cmd_run)
     add_image_commands(sub)
-    add_service_commands(sub)
+    add_role_commands(sub)
     return parser
 
 

@@ -36,15 +36,15 @@ from orchestrator.errors import DcoHttpError
 from smets1.bus import shard_of
 from smets1.codes import DeviceState, Reason
 from smets1.dco_http import (
+    ACTIVATION_ORDER,
     ACTIVATION_OUTCOME,
-    ACTIVATION_REQUEST,
     ACTIVATIONS_PATH,
     ERROR,
     IMAGES_PATH,
     STORED_IMAGE,
     VERSION_PATH,
     VERSION_READING,
-    ActivationRequest,
+    ActivationOrder,
     Document,
     ErrorDoc,
 )
@@ -181,9 +181,7 @@ class DcoClient:
         self, device_id: int, firmware_hash: bytes, execution_time: float = 0.0
     ) -> ActivationOutcome:
         base = self._worker(device_id)
-        body = ACTIVATION_REQUEST.to_json(
-            ActivationRequest(device_id, firmware_hash, execution_time)
-        )
+        body = ACTIVATION_ORDER.to_json(ActivationOrder(device_id, firmware_hash, execution_time))
 
         async def send(http: aiohttp.ClientSession) -> ActivationOutcome:
             async with http.post(

@@ -237,11 +237,7 @@ def merge(
         **{f"fleet-{s}": f.clock.worst_lag_seconds for s, f in enumerate(fleets)},
     }
     return {
-        **scheduler.summary,
-        "mode": "distributed",
-        "dco_urls": scheduler.dco_urls,
-        "wall_seconds": scheduler.wall_seconds,
-        "clock": scheduler.clock.model_dump(),
+        **scheduler.summary_document(),
         "blocks_delivered": sum(f.fleet.blocks_received for f in fleets),
         "bytes_delivered": sum(f.fleet.block_bytes_received for f in fleets),
         "blocks_sent": sum(d.dco.blocks_sent for d in dcos),

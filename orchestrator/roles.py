@@ -189,12 +189,13 @@ async def run_scheduler(
     state_dir: Path,
     exit_when_done: bool,
     summary_file: Path | None = None,
-) -> SchedulerStatus | None:
-    """The config's campaigns through the DCO over HTTP; the summary when all are answered.
+) -> SchedulerStatus:
+    """The config's campaigns through the DCO over HTTP; the summary when every request
+    has its answer, or as it stands when told to stop first (then `unfinished` counts
+    what was still open).
 
     The scheduler keeps its requests in `state_dir`: a restarted scheduler resumes the
     requests it holds and submits the config's campaigns only into an empty store.
-    Returns None when told to stop before every request had its answer.
     """
     cfg = opts.config
     clock = opts.clock
@@ -203,7 +204,7 @@ async def run_scheduler(
     by_model = devices_by_model(cfg)
     lag = LagMonitor(clock, "scheduler")
     wall0 = wall_seconds()
-    done: SchedulerStatus | None = None
+    done: SchedulerStatus
     async with DcoClient(dco_urls) as dco:
         scheduler = build_scheduler(cfg, clock, dco, state_dir, by_model)
         resumed = len(scheduler.requests)
@@ -262,12 +263,13 @@ async def run_scheduler(
                 )
                 write_status(opts.status_file, done)
                 if summary_file is not None:
-                    write_summary(summary_file, done)
+                    text = json.dumps(done.summary_document(), indent=2) + "\n"
+                    write_atomically(summary_file, text)
                 log.info(
                     "done: %d/%d activated, failed %s",
-                    summary["images_activated"],
-                    summary["requests"],
-                    summary["failed"] or "none",
+                    summary.images_activated,
+                    summary.requests,
+                    summary.failed or "none",
                 )
                 if not exit_when_done:
                     await opts.stop.wait()
@@ -277,17 +279,3 @@ async def run_scheduler(
                 await asyncio.gather(*background, stopped, working, return_exceptions=True)
                 await scheduler.close()
     return done
-
-
-def write_summary(path: Path, status: SchedulerStatus) -> None:
-    """`summary.json` of the scheduler role: the campaign summary, marked distributed,
-    with the scheduler's own clock, CPU and wall time."""
-    doc = {
-        **status.summary,
-        "mode": "distributed",
-        "dco_urls": status.dco_urls,
-        "wall_seconds": status.wall_seconds,
-        "clock": status.clock.model_dump(),
-        "cpu_seconds": status.cpu_seconds,
-    }
-    write_atomically(path, json.dumps(doc, indent=2) + "\n")

@@ -11,7 +11,6 @@ config's epoch). Processes of one run must share speed and wall0. Each option ha
 environment default, for Kubernetes: SMETS1_BROKER, SMETS1_SPEED, SMETS1_WALL0,
 SMETS1_SHARD (else the trailing ordinal of the host name, as a StatefulSet pod has),
 SMETS1_SHARDS, SMETS1_DCO_WORKER, SMETS1_DCO_URLS (comma separated).
-
 """
 
 from __future__ import annotations
@@ -144,7 +143,7 @@ def _run_role(args: argparse.Namespace) -> int:
                     opts, urls, state, args.exit_when_done, summary_file=out / "summary.json"
                 )
             )
-            if args.exit_when_done and (done is None or done.summary["unfinished"]):
+            if args.exit_when_done and done.summary.unfinished:
                 return 1
     except Smets1Error as exc:
         return _fail(str(exc))
@@ -186,7 +185,7 @@ def _run_distributed(args: argparse.Namespace) -> int:
     return 0 if not summary.get("unfinished") else 1
 
 
-def add_service_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_role_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register `dco`, `fleet`, `scheduler` and `distributed` on the `smets1` command line."""
     dco = sub.add_parser("dco", help="run a DCO worker: MQTT to the fleet, HTTP to the scheduler")
     _common(dco)

@@ -150,7 +150,7 @@ class Run:
         images: dict[str, bytes],
     ) -> dict[str, Any]:
         return {
-            **campaign_summary(scheduler, self.config, simulated, images),
+            **campaign_summary(scheduler, self.config, simulated, images).model_dump(),
             "devices": len(host.devices),
             "blocks_delivered": host.counters.blocks_received,
             "bytes_delivered": host.counters.block_bytes_received,

@@ -15,11 +15,13 @@ from pydantic import BaseModel, ConfigDict
 
 from dco_mock.service import DcoCounters
 from emulator.fleet import FleetCounters
+from scheduler.summary import SchedulerSummary
 from smets1.mqtt import MqttBus, MqttCounters
 
 
 class _Doc(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # A tolerant reader: a field a newer role adds does not stop an older launcher.
+    model_config = ConfigDict(extra="ignore")
 
 
 class ClockStatus(_Doc):
@@ -77,7 +79,7 @@ class FleetStatus(_Doc):
 
 class SchedulerStatus(_Doc):
     """The scheduler: `scheduler.json` at exit, holding the campaign summary it wrote
-    to `summary.json` (the same keys as `smets1 run`'s summary, from scheduler.summary)."""
+    to `summary.json` (scheduler.summary: the same keys as `smets1 run`'s summary)."""
 
     role: Literal["scheduler"] = "scheduler"
     cpu_seconds: float
@@ -85,4 +87,16 @@ class SchedulerStatus(_Doc):
     dco_urls: list[str]
     clock: ClockStatus
     requests: dict[str, int]
-    summary: dict[str, Any]
+    summary: SchedulerSummary
+
+    def summary_document(self) -> dict[str, Any]:
+        """The scheduler role's `summary.json`: the campaign summary, marked distributed,
+        with the scheduler's DCO workers, wall time, clock and CPU."""
+        return {
+            **self.summary.model_dump(),
+            "mode": "distributed",
+            "dco_urls": self.dco_urls,
+            "wall_seconds": self.wall_seconds,
+            "clock": self.clock.model_dump(),
+            "cpu_seconds": self.cpu_seconds,
+        }

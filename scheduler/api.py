@@ -37,8 +37,6 @@ from scheduler.metrics import SchedulerCollector
 from scheduler.models import (
     ActivationIn,
     ActivationOut,
-    BatchOut,
-    CapacityDay,
     ErrorOut,
     ImageIn,
     ImageOut,
@@ -58,6 +56,7 @@ from scheduler.service import Scheduler
 from smets1.config_dcc import UserConfig
 from smets1.eui64 import format_eui64, parse_eui64
 from smets1.image import ImageError, parse_image
+from smets1.metrics import CONTENT_TYPE
 
 SCHEDULER = web.AppKey("scheduler", Scheduler)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
@@ -207,7 +206,7 @@ def _schedule_out(s: Scheduler, sch: Schedule, proposal: Proposal | None = None)
         devices=sch.devices,
         assigned=sch.assigned,
         moves=sch.moves,
-        batches=[BatchOut(**b) for b in s.batch_status(sch)],
+        batches=s.batch_status(sch),
         would_move=[
             MoveOut(schedule_id=m.schedule_id, date=s.date_of(m.day) or "", devices=m.count)
             for m in (proposal.moves if proposal else [])
@@ -239,7 +238,7 @@ async def healthz(request: web.Request) -> web.Response:
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
     body = generate_latest(request.app[REGISTRY])
-    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
 @routes.get("/openapi.json")
@@ -401,7 +400,7 @@ async def get_capacity(request: web.Request) -> web.Response:
             ) from None
         first = s.calendar.day_of(d.timestamp())
     days = _int_query(request, "days", 7, 1, MAX_CAPACITY_DAYS)
-    return _json([CapacityDay(**d) for d in s.capacity(first, days)])
+    return _json(s.capacity(first, days))
 
 
 @routes.get("/v1/notifications")

@@ -67,6 +67,7 @@ from typing import Any
 from scheduler.book import RequestBook
 from scheduler.calendar import Calendar
 from scheduler.intake import Campaign, Intake, Submission
+from scheduler.models import BatchOut, CapacityDay
 from scheduler.moves import SecurityMoves
 from scheduler.notify import Notifier
 from scheduler.policy import Limits, Proposal
@@ -356,10 +357,10 @@ class Scheduler:
     def schedules_of(self, user: int) -> list[Schedule]:
         return self._schedules.of_user(user)
 
-    def batch_status(self, s: Schedule) -> list[dict[str, Any]]:
+    def batch_status(self, s: Schedule) -> list[BatchOut]:
         return self._views.batch_status(s)
 
-    def capacity(self, first_day: int, days: int) -> list[dict[str, Any]]:
+    def capacity(self, first_day: int, days: int) -> list[CapacityDay]:
         return self._views.capacity(first_day, days)
 
     def date_of(self, day: int | None) -> str | None:

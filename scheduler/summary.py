@@ -1,16 +1,96 @@
 """What the DCC side knows of a run, as the JSON summary: every request's outcome, per
-day, per User, per campaign. `smets1 run` and the scheduler role both write it."""
+day, per User, per campaign. `smets1 run` and the scheduler role both write it, and the
+scheduler role's status document carries it across to the distributed launcher, so it is
+a typed document (`SchedulerSummary`), its fields in the order the JSON shows them."""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from typing import Any
 
+from pydantic import BaseModel
+
+from scheduler.models import BatchOut
 from scheduler.requests import ActivationRequest, Priority, RequestState
 from scheduler.service import Scheduler
 from smets1.eui64 import format_eui64
 from smets1.image import parse_image
+
+
+class ImageSummary(BaseModel):
+    name: str
+    size_bytes: int
+    firmware_hash: str
+
+
+class CampaignSummary(BaseModel):
+    name: str
+    user: str
+    devices: int
+    large: bool
+    activated: int
+    held: int
+    refused: int
+    released_per_day: dict[str, int]
+    trt_met: int
+    trt_missed: int
+
+
+class RefusalSummary(BaseModel):
+    campaign: str
+    devices: int
+    reason: str
+    earliest_date: str | None
+
+
+class ScheduleSummary(BaseModel):
+    schedule_id: int
+    state: str
+    devices: int
+    moves: int
+    batches: list[BatchOut]
+
+
+class UserSummary(BaseModel):
+    requests: int
+    large_released_per_day: dict[str, int]
+    activated: int
+    failed: int
+    trt_met: int
+    trt_missed: int
+    held_for_schedule: int
+    held_reason: str | None
+    security: int
+    refused: list[RefusalSummary]
+    schedules: list[ScheduleSummary]
+
+
+class SchedulerSummary(BaseModel):
+    """The DCC side's summary of a run (the keys `smets1 run`'s summary.json starts with)."""
+
+    config: str
+    seed: int
+    devices: int
+    requests: int
+    images_activated: int
+    #: Failed requests by reason.
+    failed: dict[str, int]
+    #: Released or waiting for their day: not answered when the summary was taken.
+    unfinished: int
+    simulated_seconds: float
+    simulated_days: float
+    large_images_released_per_day: dict[str, int]
+    max_large_images_released_in_a_day: int
+    large_images_per_day: int
+    trt_met: int
+    trt_missed: int
+    images: list[ImageSummary]
+    held_for_schedule: int
+    refused: int
+    overdue: int
+    campaigns: list[CampaignSummary]
+    #: By User (EUI-64 text).
+    users: dict[str, UserSummary]
 
 
 def summarize(
@@ -21,57 +101,56 @@ def summarize(
     devices: int,
     simulated_seconds: float,
     images: Mapping[str, bytes],
-) -> dict[str, Any]:
+) -> SchedulerSummary:
     """The run summary of `scheduler`'s requests; `images` are the run's OTA files by name."""
     reqs = scheduler.requests
     failed = Counter(r.failure or "unknown" for r in reqs if r.state is RequestState.FAILED)
     per_day = _dated(scheduler, scheduler.calendar.released_per_day().items())
     trt = Counter(r.trt_met for r in reqs)
     states = Counter(r.state for r in reqs)
-    return {
-        "config": name,
-        "seed": seed,
-        "devices": devices,
-        "requests": len(reqs),
-        "images_activated": states[RequestState.DONE],
-        "failed": dict(sorted(failed.items())),
-        # Released or waiting for their day: not answered when the summary was taken.
-        "unfinished": states[RequestState.WAITING] + states[RequestState.RELEASED],
-        "simulated_seconds": round(simulated_seconds, 3),
-        "simulated_days": round(simulated_seconds / 86_400, 4),
-        "large_images_released_per_day": per_day,
-        "max_large_images_released_in_a_day": max(per_day.values(), default=0),
-        "large_images_per_day": scheduler.config.large_images_per_day,
-        "trt_met": trt[True],
-        "trt_missed": trt[False],
-        "images": [
-            {
-                "name": image_name,
-                "size_bytes": len(data),
-                "firmware_hash": parse_image(data).firmware_hash.hex(),
-            }
+    return SchedulerSummary(
+        config=name,
+        seed=seed,
+        devices=devices,
+        requests=len(reqs),
+        images_activated=states[RequestState.DONE],
+        failed=dict(sorted(failed.items())),
+        unfinished=states[RequestState.WAITING] + states[RequestState.RELEASED],
+        simulated_seconds=round(simulated_seconds, 3),
+        simulated_days=round(simulated_seconds / 86_400, 4),
+        large_images_released_per_day=per_day,
+        max_large_images_released_in_a_day=max(per_day.values(), default=0),
+        large_images_per_day=scheduler.config.large_images_per_day,
+        trt_met=trt[True],
+        trt_missed=trt[False],
+        images=[
+            ImageSummary(
+                name=image_name,
+                size_bytes=len(data),
+                firmware_hash=parse_image(data).firmware_hash.hex(),
+            )
             for image_name, data in images.items()
         ],
-        "held_for_schedule": states[RequestState.HELD],
-        "refused": sum(r.devices for r in scheduler.refusals),
-        "overdue": sum(1 for r in reqs if r.overdue),
-        "campaigns": [
-            {
-                "name": c.name,
-                "user": format_eui64(c.user),
-                "devices": len(c.requests),
-                "large": c.large,
-                "activated": sum(1 for r in c.requests if r.state is RequestState.DONE),
-                "held": sum(1 for r in c.requests if r.state is RequestState.HELD),
-                "refused": sum(f.devices for f in scheduler.refusals if f.campaign == c.name),
-                "released_per_day": _released_per_day(scheduler, c.requests),
-                "trt_met": sum(1 for r in c.requests if r.trt_met is True),
-                "trt_missed": sum(1 for r in c.requests if r.trt_met is False),
-            }
+        held_for_schedule=states[RequestState.HELD],
+        refused=sum(r.devices for r in scheduler.refusals),
+        overdue=sum(1 for r in reqs if r.overdue),
+        campaigns=[
+            CampaignSummary(
+                name=c.name,
+                user=format_eui64(c.user),
+                devices=len(c.requests),
+                large=c.large,
+                activated=sum(1 for r in c.requests if r.state is RequestState.DONE),
+                held=sum(1 for r in c.requests if r.state is RequestState.HELD),
+                refused=sum(f.devices for f in scheduler.refusals if f.campaign == c.name),
+                released_per_day=_released_per_day(scheduler, c.requests),
+                trt_met=sum(1 for r in c.requests if r.trt_met is True),
+                trt_missed=sum(1 for r in c.requests if r.trt_met is False),
+            )
             for c in scheduler.campaigns.values()
         ],
-        "users": _per_user(scheduler),
-    }
+        users=_per_user(scheduler),
+    )
 
 
 def _dated(scheduler: Scheduler, per_day: Iterable[tuple[int, int]]) -> dict[str, int]:
@@ -90,45 +169,45 @@ def _released_per_day(
     return _dated(scheduler, released.items())
 
 
-def _per_user(scheduler: Scheduler) -> dict[str, Any]:
+def _per_user(scheduler: Scheduler) -> dict[str, UserSummary]:
     """Per User: released per day, TRT met and missed, held, refused with reason, and
     each agreed schedule's batches."""
-    out: dict[str, Any] = {}
+    out: dict[str, UserSummary] = {}
     users = sorted({r.user for r in scheduler.requests} | {f.user for f in scheduler.refusals})
     for user in users:
         reqs = scheduler.requests_of(user)
         states = Counter(r.state for r in reqs)
-        out[format_eui64(user)] = {
-            "requests": len(reqs),
-            "large_released_per_day": _released_per_day(scheduler, reqs, large_only=True),
-            "activated": states[RequestState.DONE],
-            "failed": states[RequestState.FAILED],
-            "trt_met": sum(1 for r in reqs if r.trt_met is True),
-            "trt_missed": sum(1 for r in reqs if r.trt_met is False),
-            "held_for_schedule": states[RequestState.HELD],
-            "held_reason": next(
+        out[format_eui64(user)] = UserSummary(
+            requests=len(reqs),
+            large_released_per_day=_released_per_day(scheduler, reqs, large_only=True),
+            activated=states[RequestState.DONE],
+            failed=states[RequestState.FAILED],
+            trt_met=sum(1 for r in reqs if r.trt_met is True),
+            trt_missed=sum(1 for r in reqs if r.trt_met is False),
+            held_for_schedule=states[RequestState.HELD],
+            held_reason=next(
                 (scheduler.held_reason(r) for r in reqs if r.state is RequestState.HELD), None
             ),
-            "security": sum(1 for r in reqs if r.priority is Priority.SECURITY),
-            "refused": [
-                {
-                    "campaign": f.campaign,
-                    "devices": f.devices,
-                    "reason": f.reason,
-                    "earliest_date": scheduler.date_of(f.earliest_day),
-                }
+            security=sum(1 for r in reqs if r.priority is Priority.SECURITY),
+            refused=[
+                RefusalSummary(
+                    campaign=f.campaign,
+                    devices=f.devices,
+                    reason=f.reason,
+                    earliest_date=scheduler.date_of(f.earliest_day),
+                )
                 for f in scheduler.refusals
                 if f.user == user
             ],
-            "schedules": [
-                {
-                    "schedule_id": s.schedule_id,
-                    "state": s.state.value,
-                    "devices": s.devices,
-                    "moves": s.moves,
-                    "batches": scheduler.batch_status(s),
-                }
+            schedules=[
+                ScheduleSummary(
+                    schedule_id=s.schedule_id,
+                    state=s.state.value,
+                    devices=s.devices,
+                    moves=s.moves,
+                    batches=scheduler.batch_status(s),
+                )
                 for s in scheduler.schedules_of(user)
             ],
-        }
+        )
     return out

@@ -1,7 +1,9 @@
 """The shared core that every role stands on; it imports no role.
 
 Modules: `clock` (the one clock: virtual, scaled, real), `codes` (device states and
-failure reasons, open enums), `eui64`, `wire` (binary DCO ↔ device frames), `image` and
+failure reasons, open enums), `eui64`, `structs` with `struct_fields` and
+`structs_codegen` (the one way to declare a binary layout), `wire` (binary DCO ↔ device
+frames), `image` and
 `signing` (the ZigBee OTA firmware image, its ECDSA P-256 signature), `bus` (the transport
 interface and its in-process twin), `mqtt`, `broker_url` and `routing` (the transport over
 a real broker), `config`, `config_fleet`, `config_dcc` and `config_types` (the fleet config

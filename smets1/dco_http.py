@@ -7,7 +7,7 @@ the other with its name, and nothing converts by hand.
 
     POST /v1/images                      body: the OTA file (application/octet-stream)
                                          → 200 StoredImage                        (SRV 11.1)
-    POST /v1/activations                 ActivationRequest
+    POST /v1/activations                 ActivationOrder
                                          → 200 ActivationOutcome, once the device
                                            answered                               (SRV 11.3)
     GET  /v1/devices/{device_id}/version → 200 VersionReading                     (SRV 11.2)
@@ -44,7 +44,7 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
-class ActivationRequest:
+class ActivationOrder:
     """An 11.3 for one device: activate the image named by its FirmwareHash."""
 
     device_id: DeviceId
@@ -86,7 +86,7 @@ def describe(exc: ValidationError) -> str:
 
 
 STORED_IMAGE = Document(StoredImage)
-ACTIVATION_REQUEST = Document(ActivationRequest)
+ACTIVATION_ORDER = Document(ActivationOrder)
 ACTIVATION_OUTCOME = Document(ActivationOutcome)
 VERSION_READING = Document(VersionReading)
 ERROR = Document(ErrorDoc)

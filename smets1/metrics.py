@@ -13,15 +13,20 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
-from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.core import Metric as Family
 
 from smets1.mqtt import MqttBus
 
 PREFIX = "smets1_"
-#: The content type of the text exposition format that generate_latest writes.
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+#: What /metrics answers with: the content type of what `generate_latest` writes.
+CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 S = TypeVar("S")
 

@@ -112,13 +112,6 @@ class Const:
 
 
 @dataclass(frozen=True, slots=True)
-class CountOf:
-    """On a ClassVar: on the wire, len() of the named later field; on decode, its size."""
-
-    field: str
-
-
-@dataclass(frozen=True, slots=True)
 class Flag:
     """A condition: every bit of `mask` is set in the earlier field `field`."""
 

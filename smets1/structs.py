@@ -49,7 +49,6 @@ from smets1.struct_fields import (
     Bytes,
     Check,
     Const,
-    CountOf,
     Entry,
     ErrorType,
     Field,
@@ -71,7 +70,6 @@ from smets1.structs_codegen import generate
 __all__ = [
     "Bytes",
     "Const",
-    "CountOf",
     "Field",
     "Fixed",
     "Flag",
@@ -425,20 +423,16 @@ def _declared(
         wire = wires[0]
         opts = next((m for m in meta if isinstance(m, Field)), Field())
         const = next((m for m in meta if isinstance(m, Const)), None)
-        count = next((m for m in meta if isinstance(m, CountOf)), None)
         if (opts.requires or opts.check or opts.fill) and not isinstance(wire, Fixed):
             raise TypeError(f"{where}: requires, check and fill need a fixed-size field")
         e = Entry(name, name, wire, "attr", requires=opts.requires, check=opts.check)  # type: ignore[arg-type]
         e.check_after, e.fill = opts.check_after, opts.fill
         if classvar:
-            if const is not None:
-                e.kind, e.label, e.message = "const", const.name or name, const.message
-            elif count is not None:
-                e.kind, e.of = "count", count.field
-            else:
-                raise TypeError(f"{where}: a ClassVar on the wire needs Const() or CountOf()")
+            if const is None:
+                raise TypeError(f"{where}: a ClassVar on the wire needs Const()")
+            e.kind, e.label, e.message = "const", const.name or name, const.message
         if isinstance(wire, Fixed):
-            if e.kind == "attr":  # a const or a count is compared or counted, never kept
+            if e.kind == "attr":  # a const is compared, never kept
                 e.convert = wire.decode or _enum_in(pytype)
                 e.encode = wire.encode
             e.section = section

@@ -44,6 +44,32 @@ async def _no_leftover_tasks() -> AsyncIterator[None]:
         pytest.fail(f"test left {len(left)} task(s) running: {left[:3]}", pytrace=False)
 
 
+@pytest.fixture(autouse=True)
+def _no_leftover_tasks_in_own_loops(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Fail a test whose own event loop (`clock.run`, `asyncio.run`: an asyncio.Runner)
+    still holds unfinished tasks when the runner closes, where asyncio would cancel them
+    without a word."""
+    leftovers: list[asyncio.Task[object]] = []
+    close = asyncio.Runner.close
+
+    def checked_close(runner: asyncio.Runner) -> None:
+        try:
+            loop = runner.get_loop()
+        except RuntimeError:  # closed already
+            loop = None
+        if loop is not None and not loop.is_closed():
+            leftovers.extend(t for t in asyncio.all_tasks(loop) if not t.done())
+        close(runner)
+
+    monkeypatch.setattr(asyncio.Runner, "close", checked_close)
+    yield
+    if leftovers:
+        pytest.fail(
+            f"test left {len(leftovers)} task(s) unfinished on its own loop: {leftovers[:3]}",
+            pytrace=False,
+        )
+
+
 def _install_mosquitto() -> str | None:
     allowed = os.environ.get("CI") or os.environ.get("SMETS1_ALLOW_APT")
     if not allowed or not hasattr(os, "geteuid") or os.geteuid() != 0:

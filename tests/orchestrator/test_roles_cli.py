@@ -5,7 +5,7 @@ import argparse
 import pytest
 
 from orchestrator.cli import main
-from orchestrator.roles_cli import add_service_commands, shard_from_host
+from orchestrator.roles_cli import add_role_commands, shard_from_host
 
 
 def test_a_statefulset_pod_name_gives_the_shard() -> None:
@@ -15,7 +15,7 @@ def test_a_statefulset_pod_name_gives_the_shard() -> None:
 
 def test_every_role_is_registered() -> None:
     parser = argparse.ArgumentParser(prog="smets1")
-    add_service_commands(parser.add_subparsers(dest="command"))
+    add_role_commands(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["fleet", "c.yaml", "--shard", "1", "--shards", "4"])
     assert (args.command, args.shard, args.shards) == ("fleet", 1, 4)
     args = parser.parse_args(["scheduler", "c.yaml", "--dco", "http://a", "--dco", "http://b"])

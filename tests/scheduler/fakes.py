@@ -203,6 +203,16 @@ async def running(s: Scheduler) -> asyncio.Task[None]:
     return task
 
 
+async def cut_off() -> None:
+    """What a killed process does to its coroutines: each stops where it stands (no
+    close(), no flush). Cancelled here rather than left for the runner to cancel, so the
+    leak guard sees a test that meant it."""
+    others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for t in others:
+        t.cancel()
+    await asyncio.gather(*others, return_exceptions=True)
+
+
 async def stop(s: Scheduler, task: asyncio.Task[None]) -> None:
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)

@@ -23,6 +23,7 @@ from tests.scheduler.fakes import (
     USER_C,
     FakeDco,
     config,
+    cut_off,
     devices,
     image_of_size,
     make_scheduler,
@@ -164,8 +165,8 @@ def test_accepting_a_schedule_moves_an_earlier_one_and_tells_its_user() -> None:
         )
         assert per_user_day0 == {USER_A: 50, USER_B: 50}
         statuses = s.batch_status(a)
-        assert [b["released"] for b in statuses] == [50, 100, 100, 50]
-        assert all(b["trt_met"] == b["devices"] for b in statuses)
+        assert [b.released for b in statuses] == [50, 100, 100, 50]
+        assert all(b.trt_met == b.devices for b in statuses)
         assert len(dco.activations) == 350
         await stop(s, task)
 
@@ -248,7 +249,7 @@ def test_security_fix_moves_a_schedule_only_with_notice() -> None:
         task = await running(s)
         await s.wait_idle()
         assert released_per_day(s) == {0: 10, 1: 10, 2: 1}
-        assert [b["released"] for b in s.batch_status(a)] == [9, 10, 1]
+        assert [b.released for b in s.batch_status(a)] == [9, 10, 1]
         await stop(s, task)
 
     run_virtual(main)
@@ -382,7 +383,8 @@ def test_hard_kill_loses_nothing_accepted(tmp_path: Path) -> None:
         s.submit_activations(USER_B, img.firmware_hash, devices(8, first=100))
         s.submit_activations(USER_C, img.firmware_hash, devices(1, first=200))
         await clock.sleep(0.3 * DAY)
-        task.cancel()
+        assert not task.done()
+        await cut_off()
 
     run_virtual(first)
 

@@ -9,12 +9,12 @@ import pytest
 
 from smets1.codes import DeviceState, Reason
 from smets1.dco_http import (
+    ACTIVATION_ORDER,
     ACTIVATION_OUTCOME,
-    ACTIVATION_REQUEST,
     ERROR,
     STORED_IMAGE,
     VERSION_READING,
-    ActivationRequest,
+    ActivationOrder,
     ErrorDoc,
 )
 from smets1.services import ActivationOutcome, StoredImage, VersionReading
@@ -27,7 +27,7 @@ HASH = hashlib.sha256(b"image").digest()
     ("doc", "value"),
     [
         (STORED_IMAGE, StoredImage(HASH, 1_048_576, 0x02000000, 0x1234, 1, 1024, 5.5)),
-        (ACTIVATION_REQUEST, ActivationRequest(DEVICE, HASH, 1.75e9)),
+        (ACTIVATION_ORDER, ActivationOrder(DEVICE, HASH, 1.75e9)),
         (
             ACTIVATION_OUTCOME,
             ActivationOutcome(
@@ -57,7 +57,7 @@ def test_ids_hashes_and_codes_travel_as_duis_writes_them() -> None:
     back = ACTIVATION_OUTCOME.from_json(json.dumps(raw))
     assert back.reason.name == "undefined_0x99"  # a code this build does not know
     assert (
-        json.loads(ACTIVATION_REQUEST.to_json(ActivationRequest(DEVICE, HASH)))["firmware_hash"]
+        json.loads(ACTIVATION_ORDER.to_json(ActivationOrder(DEVICE, HASH)))["firmware_hash"]
         == HASH.hex()
     )
 
@@ -76,10 +76,10 @@ def test_ids_hashes_and_codes_travel_as_duis_writes_them() -> None:
 )
 def test_a_bad_request_names_the_field(body: dict[str, object], field: str | None) -> None:
     if field is None:  # a tolerant reader: a key a newer peer adds is passed over
-        assert ACTIVATION_REQUEST.from_json(json.dumps(body)).device_id == DEVICE
+        assert ACTIVATION_ORDER.from_json(json.dumps(body)).device_id == DEVICE
         return
     with pytest.raises(ValueError, match=rf"^{field}: "):
-        ACTIVATION_REQUEST.from_json(json.dumps(body))
+        ACTIVATION_ORDER.from_json(json.dumps(body))
 
 
 def test_a_code_out_of_range_is_refused() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import pickle
 import struct
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,7 +22,6 @@ from smets1.image import (
     ImageError,
     OtaHeader,
     OtaImage,
-    build_image,
     header_length_for,
     image_summary,
     parse_image,
@@ -35,22 +33,7 @@ from smets1.signing import (
     demo_private_key,
     generate_private_key,
 )
-
-FILES = Path(__file__).parent / "files"
-MANUFACTURER = 0x1037
-DESTINATION = 0x00DB1234567890A0
-
-
-def build(body: bytes = b"firmware" * 100, /, **overrides: object) -> bytes:
-    kwargs: dict[str, object] = {
-        "manufacturer_code": MANUFACTURER,
-        "image_type": 0x0001,
-        "file_version": 0x01020304,
-        "body": body,
-        "private_key": demo_private_key(MANUFACTURER),
-    }
-    kwargs.update(overrides)
-    return build_image(**kwargs)  # type: ignore[arg-type]
+from tests.smets1.image_files import DESTINATION, MANUFACTURER, build
 
 
 def header_with(

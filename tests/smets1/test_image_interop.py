@@ -4,7 +4,6 @@ script (tests/smets1/files/make_fixtures.py) and zigpy's ZigBee OTA parser."""
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import pytest
 
@@ -12,29 +11,12 @@ from smets1.image import (
     OTA_MAGIC,
     SIGNATURE_TAG,
     FieldControl,
-    build_image,
     parse_image,
     seeded_body,
     verify_signature,
 )
 from smets1.signing import demo_private_key
-
-FILES = Path(__file__).parent / "files"
-MANUFACTURER = 0x1037
-DESTINATION = 0x00DB1234567890A0
-
-
-def build(body: bytes, /, **overrides: object) -> bytes:
-    kwargs: dict[str, object] = {
-        "manufacturer_code": MANUFACTURER,
-        "image_type": 0x0001,
-        "file_version": 0x01020304,
-        "body": body,
-        "private_key": demo_private_key(MANUFACTURER),
-    }
-    kwargs.update(overrides)
-    return build_image(**kwargs)  # type: ignore[arg-type]
-
+from tests.smets1.image_files import DESTINATION, FILES, MANUFACTURER, build
 
 # --- fixtures written independently (tests/smets1/files/make_fixtures.py) ------------------
 

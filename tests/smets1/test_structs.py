@@ -16,7 +16,6 @@ from smets1.errors import DecodeError, WireError
 from smets1.structs import (
     Bytes,
     Const,
-    CountOf,
     Field,
     Flag,
     Items,
@@ -302,15 +301,15 @@ def test_the_truncation_message_is_the_structs_own() -> None:
 class Sectioned(Struct):
     """A section is read as one unit; a count elsewhere than just before its items."""
 
-    COUNT: ClassVar[Annotated[int, u8, CountOf("values")]]
+    count: Annotated[int, u8]
     flags: Annotated[int, u8]
     bits: Annotated[int, u16]
-    values: Annotated[tuple[int, ...], Items(u16, count="COUNT")]
+    values: Annotated[tuple[int, ...], Items(u16, count="count")]
     bitmap: Annotated[bytes, SizedBytes("bits", lambda n: (n + 7) // 8)]
 
 
 def test_a_section_is_one_unit_and_sizes_come_from_earlier_fields() -> None:
-    item = Sectioned(1, 9, (7, 8), b"\xff\x01")
+    item = Sectioned(2, 1, 9, (7, 8), b"\xff\x01")
     data = item.serialize()
     assert data == b"\x02\x01\x09\x00\x07\x00\x08\x00\xff\x01"
     back, rest = Sectioned.deserialize(data + b"tail")
@@ -324,7 +323,7 @@ def test_a_section_is_one_unit_and_sizes_come_from_earlier_fields() -> None:
 
 def test_serialize_refuses_a_length_its_field_disagrees_with() -> None:
     with pytest.raises(ValueError, match="bitmap is 1 long, bits 9 needs 2"):
-        Sectioned(1, 9, (), b"\xff").serialize()
+        Sectioned(0, 1, 9, (), b"\xff").serialize()
 
 
 def _crc(item: Filled) -> int:
