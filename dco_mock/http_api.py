@@ -73,7 +73,7 @@ async def activate_firmware(request: web.Request) -> web.Response:
         return _error(400, "bad_request", f"activation request: {exc}")
     try:
         outcome = await request.app[DCO_KEY].activate_firmware(
-            ask.device_id, ask.firmware_hash, ask.execution_time
+            ask.device_id, ask.firmware_hash, ask.execution_time, ask.originator
         )
     except UnknownImage as exc:
         return _error(404, "unknown_image", str(exc))

@@ -10,6 +10,12 @@ doubling backoff until the give-up time; its answer carries the bitmap it kept, 
 transfer resumes. A failed 11.3 carries the device's own reason code; the DCO adds only
 OFFLINE (never answered), TIMEOUT (stopped answering during activation) and INCOMPLETE
 (rounds that brought no new block).
+
+Each 11.3 names its originator (the User whose request it is). The DCO never ends one
+User's request because of another's: an 11.3 or a cancellation for a device on which
+another originator's 11.3 is in flight is refused (Reason.OTHER_ORIGINATOR) without a
+frame sent, and a cancellation ends only the waiting 11.3 of its own originator for the
+same image.
 """
 
 from __future__ import annotations
@@ -93,6 +99,8 @@ class DcoCounters:
     in_flight: int = 0
     #: 11.3s waiting for a transfer slot (max_concurrent_transfers are all taken).
     waiting_for_slot: int = 0
+    #: 11.3s refused because another originator's 11.3 held the device.
+    refused_other_originator: int = 0
     #: INITIATE or ACTIVATE sent again after a silence.
     retries: int = 0
     #: Transfers picked up again from the device's bitmap after a round went unanswered.
@@ -122,6 +130,25 @@ class _Session:
     #: Whether this session holds a transfer slot; released only if so, so a task
     #: cancelled while it waits to take a slot back never gives back one it lacks.
     holds_slot: bool = False
+
+
+@dataclass(slots=True)
+class _Order:
+    """A non-cancelling 11.3 in flight on a device: whose it is, for which image."""
+
+    originator: int | None
+    firmware_hash: bytes
+    #: None while it waits for a transfer slot.
+    session: _Session | None = None
+    #: The ACTIVATE went with a future ExecutionDateTime: the device holds it pending.
+    scheduled: bool = False
+
+    def same(self, originator: int | None, firmware_hash: bytes) -> bool:
+        return self.originator == originator and self.firmware_hash == firmware_hash
+
+    def rival_of(self, originator: int | None) -> bool:
+        """Another originator's (a request that names none is nobody's rival)."""
+        return None not in (originator, self.originator) and self.originator != originator
 
 
 def missing_runs(status: Status, run_blocks: int) -> list[tuple[int, int]]:
@@ -168,6 +195,8 @@ class Dco:
         self.counters = DcoCounters()
         self._next_transfer = 1
         self._inbox: dict[tuple[int, int], asyncio.Queue[Frame]] = {}
+        #: Non-cancelling 11.3s in flight, by device.
+        self._orders: dict[int, list[_Order]] = {}
         self._slots = asyncio.Semaphore(config.max_concurrent_transfers)
 
     def start(self) -> None:
@@ -212,11 +241,29 @@ class Dco:
             if isinstance(frame, kind):
                 return frame
 
-    def _tell_waiting(self, device_id: int, tid: int, frame: Activation) -> None:
-        """A cancellation also ends the 11.3 that scheduled the activation, if it waits."""
-        for (dev, other), inbox in self._inbox.items():
-            if dev == device_id and other != tid:
-                inbox.put_nowait(frame)
+    def _tell_waiting(
+        self, device_id: int, originator: int | None, firmware_hash: bytes, frame: Activation
+    ) -> None:
+        """A cancellation also ends the 11.3 that scheduled the activation, if it waits:
+        only its own originator's, for the same image."""
+        for order in self._orders.get(device_id, ()):
+            if order.session is not None and order.same(originator, firmware_hash):
+                order.session.inbox.put_nowait(frame)
+
+    def _rival(self, device_id: int, originator: int | None) -> _Order | None:
+        for order in self._orders.get(device_id, ()):
+            if order.rival_of(originator):
+                return order
+        return None
+
+    def _refuse_for_rival(self, device_id: int, rival: _Order) -> ActivationOutcome:
+        self.counters.refused_other_originator += 1
+        self.counters.transfers_failed[Reason.OTHER_ORIGINATOR.name.lower()] += 1
+        state = DeviceState.ACTIVATION_SCHEDULED if rival.scheduled else DeviceState.RECEIVING
+        now = self.clock.now()
+        return ActivationOutcome(
+            device_id, False, state, Reason.OTHER_ORIGINATOR, NO_VERSION, 0, 0, now, now, 0
+        )
 
     def _new_tid(self) -> int:
         tid = self._next_transfer
@@ -261,11 +308,43 @@ class Dco:
     # -- SRV 11.3 -----------------------------------------------------------------------
 
     async def activate_firmware(
-        self, device_id: int, firmware_hash: bytes, execution_time: float = IMMEDIATE
+        self,
+        device_id: int,
+        firmware_hash: bytes,
+        execution_time: float = IMMEDIATE,
+        originator: int | None = None,
     ) -> ActivationOutcome:
         held = self.store.get(firmware_hash)
         # Decided on arrival: a cancellation must not stop being one while it waits.
         cancel = is_cancellation(execution_time, self.clock.now())
+        rival = self._rival(device_id, originator)
+        if rival is not None:
+            return self._refuse_for_rival(device_id, rival)
+        order = None
+        if not cancel:
+            order = _Order(originator, firmware_hash)
+            self._orders.setdefault(device_id, []).append(order)
+        try:
+            return await self._activate_firmware(
+                device_id, firmware_hash, execution_time, cancel, originator, held, order
+            )
+        finally:
+            if order is not None:
+                orders = self._orders[device_id]
+                orders.remove(order)
+                if not orders:
+                    del self._orders[device_id]
+
+    async def _activate_firmware(
+        self,
+        device_id: int,
+        firmware_hash: bytes,
+        execution_time: float,
+        cancel: bool,
+        originator: int | None,
+        held: HeldImage,
+        order: _Order | None,
+    ) -> ActivationOutcome:
         if not cancel:
             # A transfer slot bounds the transfers moving bytes at once. It covers the
             # transfer only: a cancellation moves no image, and an activation that waits
@@ -278,6 +357,9 @@ class Dco:
         deadline = started + self.recovery.give_up_seconds
         s = self._open(device_id)
         s.holds_slot = not cancel
+        if order is not None:
+            order.session = s
+            order.scheduled = execution_time != IMMEDIATE
         try:
             if not cancel:
                 try:
@@ -286,7 +368,7 @@ class Dco:
                     self._give_slot(s)
             final = await self._activate(s, firmware_hash, execution_time, cancel, deadline)
             if cancel and final.state is DeviceState.CANCELLED:
-                self._tell_waiting(device_id, s.tid, final)
+                self._tell_waiting(device_id, originator, firmware_hash, final)
             ok = final.state is (DeviceState.CANCELLED if cancel else DeviceState.ACTIVE)
             state, reason, version = final.state, final.reason, final.running_version
         except _Failed as failed:

@@ -297,11 +297,12 @@ class Esme:
         slot = self.inactive
         same_slot = slot is not None and slot.firmware_hash == f.firmware_hash
         if is_cancellation(f.execution_time, now):
-            if state is S.ACTIVATION_SCHEDULED:
+            # A cancellation names the image whose activation it ends; another's stays.
+            if state is S.ACTIVATION_SCHEDULED and same_slot:
                 self.reason = Reason.CANCELLED
                 self.transition(S.CANCELLED)
                 return self._activation(f.transfer_id, now), None
-            if state is S.CANCELLED:
+            if state is S.CANCELLED and same_slot:
                 return self._activation(f.transfer_id, now), None
             return self._activation(f.transfer_id, now, Reason.NO_TRANSFER), None
         if state is S.ACTIVE and self.active.firmware_hash == f.firmware_hash:

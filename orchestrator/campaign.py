@@ -73,9 +73,14 @@ def devices_by_model(config: FleetConfig) -> dict[str, list[int]]:
     return by_model
 
 
-def campaign_devices(c: CampaignConfig, by_model: dict[str, list[int]]) -> list[int]:
-    """The devices a campaign selects: `count` of its model's devices from `offset` on."""
-    ids = by_model.get(c.devices.model, [])[c.devices.offset :]
+def campaign_devices(
+    c: CampaignConfig, by_model: dict[str, list[int]], config: FleetConfig
+) -> list[int]:
+    """The devices a campaign selects: of its model's devices that its User supplies (or
+    that no one does), `count` from `offset` on."""
+    supplier = config.supplier_of()
+    ids = [d for d in by_model.get(c.devices.model, []) if supplier(d) in (None, c.user)]
+    ids = ids[c.devices.offset :]
     return ids if c.devices.count is None else ids[: c.devices.count]
 
 
@@ -92,7 +97,13 @@ def build_scheduler(
     extra = [UserConfig(id=c.user) for c in config.campaigns if c.user not in listed]
     devices = {d for ids in by_model.values() for d in ids}
     return Scheduler(
-        clock, dco, config.scheduler, state_dir=state_dir, devices=devices, users=extra
+        clock,
+        dco,
+        config.scheduler,
+        state_dir=state_dir,
+        devices=devices,
+        users=extra,
+        suppliers=config.supplier_of(),
     )
 
 

@@ -178,10 +178,16 @@ class DcoClient:
         return stored[0]
 
     async def activate_firmware(
-        self, device_id: int, firmware_hash: bytes, execution_time: float = 0.0
+        self,
+        device_id: int,
+        firmware_hash: bytes,
+        execution_time: float = 0.0,
+        originator: int | None = None,
     ) -> ActivationOutcome:
         base = self._worker(device_id)
-        body = ACTIVATION_ORDER.to_json(ActivationOrder(device_id, firmware_hash, execution_time))
+        body = ACTIVATION_ORDER.to_json(
+            ActivationOrder(device_id, firmware_hash, execution_time, originator)
+        )
 
         async def send(http: aiohttp.ClientSession) -> ActivationOutcome:
             async with http.post(

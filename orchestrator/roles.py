@@ -214,7 +214,7 @@ async def run_scheduler(
 
         async def submit(c: CampaignConfig) -> None:
             await clock.sleep_until(clock.epoch + c.submit_after_seconds)
-            ids = campaign_devices(c, by_model)
+            ids = campaign_devices(c, by_model, cfg)
             if ids:
                 log.info("campaign %s: %d devices, image %s", c.name, len(ids), c.image)
                 await submit_campaign(scheduler, c, images[c.image], ids)

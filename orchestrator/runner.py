@@ -91,7 +91,7 @@ class Run:
 
         async def submit(c: CampaignConfig) -> None:
             await self.clock.sleep(c.submit_after_seconds)
-            ids = campaign_devices(c, by_model)
+            ids = campaign_devices(c, by_model, cfg)
             if ids:
                 await submit_campaign(scheduler, c, images[c.image], ids)
 

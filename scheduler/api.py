@@ -256,7 +256,7 @@ async def post_image(request: web.Request) -> web.Response:
         raise BadDocument("image_base64", "not valid base64") from None
     version = None if body.firmware_version is None else int(body.firmware_version, 16)
     _check_image(data, version, "image_base64")
-    s.check_devices([_eui(d, "device_ids") for d in body.device_ids])
+    s.check_devices([_eui(d, "device_ids") for d in body.device_ids], request[USER])
     stored = await s.store_image(request[USER], data)
     return _json(
         ImageOut(
@@ -439,7 +439,7 @@ async def post_duis(request: web.Request) -> web.Response:
             raise BadDocument("sr:Header/sr:RequestID", f"{h.request_id} was already used")
         if isinstance(doc.body, duis.UpdateFirmware):
             _check_image(doc.body.image, doc.body.firmware_version, "sr:FirmwareImage")
-            s.check_devices(doc.body.device_ids)
+            s.check_devices(doc.body.device_ids, user)
             stored = await s.store_image(user, doc.body.image)
             fields = {"FirmwareHash": stored.firmware_hash.hex()}
             s.notifier.post(

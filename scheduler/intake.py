@@ -14,13 +14,19 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections import Counter
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from scheduler.book import RequestBook
 from scheduler.calendar import Calendar
-from scheduler.errors import AdmissionRefused, BadDocument, DcoFailed, ScheduleConflict
+from scheduler.errors import (
+    AdmissionRefused,
+    BadDocument,
+    DcoFailed,
+    Forbidden,
+    ScheduleConflict,
+)
 from scheduler.moves import SecurityMoves
 from scheduler.notify import Notifier
 from scheduler.policy import Limits, Placement, place_unscheduled
@@ -85,6 +91,7 @@ class Intake:
         notifier: Notifier,
         users: Mapping[int, UserConfig],
         devices: Collection[int] | None,
+        supplier_of: Callable[[int], int | None] | None,
         book: RequestBook,
         queue: ReleaseQueue,
         schedules: Schedules,
@@ -101,6 +108,7 @@ class Intake:
         self.notifier = notifier
         self.users = users
         self.devices = devices
+        self.supplier_of = supplier_of
         self.book = book
         self.queue = queue
         self.schedules = schedules
@@ -137,7 +145,7 @@ class Intake:
     async def read_version(self, user: int, device_id: int) -> VersionReading:
         """11.2: read at once, through the DCO."""
         check_user(self.users, user)
-        self.check_devices([device_id])
+        self.check_devices([device_id], user)
         try:
             return await self.dco.read_firmware_version(device_id)
         except Exception as exc:
@@ -146,7 +154,7 @@ class Intake:
     def read_version_later(self, user: int, device_id: int, duis_request_id: str) -> None:
         """11.2 from DUIS: acknowledged now; the response is delivered when the DCO answers."""
         check_user(self.users, user)
-        self.check_devices([device_id])
+        self.check_devices([device_id], user)
 
         async def read() -> None:
             payload: dict[str, Any] = {
@@ -169,12 +177,26 @@ class Intake:
 
         self.tasks.spawn(read())
 
-    def check_devices(self, device_ids: Iterable[int]) -> None:
-        if self.devices is None:
+    def check_devices(self, device_ids: Iterable[int], actor: int | None = None) -> None:
+        """Every device is known and, when `actor` is given, supplied by it: a User acts
+        only on the devices it supplies (a Service Desk User on any)."""
+        ids = list(device_ids)
+        if self.devices is not None:
+            for d in ids:
+                if d not in self.devices:
+                    raise BadDocument("DeviceID", f"unknown device {_eui(d)}")
+        if actor is None or self.supplier_of is None:
             return
-        for d in device_ids:
-            if d not in self.devices:
-                raise BadDocument("DeviceID", f"unknown device {_eui(d)}")
+        cfg = self.users.get(actor)
+        if cfg is not None and cfg.service_desk:
+            return
+        for d in ids:
+            owner = self.supplier_of(d)
+            if owner is not None and owner != actor:
+                raise Forbidden(
+                    f"device {_eui(d)} is supplied by User {_eui(owner)}: User "
+                    f"{_eui(actor)} may not send it a request"
+                )
 
     # -- SRV 11.3 --------------------------------------------------------------------
 
@@ -200,7 +222,7 @@ class Intake:
         would be refused, storing nothing: what a single DUIS 11.3 gets.
         """
         check_user(self.users, user)
-        self.check_devices(device_ids)
+        self.check_devices(device_ids, user)
         image = self.images.get(firmware_hash)
         if image is None:
             raise BadDocument(
@@ -353,7 +375,7 @@ class Intake:
         (already activating, or done), the User is told that nothing was cancelled."""
         try:
             outcome = await self.dco.activate_firmware(
-                req.device_id, req.firmware_hash, execution_time
+                req.device_id, req.firmware_hash, execution_time, req.user
             )
         except asyncio.CancelledError:
             raise

@@ -137,7 +137,7 @@ class Releaser:
         book = self.book
         try:
             outcome = await self.dco.activate_firmware(
-                req.device_id, req.firmware_hash, req.execution_time
+                req.device_id, req.firmware_hash, req.execution_time, req.user
             )
             if outcome.state is DeviceState.CANCELLED and outcome.reason is Reason.CANCELLED:
                 # A later 11.3 with a far-future date cancelled the pending activation.

@@ -9,6 +9,7 @@ the event loop of that clock (`clock.run(main())`, or any loop for a Real/Scaled
         config.scheduler,           # smets1.config_dcc.SchedulerConfig (its `users` too)
         state_dir=Path("state"),    # scheduler.sqlite lives here; None keeps it in memory
         devices=known_device_ids,   # a set of EUI-64 ints; None accepts any device
+        suppliers=supplier_of,      # device id -> the User supplying it (None: anyone)
     )
     task = asyncio.create_task(scheduler.run())    # releases, sweeps, delivers callbacks
     app = make_app(scheduler)                      # scheduler.api: the HTTP face
@@ -60,7 +61,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,7 @@ class Scheduler:
         state_dir: Path | None = None,
         devices: Collection[int] | None = None,
         users: Iterable[UserConfig] = (),
+        suppliers: Callable[[int], int | None] | None = None,
     ) -> None:
         self.clock = clock
         self.dco = dco
@@ -169,6 +171,7 @@ class Scheduler:
             notifier=notifier,
             users=self.users,
             devices=devices,
+            supplier_of=suppliers,
             book=book,
             queue=queue,
             schedules=schedules,
@@ -265,8 +268,8 @@ class Scheduler:
         """11.2 from DUIS: acknowledged now; the response is delivered when the DCO answers."""
         self._intake.read_version_later(user, device_id, duis_request_id)
 
-    def check_devices(self, device_ids: Iterable[int]) -> None:
-        self._intake.check_devices(device_ids)
+    def check_devices(self, device_ids: Iterable[int], actor: int | None = None) -> None:
+        self._intake.check_devices(device_ids, actor)
 
     # -- SRV 11.3 --------------------------------------------------------------------
 

@@ -59,6 +59,9 @@ class Reason(_OpenEnum):
     CANCELLED = 14  # the activation was cancelled
     OFFLINE = 15  # the device could not be reached (set by the DCO)
     BUSY = 16  # the inactive slot is committed to an activation: cancel it or wait
+    #: another User's 11.3 holds the device's transfer or pending activation (set by the
+    #: DCO, which never ends one User's request because of another's)
+    OTHER_ORIGINATOR = 17
 
 
 FAILED_STATES = frozenset({DeviceState.VERIFY_FAILED, DeviceState.ACTIVATION_FAILED})

@@ -7,6 +7,8 @@ module: `config_fleet` (device side), `config_dcc` (DCC side), `config_types` (f
 
 from __future__ import annotations
 
+import bisect
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from smets1.config_dcc import (
 from smets1.config_fleet import DeviceGroup, DeviceModelConfig, LinkProfile
 from smets1.config_types import Strict
 from smets1.errors import ConfigError
+from smets1.eui64 import format_eui64
 
 __all__ = [
     "CampaignConfig",
@@ -70,6 +73,7 @@ class FleetConfig(Strict):
         for n, group in enumerate(self.devices):
             if group.model not in models:
                 raise ValueError(f"devices.{n}.model: unknown model {group.model!r}")
+        self._suppliers()
         for n, campaign in enumerate(self.campaigns):
             if campaign.image not in images:
                 raise ValueError(f"campaigns.{n}.image: unknown image {campaign.image!r}")
@@ -79,9 +83,55 @@ class FleetConfig(Strict):
                 )
         return self
 
+    def _suppliers(self) -> None:
+        """Every supplier is a User that may supply; with several such Users, every group
+        names its own, so no device is left open to all of them."""
+        desk = {u.id for u in self.scheduler.users if u.service_desk}
+        suppliers = {u.id for u in self.scheduler.users if not u.service_desk}
+        suppliers |= {c.user for c in self.campaigns if c.user not in desk}
+        for n, group in enumerate(self.devices):
+            if group.supplier is None:
+                if len(suppliers) > 1:
+                    raise ValueError(
+                        f"devices.{n}.supplier: required when the config has more than one "
+                        f"supplying User ({len(suppliers)}): name the User that supplies "
+                        "these devices"
+                    )
+            elif group.supplier in desk:
+                raise ValueError(
+                    f"devices.{n}.supplier: {format_eui64(group.supplier)} is a Service Desk "
+                    "User, not a supplier"
+                )
+            elif group.supplier not in suppliers:
+                raise ValueError(
+                    f"devices.{n}.supplier: {format_eui64(group.supplier)} is neither a "
+                    "scheduler User nor the User of a campaign"
+                )
+
     @property
     def epoch_seconds(self) -> float:
         return self.epoch.timestamp()
+
+    def supplier_of(self) -> Callable[[int], int | None]:
+        """device id → the User that supplies it (None: no one), by bisecting the groups'
+        id ranges rather than holding a dict entry per device."""
+        ranges: list[tuple[int, int, int | None]] = []
+        next_id = DEVICE_ID_BASE + 1
+        for group in self.devices:
+            start = group.first_id if group.first_id is not None else next_id
+            ranges.append((start, start + group.count, group.supplier))
+            next_id = start + group.count
+        ranges.sort(key=lambda r: r[0])
+        starts = [r[0] for r in ranges]
+
+        def supplier(device_id: int) -> int | None:
+            i = bisect.bisect_right(starts, device_id) - 1
+            if i < 0:
+                return None
+            start, end, who = ranges[i]
+            return who if start <= device_id < end else None
+
+        return supplier
 
     def device_ids(self) -> list[tuple[int, DeviceGroup]]:
         """Every device id with its group, in config order."""

@@ -134,3 +134,7 @@ class DeviceGroup(Strict):
     link: Link | None = None
     #: Replaces the model's faults for this group.
     faults: FaultConfig | None = None
+    #: The User (EUI-64) that supplies these devices: only it, or a Service Desk User
+    #: acting for it, may send them 11.2 and 11.3. Required once the config has more than
+    #: one supplying User; without it the group's devices belong to no one.
+    supplier: Eui64 | None = None

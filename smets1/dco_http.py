@@ -51,6 +51,8 @@ class ActivationOrder:
     firmware_hash: FirmwareHash
     #: Simulated Unix seconds; 0 is immediate, a century ahead cancels (smets1.wire).
     execution_time: float = 0.0
+    #: The User whose 11.3 this is (EUI-64); none: the request is nobody's in particular.
+    originator: DeviceId | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -109,7 +109,14 @@ class DcoApi(Protocol):
     async def update_firmware(self, image: bytes) -> StoredImage: ...
 
     async def activate_firmware(
-        self, device_id: int, firmware_hash: bytes, execution_time: float = 0.0
-    ) -> ActivationOutcome: ...
+        self,
+        device_id: int,
+        firmware_hash: bytes,
+        execution_time: float = 0.0,
+        originator: int | None = None,
+    ) -> ActivationOutcome:
+        """`originator`: the User whose 11.3 this is; the DCO never ends one originator's
+        request because of another's."""
+        ...
 
     async def read_firmware_version(self, device_id: int) -> VersionReading: ...

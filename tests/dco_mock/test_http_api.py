@@ -30,7 +30,11 @@ class FakeDco:
         return StoredImage(HASH, len(image), 0x02000000, 0x1234, 1, 3, 100.0)
 
     async def activate_firmware(
-        self, device_id: int, firmware_hash: bytes, execution_time: float = 0.0
+        self,
+        device_id: int,
+        firmware_hash: bytes,
+        execution_time: float = 0.0,
+        originator: int | None = None,
     ) -> ActivationOutcome:
         if firmware_hash != HASH:
             raise UnknownImage(firmware_hash)
@@ -88,10 +92,14 @@ class CountingDco(FakeDco):
         self.running = running
 
     async def activate_firmware(
-        self, device_id: int, firmware_hash: bytes, execution_time: float = 0.0
+        self,
+        device_id: int,
+        firmware_hash: bytes,
+        execution_time: float = 0.0,
+        originator: int | None = None,
     ) -> ActivationOutcome:
         self.activations += 1
-        return await super().activate_firmware(device_id, firmware_hash, execution_time)
+        return await super().activate_firmware(device_id, firmware_hash, execution_time, originator)
 
     async def read_firmware_version(self, device_id: int) -> VersionReading:
         state = DeviceState.ACTIVE if self.running == 0x02000000 else DeviceState.RECEIVING

@@ -197,6 +197,16 @@ def test_cancel_with_nothing_scheduled_is_refused() -> None:
     assert reply.reason is Reason.NO_TRANSFER and dev.state is S.VERIFIED
 
 
+def test_cancel_naming_another_image_leaves_the_pending_activation() -> None:
+    dev = verified()
+    dev.on_activate(Activate(7, 1, 5_000.0, FW), now=1_000.0)
+    other = bytes(32)
+    reply, _ = dev.on_activate(Activate(7, 2, 2_010 + CANCEL_AFTER_SECONDS, other), now=2_000.0)
+    assert reply.reason is Reason.NO_TRANSFER and dev.state is S.ACTIVATION_SCHEDULED
+    reply, _ = dev.on_timer(5_000.0)
+    assert reply is not None and reply.state is S.ACTIVATING
+
+
 def test_failed_boot_keeps_the_previous_image_running() -> None:
     dev = verified()
     dev.on_activate(Activate(7, 1, 0.0, FW), now=0.0)

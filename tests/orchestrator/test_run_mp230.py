@@ -29,15 +29,20 @@ def test_campaigns_with_schedule_allowance_and_security(tmp_path: Path) -> None:
             "users": [{"id": A, "token": "a"}, {"id": B, "token": "b"}],
         }
     )
-    data["devices"][0]["count"] = 8
+    group = data["devices"][0]
+    data["devices"] = [
+        {**group, "count": 4, "supplier": A},
+        {**group, "count": 3, "supplier": B},
+        {**group, "count": 1, "supplier": C},
+    ]
     sel = {"model": "acme-e1"}
     data["campaigns"] = [
         {"name": "a-agreed", "user": A, "image": "acme-2", "schedule": "agreed",
          "max_per_day": 2, "devices": {**sel, "count": 4}},
         {"name": "b-over", "user": B, "image": "acme-2",
-         "devices": {**sel, "count": 3, "offset": 4}},
+         "devices": {**sel, "count": 3}},
         {"name": "c-fix", "user": C, "image": "acme-2", "priority": "security",
-         "devices": {**sel, "count": 1, "offset": 7}, "submit_after_seconds": 60},
+         "devices": {**sel, "count": 1}, "submit_after_seconds": 60},
     ]  # fmt: skip
     path = tmp_path / "fleet.yaml"
     path.write_text(yaml.safe_dump(data))

@@ -70,6 +70,8 @@ class FakeDco:
     versions: dict[int, int] = field(default_factory=dict)
     images: dict[bytes, StoredImage] = field(default_factory=dict)
     cancels: list[tuple[int, float]] = field(default_factory=list)
+    #: The originator of every 11.3 (and cancellation) sent, by device.
+    originators: dict[int, list[int | None]] = field(default_factory=dict)
     #: Devices whose activation is held for its ExecutionDateTime.
     scheduled: dict[int, asyncio.Event] = field(default_factory=dict)
     #: Set whenever an activation starts to be held (tests await it, never poll).
@@ -91,8 +93,13 @@ class FakeDco:
         return stored
 
     async def activate_firmware(
-        self, device_id: int, firmware_hash: bytes, execution_time: float = 0.0
+        self,
+        device_id: int,
+        firmware_hash: bytes,
+        execution_time: float = 0.0,
+        originator: int | None = None,
     ) -> ActivationOutcome:
+        self.originators.setdefault(device_id, []).append(originator)
         started = self.clock.now()
         if is_cancellation(execution_time, started):
             self.cancels.append((device_id, started))
@@ -174,6 +181,7 @@ def make_scheduler(
     n_devices: int = 2_000,
     dco: FakeDco | None = None,
     users: list[UserConfig] | None = None,
+    suppliers: Callable[[int], int | None] | None = None,
 ) -> tuple[Scheduler, FakeDco]:
     dco = dco or FakeDco(clock)
     s = Scheduler(
@@ -183,6 +191,7 @@ def make_scheduler(
         state_dir=state_dir,
         devices=set(devices(n_devices)),
         users=users or [],
+        suppliers=suppliers,
     )
     return s, dco
 

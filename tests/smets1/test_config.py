@@ -85,3 +85,54 @@ def test_hex_strings_and_eui64_and_numbering() -> None:
     assert ids[:6] == [DEVICE_ID_BASE + 1 + k for k in range(6)]
     assert ids[6:] == [0x00DB123400000010, 0x00DB123400000011]
     assert cfg.campaigns[0].user == 0x90B3D51F30010000
+
+
+A_USER, B_USER, DESK_USER = (
+    "90-B3-D5-1F-30-01-00-00",
+    "90-B3-D5-1F-30-02-00-00",
+    "90-B3-D5-1F-30-FF-00-00",
+)
+
+
+def _two_suppliers(**group: object) -> dict[str, object]:
+    data = tiny_config()
+    data["devices"][0].update(group)
+    data["scheduler"] = {
+        "users": [
+            {"id": A_USER, "token": "a"},
+            {"id": B_USER, "token": "b"},
+            {"id": DESK_USER, "token": "d", "service_desk": True},
+        ]
+    }
+    return data
+
+
+def test_with_two_suppliers_every_group_names_its_supplier(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"devices\.0\.supplier: required .* \(2\)"):
+        load_config(write(tmp_path, _two_suppliers()))
+    cfg = load_config(write(tmp_path, _two_suppliers(supplier=A_USER)))
+    supplier = cfg.supplier_of()
+    first = DEVICE_ID_BASE + 1
+    assert [supplier(first + i) for i in (-1, 0, 5, 6)] == [
+        None,
+        int(A_USER.replace("-", ""), 16),
+        int(A_USER.replace("-", ""), 16),
+        None,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("supplier", "message"),
+    [
+        (DESK_USER, "is a Service Desk User, not a supplier"),
+        ("90-B3-D5-1F-30-09-00-00", "is neither a scheduler User nor the User of a campaign"),
+    ],
+)
+def test_a_supplier_is_a_supplying_user(tmp_path: Path, supplier: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=rf"devices\.0\.supplier: {supplier} {message}"):
+        load_config(write(tmp_path, _two_suppliers(supplier=supplier)))
+
+
+def test_one_supplying_user_needs_no_supplier_field(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, tiny_config()))
+    assert cfg.supplier_of()(DEVICE_ID_BASE + 1) is None
