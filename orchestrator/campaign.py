@@ -109,20 +109,28 @@ def build_scheduler(
 
 async def submit_campaign(
     scheduler: Scheduler, c: CampaignConfig, image: bytes, ids: list[int]
-) -> None:
+) -> bool:
     """11.1 for the image, an agreed schedule if the campaign has one, then the 11.3s.
 
     The schedule is asked for the campaign's devices and the User's held requests,
     which join it when it is agreed. Whatever the scheduler refuses is recorded as a
     refusal of the campaign, as a User's system would see it, not a crash of the run.
+
+    Idempotent per campaign name, across restarts: the scheduler's store records the
+    schedule agreed for the campaign and that it was submitted, so a scheduler killed at
+    any point and started again submits each campaign exactly once and never asks twice
+    for its schedule. False when the campaign had already been submitted.
     """
-    schedule_id = None
+    schedule_id, submitted = scheduler.campaign_progress(c.name)
+    if submitted:
+        return False
     try:
         stored = await scheduler.store_image(c.user, image)
-        if c.schedule == "agreed" and scheduler.is_large(stored):
+        if c.schedule == "agreed" and scheduler.is_large(stored) and schedule_id is None:
             devices = len(ids) + scheduler.held_count(c.user)
             proposed, _ = scheduler.request_schedule(c.user, devices, max_per_day=c.max_per_day)
             schedule_id = scheduler.accept_schedule(c.user, proposed.schedule_id).schedule_id
+            scheduler.mark_campaign(c.name, c.user, schedule_id=schedule_id)
         scheduler.submit_activations(
             c.user,
             stored.firmware_hash,
@@ -134,6 +142,8 @@ async def submit_campaign(
     except SchedulerError as exc:
         earliest = exc.earliest_day if isinstance(exc, AdmissionRefused) else None
         scheduler.record_refusal(c.user, c.name, len(ids), exc.reason, earliest)
+    scheduler.mark_campaign(c.name, c.user, submitted=True)
+    return True
 
 
 def campaign_summary(

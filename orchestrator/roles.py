@@ -195,7 +195,8 @@ async def run_scheduler(
     what was still open).
 
     The scheduler keeps its requests in `state_dir`: a restarted scheduler resumes the
-    requests it holds and submits the config's campaigns only into an empty store.
+    requests it holds and submits each config campaign it has not submitted yet (the
+    store records each one, so none goes twice and none is lost to a kill).
     """
     cfg = opts.config
     clock = opts.clock
@@ -215,15 +216,13 @@ async def run_scheduler(
         async def submit(c: CampaignConfig) -> None:
             await clock.sleep_until(clock.epoch + c.submit_after_seconds)
             ids = campaign_devices(c, by_model, cfg)
-            if ids:
+            if ids and await submit_campaign(scheduler, c, images[c.image], ids):
                 log.info("campaign %s: %d devices, image %s", c.name, len(ids), c.image)
-                await submit_campaign(scheduler, c, images[c.image], ids)
 
         async def work() -> None:
             if resumed:
                 log.info("resuming %d request(s) from %s", resumed, state_dir)
-            else:
-                await asyncio.gather(*(submit(c) for c in cfg.campaigns))
+            await asyncio.gather(*(submit(c) for c in cfg.campaigns))
             await scheduler.wait_idle()
 
         async def progress() -> None:

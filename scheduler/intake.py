@@ -123,6 +123,16 @@ class Intake:
         #: Cancellations the DCO raised on instead of answering.
         self.dco_errors = 0
 
+    def restore_campaign(self, req: ActivationRequest) -> None:
+        """On a restart: the request rejoins its campaign."""
+        camp = self.campaigns.get(req.campaign)
+        if camp is None:
+            image = self.images.get(req.firmware_hash)
+            if image is None:  # a store written before its image was: nothing to join
+                return
+            camp = self.campaigns[req.campaign] = Campaign(req.campaign, req.user, image, req.large)
+        camp.requests.append(req)
+
     # -- SRV 11.1 and 11.2 -----------------------------------------------------------
 
     async def store_image(self, user: int, image: bytes) -> StoredImage:

@@ -207,6 +207,7 @@ class Scheduler:
             self._schedules.restore(s)
         for r in self.store.load_requests():
             self._book.add(r)
+            self._intake.restore_campaign(r)
             if r.large and r.released_at is not None:
                 self.calendar.record_release(self.calendar.day_of(r.released_at))
             # HELD and CANCELLED requests hold no capacity and none of the allowance.
@@ -319,6 +320,23 @@ class Scheduler:
     def held_count(self, user: int) -> int:
         """The User's HELD requests: the next schedule it agrees takes them on first."""
         return self._intake.held_count(user)
+
+    # -- config campaigns, submitted once ---------------------------------------------
+
+    def campaign_progress(self, name: str) -> tuple[int | None, bool]:
+        """(schedule agreed for it, submitted) for a named campaign, from the store. A
+        campaign whose requests or refusal are stored counts as submitted even if the
+        process died before it could say so."""
+        mark = self.store.campaign_mark(name)
+        schedule_id, submitted = mark if mark is not None else (None, False)
+        if not submitted:
+            submitted = name in self.campaigns or any(r.campaign == name for r in self.refusals)
+        return schedule_id, submitted
+
+    def mark_campaign(
+        self, name: str, user: int, schedule_id: int | None = None, submitted: bool = False
+    ) -> None:
+        self.store.mark_campaign(name, user, schedule_id, submitted)
 
     @staticmethod
     def response_payload(req: ActivationRequest) -> dict[str, Any]:

@@ -100,6 +100,12 @@ CREATE TABLE IF NOT EXISTS duis_requests (
     service_reference TEXT NOT NULL,
     at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS campaign_ledger (
+    name TEXT PRIMARY KEY,            -- a config campaign: submitted once, whatever restarts
+    user INTEGER NOT NULL,
+    schedule_id INTEGER,              -- the schedule agreed for it, before its 11.3s went in
+    submitted INTEGER NOT NULL DEFAULT 0
+);
 """
 
 #: Write-behind limits for changes of state.
@@ -415,3 +421,25 @@ class Store:
     def mark_delivered(self, notification_id: int) -> None:
         self.flush()
         self.db.execute("UPDATE notifications SET delivered = 1 WHERE id = ?", (notification_id,))
+
+    # -- campaign ledger -------------------------------------------------------------
+
+    def campaign_mark(self, name: str) -> tuple[int | None, bool] | None:
+        """(schedule id, submitted) recorded for a config campaign; None: never started."""
+        row = self.db.execute(
+            "SELECT schedule_id, submitted FROM campaign_ledger WHERE name = ?", (name,)
+        ).fetchone()
+        return None if row is None else (row[0], bool(row[1]))
+
+    def mark_campaign(
+        self, name: str, user: int, schedule_id: int | None = None, submitted: bool = False
+    ) -> None:
+        """Committed at once: a restart must find what it says."""
+        self.flush()
+        self.db.execute(
+            "INSERT INTO campaign_ledger (name, user, schedule_id, submitted) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+            "schedule_id = COALESCE(excluded.schedule_id, schedule_id), "
+            "submitted = MAX(submitted, excluded.submitted)",
+            (name, _s64(user), schedule_id, int(submitted)),
+        )
