@@ -52,7 +52,8 @@ CREATE TABLE IF NOT EXISTS requests (
     failure TEXT,
     overdue INTEGER NOT NULL,
     trt_met INTEGER,
-    duis_request_id TEXT
+    duis_request_id TEXT,
+    running_version INTEGER           -- what 11.2 read after the 11.3: what the User is told
 );
 CREATE INDEX IF NOT EXISTS requests_by_user ON requests (user, request_id);
 CREATE UNIQUE INDEX IF NOT EXISTS requests_by_duis_id ON requests (duis_request_id);
@@ -120,7 +121,7 @@ FLUSH_TIMER_MAX_SECONDS = 60.0
 _REQUEST_COLUMNS = (
     "request_id, user, campaign, device_id, firmware_hash, file_version, large, submitted_at, "
     "priority, execution_time, schedule_id, planned_day, state, held_day, released_at, "
-    "completed_at, failure, overdue, trt_met, duis_request_id"
+    "completed_at, failure, overdue, trt_met, duis_request_id, running_version"
 )
 
 
@@ -153,6 +154,8 @@ class Store:
         columns = {row[1] for row in self.db.execute("PRAGMA table_info(requests)")}
         if "held_day" not in columns:  # a state directory from before held_day
             self.db.execute("ALTER TABLE requests ADD COLUMN held_day INTEGER")
+        if "running_version" not in columns:  # ... and from before running_version
+            self.db.execute("ALTER TABLE requests ADD COLUMN running_version INTEGER")
         self._dirty: dict[int, ActivationRequest] = {}
         self._notes: list[tuple[int, int, float, str, str]] = []
         row = self.db.execute("SELECT MAX(id) FROM notifications").fetchone()
@@ -238,12 +241,13 @@ class Store:
             int(r.overdue),
             _opt_bool(r.trt_met),
             r.duis_request_id,
+            r.running_version,
         )
 
     def add_requests(self, reqs: list[ActivationRequest]) -> None:
         """Accepted requests: committed before the User is answered."""
         self.flush()
-        marks = ",".join("?" * 20)
+        marks = ",".join("?" * 21)
         with self.db:
             self.db.execute("BEGIN")
             self.db.executemany(
@@ -290,6 +294,7 @@ class Store:
                     overdue=bool(row[17]),
                     trt_met=None if trt is None else bool(trt),
                     duis_request_id=row[19],
+                    running_version=row[20],
                 )
             )
         return out
