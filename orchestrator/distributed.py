@@ -117,12 +117,14 @@ def run_distributed(
     python: str = sys.executable,
     on_scheduler_started: Callable[[Service], None] | None = None,
     on_started: Callable[[dict[str, Service]], None] | None = None,
+    on_finished: Callable[[dict[str, Service]], None] | None = None,
 ) -> dict[str, Any]:
     """Run `config` as separate processes; return (and write) the merged summary.
 
     `on_scheduler_started` is called once the campaigns are under way (tests restart the
     broker from it); `on_started` then, with every process by name (`dco-w0`, `fleet-1`,
-    `scheduler`: tests crash one from it).
+    `scheduler`: tests crash one from it); `on_finished` once the scheduler has exited,
+    while the DCO and the fleet still serve (tests read every device through 11.2).
     """
     if shards < 1 or dco_workers < 1:
         raise DistributedError("--shards and --dco-workers must be at least 1")
@@ -194,6 +196,8 @@ def run_distributed(
         campaign_seconds = time.monotonic() - started
         if rc not in (0, 1):
             raise DistributedError(f"the scheduler exited with code {rc}:\n{sched.tail()}")
+        if on_finished is not None:
+            on_finished({svc.name: svc for svc in services})
     finally:
         for svc in reversed(services):
             svc.stop()
