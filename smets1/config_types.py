@@ -33,7 +33,19 @@ U32 = Annotated[int, BeforeValidator(_int_or_hex), Field(ge=0, le=0xFFFF_FFFF)]
 Eui64 = Annotated[int, BeforeValidator(_eui64), Field(ge=0, le=0xFFFF_FFFF_FFFF_FFFF)]
 
 
-class Strict(BaseModel):
-    """Every config model: unknown keys are errors, values are frozen."""
+class FieldError(ValueError):
+    """A check across fields that finds one field wrong: `loc` is that field's path from
+    the model that raised it, so the error is reported at the field (and its line in the
+    file), not at the model."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
+        super().__init__(f"{'.'.join(str(p) for p in loc)}: {message}")
+        self.loc = loc
+        self.message = message
+
+
+class Strict(BaseModel):
+    """Every config model: unknown keys are errors, values are frozen, and a float is a
+    finite number (`.inf` or `.nan` in YAML is an error, not a trap for the scheduler)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
