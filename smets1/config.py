@@ -8,6 +8,7 @@ module: `config_fleet` (device side), `config_dcc` (DCC side), `config_types` (f
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -113,7 +114,7 @@ class FleetConfig(Strict):
             spans.append((start, last, n))
             next_id = last + 1
         spans.sort()
-        for (_, last, n), (start, _, m) in zip(spans, spans[1:], strict=False):
+        for (_, last, n), (start, _, m) in pairwise(spans):
             if start <= last:
                 field = "first_id" if self.devices[max(n, m)].first_id is not None else "count"
                 raise FieldError(
@@ -152,9 +153,7 @@ def _unique_names(section: str, names: list[str]) -> None:
         first[name] = n
 
 
-def _format_error(
-    path: Path, exc: ValidationError, lines: dict[tuple[str | int, ...], int]
-) -> str:
+def _format_error(path: Path, exc: ValidationError, lines: dict[tuple[str | int, ...], int]) -> str:
     """One line a problem: `file:line: field: what is wrong (got what)`."""
     out = []
     errors = exc.errors()

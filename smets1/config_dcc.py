@@ -47,8 +47,9 @@ class ImageConfig(Strict):
     def _one_source(self) -> ImageConfig:
         if (self.size_bytes is None) == (self.file is None):
             raise ValueError("give exactly one of size_bytes or file")
-        if self.hardware_versions is not None and self.hardware_versions[0] > (
-            self.hardware_versions[1]
+        if (
+            self.hardware_versions is not None
+            and self.hardware_versions[0] > (self.hardware_versions[1])
         ):
             raise FieldError(
                 ("hardware_versions",),
