@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from orchestrator.image_cli import add_image_commands
+from orchestrator.preflight import preflight
 from orchestrator.roles_cli import add_role_commands
 from smets1.config import load_config
 from smets1.errors import Smets1Error
@@ -23,7 +24,9 @@ EXIT_USAGE = 2
 
 
 def _fail(message: str) -> int:
-    print(f"smets1: error: {message}", file=sys.stderr)
+    """One line a problem on stderr (a config may have several), exit status 2."""
+    for line in message.splitlines():
+        print(f"smets1: error: {line}", file=sys.stderr)
     return EXIT_USAGE
 
 
@@ -32,6 +35,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         config = load_config(args.config)
+        preflight(config, args.config)
         out = Path(args.out) if args.out else Path("runs") / config.name
         summary = run_config(config, out, progress=None if args.quiet else sys.stderr)
     except Smets1Error as exc:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import stat
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +31,7 @@ from smets1.image import (
     seeded_body,
     verify_signature,
 )
+from smets1.limits import MAX_IMAGE_BYTES, MAX_OTA_FILE_BYTES
 from smets1.signing import (
     SigningError,
     demo_private_key,
@@ -47,6 +49,8 @@ __all__ = [
     "cmd_keygen",
     "cmd_verify",
 ]
+
+_OTA_LIMIT = "an OTA header's total_image_size is a u32"
 
 EXIT_OK = 0
 EXIT_BAD_SIGNATURE = 1
@@ -89,6 +93,15 @@ def _positive(text: str) -> int:
     return value
 
 
+def _body_size(text: str) -> int:
+    value = _unsigned(63)(text)
+    if value > MAX_IMAGE_BYTES:
+        raise argparse.ArgumentTypeError(
+            f"at most {MAX_IMAGE_BYTES:,} bytes (smets1.limits.MAX_IMAGE_BYTES), got {value:,}"
+        )
+    return value
+
+
 def _hardware_versions(text: str) -> tuple[int, int]:
     low, sep, high = text.partition(":")
     if not sep:
@@ -119,9 +132,20 @@ def _fail(subject: str | os.PathLike[str] | None, message: str) -> int:
     return EXIT_BAD_INPUT
 
 
-def _read_file(path: str) -> bytes:
+class _Unusable(Smets1Error):
+    """A file the command cannot use as a whole: too large, or not a regular file."""
+
+
+def _read_file(path: str, limit: int, why: str) -> bytes:
+    """The bytes of a regular file of at most `limit` bytes (`why` says whose limit);
+    _Unusable, before reading, for anything else."""
     with open(path, "rb") as f:
-        return f.read()
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise _Unusable("not a regular file; expected a file of bytes")
+        if st.st_size > limit:
+            raise _Unusable(f"{st.st_size:,} bytes, more than {limit:,} ({why})")
+        return f.read(limit + 1)
 
 
 def _os_message(exc: OSError) -> str:
@@ -148,9 +172,7 @@ def add_image_commands(subparsers: Any) -> argparse.ArgumentParser:
     build.add_argument("--file-version", type=_unsigned(32), required=True, metavar="VERSION")
     body = build.add_mutually_exclusive_group(required=True)
     body.add_argument("--body", metavar="FILE", help="manufacturer image bytes")
-    body.add_argument(
-        "--body-size", type=_unsigned(32), metavar="N", help="N bytes of seeded content"
-    )
+    body.add_argument("--body-size", type=_body_size, metavar="N", help="N bytes of seeded content")
     build.add_argument(
         "--seed", type=int, default=0, metavar="S", help="seed for --body-size (default 0)"
     )
@@ -214,9 +236,11 @@ def add_image_commands(subparsers: Any) -> argparse.ArgumentParser:
 def cmd_build(args: argparse.Namespace) -> int:
     if args.body is not None:
         try:
-            body = _read_file(args.body)
+            body = _read_file(args.body, MAX_IMAGE_BYTES, "smets1.limits.MAX_IMAGE_BYTES")
         except OSError as exc:
             return _fail(args.body, _os_message(exc))
+        except _Unusable as exc:
+            return _fail(args.body, str(exc))
     else:
         body = seeded_body(args.body_size, args.seed)
     try:
@@ -278,7 +302,7 @@ def _human(summary: dict[str, Any]) -> str:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     try:
-        data = _read_file(args.file)
+        data = _read_file(args.file, MAX_OTA_FILE_BYTES, _OTA_LIMIT)
         summary = image_summary(data, args.block_size, args.large_threshold)
     except OSError as exc:
         return _fail(args.file, _os_message(exc))
@@ -308,7 +332,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     try:
-        image = parse_image(_read_file(args.file))
+        image = parse_image(_read_file(args.file, MAX_OTA_FILE_BYTES, _OTA_LIMIT))
     except OSError as exc:
         return _fail(args.file, _os_message(exc))
     except Smets1Error as exc:
