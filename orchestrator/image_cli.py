@@ -13,6 +13,7 @@ argument that cannot be used. A bad file is one line on stderr, never a tracebac
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import stat
@@ -102,6 +103,12 @@ def _body_size(text: str) -> int:
     return value
 
 
+def _output_file(text: str) -> str:
+    if not Path(text).name or Path(text).name == "..":
+        raise argparse.ArgumentTypeError(f"expected a file name to write, got {text!r}")
+    return text
+
+
 def _hardware_versions(text: str) -> tuple[int, int]:
     low, sep, high = text.partition(":")
     if not sep:
@@ -189,7 +196,7 @@ def add_image_commands(subparsers: Any) -> argparse.ArgumentParser:
         choices=("subelements", "raw"),
         help="default: subelements when signed, raw (like the DCC sample) when --unsigned",
     )
-    build.add_argument("-o", "--output", required=True, metavar="OUT")
+    build.add_argument("-o", "--output", type=_output_file, required=True, metavar="OUT")
     build.set_defaults(func=cmd_build)
 
     inspect = sub.add_parser(
@@ -215,7 +222,7 @@ def add_image_commands(subparsers: Any) -> argparse.ArgumentParser:
         description="Write a new ECDSA P-256 private key (PEM, mode 0600) and print its "
         "public key.",
     )
-    keygen.add_argument("-o", "--output", required=True, metavar="PEM")
+    keygen.add_argument("-o", "--output", type=_output_file, required=True, metavar="PEM")
     keygen.add_argument("--force", action="store_true", help="overwrite an existing file")
     keygen.set_defaults(func=cmd_keygen)
 
@@ -275,7 +282,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         partial.write_bytes(data)
         partial.replace(output)
     except OSError as exc:
-        partial.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # the same error may stop the clean-up too
+            partial.unlink(missing_ok=True)
         return _fail(args.output, _os_message(exc))
     firmware_hash = parse_image(data).firmware_hash.hex()
     print(f"{output} size_bytes={len(data)} firmware_hash={firmware_hash}")
