@@ -138,7 +138,7 @@ def test_every_flag_of_every_subcommand_with_hostile_values(
                 swept += 1
         # Positional arguments (config, file) take the hostile values too.
         for value in HOSTILE:
-            argv = [*words, value] + base[len(words) + 1 :]
+            argv = [*words, value, *base[len(words) + 1 :]]
             rc, err, by_argparse = _run(top, argv, capsys)
             _assert_clean(argv, rc, err, by_argparse)
     assert swept > 500
@@ -210,7 +210,7 @@ def test_every_variable_with_hostile_values(
             ],
             "argument --body-size: at most 268,435,456",
         ),
-    ],  # fmt: skip
+    ],
 )
 def test_bad_flags_name_the_flag_and_what_was_expected(
     argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
