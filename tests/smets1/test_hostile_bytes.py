@@ -91,8 +91,8 @@ FRAMES: list[bytes] = [
     Query(1, 2).serialize(),
     Activate(1, 2, 0.0, HASH).serialize(),
     ReadVersion(1, 2).serialize(),
-    Status(1, 2, DeviceState.RECEIVING, list(Reason)[0], 3, 4, 20, b"\xff\x0f\x00").serialize(),
-    Activation(1, 2, DeviceState.ACTIVE, list(Reason)[0], 5, 1e9).serialize(),
+    Status(1, 2, DeviceState.RECEIVING, Reason.NONE, 3, 4, 20, b"\xff\x0f\x00").serialize(),
+    Activation(1, 2, DeviceState.ACTIVE, Reason.NONE, 5, 1e9).serialize(),
     Version(1, 2, 5, 6, DeviceState.ACTIVE).serialize(),
 ]
 
