@@ -20,9 +20,10 @@ from typing import Any
 import yaml
 from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.scanner import ScannerError
 
 from smets1.errors import ConfigError
-from smets1.limits import MAX_CONFIG_VALUES
+from smets1.limits import MAX_CONFIG_NESTING, MAX_CONFIG_VALUES
 
 Path = tuple[str | int, ...]
 
@@ -31,7 +32,14 @@ _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 class _Loader(yaml.SafeLoader):
     """SafeLoader whose Python errors while constructing a value become YAML errors with
-    the value's position."""
+    the value's position, and which stops at MAX_CONFIG_NESTING brackets deep."""
+
+    def fetch_flow_collection_start(self, TokenClass: Any) -> None:
+        if self.flow_level >= MAX_CONFIG_NESTING:
+            raise ScannerError(
+                None, None, f"nested more than {MAX_CONFIG_NESTING} deep", self.get_mark()
+            )
+        super().fetch_flow_collection_start(TokenClass)
 
     def construct_object(self, node: Node, deep: bool = False) -> Any:
         try:

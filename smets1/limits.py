@@ -35,5 +35,9 @@ MAX_CONFIG_BYTES = 16 * 1024 * 1024
 #: otherwise stand for billions of values ("billion laughs").
 MAX_CONFIG_VALUES = 1_000_000
 
+#: Brackets a config may nest (`[[[...`); PyYAML's scanner slows down with the square of
+#: the depth, and a fleet config needs five or so.
+MAX_CONFIG_NESTING = 64
+
 #: Fleet shards and DCO workers one run may have.
 MAX_SHARDS = 1024
