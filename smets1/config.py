@@ -7,6 +7,7 @@ module: `config_fleet` (device side), `config_dcc` (DCC side), `config_types` (f
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from itertools import pairwise
 from pathlib import Path
@@ -153,6 +154,13 @@ def _unique_names(section: str, names: list[str]) -> None:
         first[name] = n
 
 
+_DOTTED = re.compile(r"([A-Za-z_]\w*(?:\.\w+)+): ")
+
+
+def _path(dotted: str) -> tuple[str | int, ...]:
+    return tuple(int(p) if p.isdigit() else p for p in dotted.split("."))
+
+
 def _format_error(path: Path, exc: ValidationError, lines: dict[tuple[str | int, ...], int]) -> str:
     """One line a problem: `file:line: field: what is wrong (got what)`."""
     out = []
@@ -167,6 +175,10 @@ def _format_error(path: Path, exc: ValidationError, lines: dict[tuple[str | int,
             msg = "unknown key (check its spelling)"
         elif err["type"] == "value_error":
             msg = msg.removeprefix("Value error, ")
+            # A plain ValueError worded "devices.3.model: ..." names its field too.
+            named = _DOTTED.match(msg)
+            if named and line_of(lines, loc + _path(named[1])) is not None:
+                loc, msg = loc + _path(named[1]), msg[named.end() :]
         got = err.get("input")
         shown = ""
         # A value error of ours says what it got; pydantic's own messages do not.

@@ -227,3 +227,24 @@ def test_an_image_file_over_the_limit_is_refused_without_reading_it(tmp_path: Pa
     config = FleetConfig.model_validate(data)
     with pytest.raises(ConfigError, match=r"images\.0\.file: .*big\.ota is 268,435,457 bytes"):
         image_bytes(config)
+
+
+def test_a_plain_value_error_that_names_its_field_gets_the_line() -> None:
+    """Validators written `raise ValueError("devices.0.model: ...")` keep working."""
+    from pydantic import ValidationError, model_validator
+
+    from smets1.config import _format_error
+    from smets1.config_types import Strict
+
+    class Checked(Strict):
+        devices: list[dict[str, int]]
+
+        @model_validator(mode="after")
+        def _check(self) -> Checked:
+            raise ValueError("devices.0.count: expected fewer")
+
+    with pytest.raises(ValidationError) as err:
+        Checked.model_validate({"devices": [{"count": 5}]})
+    lines = {("devices",): 2, ("devices", 0): 3, ("devices", 0, "count"): 3}
+    text = _format_error(Path("f.yaml"), err.value, lines)
+    assert text == "f.yaml:3: devices.0.count: expected fewer"
