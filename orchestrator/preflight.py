@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 from pathlib import Path
 
 from smets1.config import FleetConfig
@@ -81,6 +82,25 @@ def _file_size(path: Path) -> int | None:
         return path.stat().st_size
     except OSError:
         return None
+
+
+def read_image_file(path: Path, field: str) -> bytes:
+    """The bytes of an image file a config names: a regular file of at most
+    MAX_IMAGE_BYTES, read no further than that; ConfigError naming `field` otherwise."""
+    try:
+        with path.open("rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise ConfigError(f"{field}: {path} is not a regular file")
+            data = f.read(MAX_IMAGE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{field}: cannot read {path}: {exc.strerror}") from exc
+    if len(data) > MAX_IMAGE_BYTES:
+        raise ConfigError(
+            f"{field}: {path} is more than {MAX_IMAGE_BYTES:,} bytes"
+            " (smets1.limits.MAX_IMAGE_BYTES)"
+        )
+    return data
 
 
 def check_images_fit_memory(

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from smets1.config_types import U16, U32, Eui64, FieldError, Number, Strict
+from smets1.config_types import U16, U32, Eui64, FieldError, FilePath, Number, Strict
 from smets1.image import (
     LARGE_IMAGE_BYTES,
     SIGNATURE_BYTES,
@@ -26,10 +25,10 @@ class ImageConfig(Strict):
     #: Size of the whole OTA file; the body is padded with seeded bytes to fit.
     size_bytes: Number | None = Field(None, gt=0)
     #: Or an existing OTA file, used as it is.
-    file: Path | None = None
+    file: FilePath | None = None
     hardware_versions: tuple[U16, U16] | None = None
     #: PEM private key; default: the demo key of the manufacturer code.
-    key: Path | None = None
+    key: FilePath | None = None
     seed: int = 0
 
     @field_validator("size_bytes")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
@@ -27,10 +28,18 @@ def _eui64(value: Any) -> Any:
     return value
 
 
+def _file_name(value: Any) -> Any:
+    if isinstance(value, str) and ("\x00" in value or not value):
+        raise ValueError("expected a file name (not empty, no NUL character)")
+    return value
+
+
 Number = Annotated[int, BeforeValidator(_int_or_hex)]
 U16 = Annotated[int, BeforeValidator(_int_or_hex), Field(ge=0, le=0xFFFF)]
 U32 = Annotated[int, BeforeValidator(_int_or_hex), Field(ge=0, le=0xFFFF_FFFF)]
 Eui64 = Annotated[int, BeforeValidator(_eui64), Field(ge=0, le=0xFFFF_FFFF_FFFF_FFFF)]
+#: A path in a config: a name the operating system can open.
+FilePath = Annotated[Path, BeforeValidator(_file_name)]
 
 
 class FieldError(ValueError):

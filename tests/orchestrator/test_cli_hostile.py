@@ -44,6 +44,7 @@ HOSTILE = [
     "/",
     "a/b#+",
     "é\udcff",
+    "/dev/zero",  # endless: read no further than a limit
 ]
 
 

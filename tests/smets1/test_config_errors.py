@@ -248,3 +248,20 @@ def test_a_plain_value_error_that_names_its_field_gets_the_line() -> None:
     lines = {("devices",): 2, ("devices", 0): 3, ("devices", 0, "count"): 3}
     text = _format_error(Path("f.yaml"), err.value, lines)
     assert text == "f.yaml:3: devices.0.count: expected fewer"
+
+
+def test_a_file_name_with_nul_is_a_config_error(tmp_path: Path) -> None:
+    text = _edit({"models.0.public_key": "k\x00"})
+    msg = _load(tmp_path, text)
+    assert "models.0.public_key: expected a file name (not empty, no NUL character)" in msg
+
+
+def test_an_image_file_that_never_ends_is_not_read_forever(tmp_path: Path) -> None:
+    from orchestrator.campaign import make_image
+
+    data = tiny_config()
+    data["images"][0].pop("size_bytes")
+    data["images"][0]["file"] = "/dev/zero"
+    config = FleetConfig.model_validate(data)
+    with pytest.raises(ConfigError, match=r"images\.acme-2\.file: /dev/zero is not a regular"):
+        make_image(config.images[0])
