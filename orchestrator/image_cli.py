@@ -276,6 +276,13 @@ def cmd_build(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return _fail(None, str(exc))
     output = Path(args.output)
+    try:
+        existing = output.stat().st_mode
+    except OSError:  # absent, or a name the write below reports
+        existing = None
+    if existing is not None and not stat.S_ISREG(existing):
+        # The rename below would replace it: a folder, a device such as /dev/null.
+        return _fail(args.output, "exists and is not a regular file; expected a file name")
     # Written beside the target then renamed, so a reader never sees half an image.
     partial = output.with_name(output.name + ".partial")
     try:

@@ -72,10 +72,16 @@ def _base(words: tuple[str, ...], tmp: Path) -> list[str]:
     return [*words, missing]
 
 
-def _options(parser: argparse.ArgumentParser) -> list[str]:
-    """The first option string of every optional that takes a value."""
+#: Options that name something to write: never given an absolute path here (as root, a
+#: build "written beside the target then renamed" over /dev/zero would replace it).
+WRITES = {"output", "out", "state_dir"}
+
+
+def _options(parser: argparse.ArgumentParser) -> list[tuple[str, list[str]]]:
+    """The first option string of every optional that takes a value, and the hostile
+    values it is given."""
     return [
-        a.option_strings[0]
+        (a.option_strings[0], [v for v in HOSTILE if a.dest not in WRITES or v[:1] != "/"])
         for a in parser._actions
         if a.option_strings and a.nargs != 0 and not isinstance(a, argparse._HelpAction)
     ]
@@ -121,7 +127,10 @@ def test_every_flag_of_every_subcommand_with_hostile_values(
     image_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     capsys.readouterr()
-    monkeypatch.chdir(image_dir)  # `-o four` and the like write here
+    # `-o four`, `-o ../../x` and the like write here, inside the test's folder.
+    deep = image_dir / "a" / "b" / "c"
+    deep.mkdir(parents=True)
+    monkeypatch.chdir(deep)
     for name in [k for k in os.environ if k.startswith("SMETS1_")]:
         monkeypatch.delenv(name)
     top = build_parser()
@@ -131,8 +140,8 @@ def test_every_flag_of_every_subcommand_with_hostile_values(
     swept = 0
     for words, parser in commands:
         base = _base(words, image_dir)
-        for option in _options(parser):
-            for value in HOSTILE:
+        for option, values in _options(parser):
+            for value in values:
                 argv = [*base, option, value]
                 rc, err, by_argparse = _run(top, argv, capsys)
                 _assert_clean(argv, rc, err, by_argparse)
@@ -318,3 +327,22 @@ def test_the_real_entry_point_exits_2_without_a_traceback(tmp_path: Path) -> Non
         )
         assert proc.returncode == 2, proc.stderr
         assert "Traceback" not in proc.stderr and says in proc.stderr.splitlines()[-1]
+
+
+def test_image_build_never_replaces_what_is_not_a_regular_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The build is written beside its target and renamed over it; over a device (run as
+    root, `-o /dev/null`), a FIFO or a folder that would replace it. (A FIFO of the
+    test's own stands in for a device: a regression must not cost the machine /dev/null.)"""
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for target in (str(folder), str(fifo)):
+        argv = ["image", "build", "--manufacturer", "1", "--image-type", "1",
+                "--file-version", "1", "--body-size", "16", "-o", target]  # fmt: skip
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.endswith(f"{target}: exists and is not a regular file; expected a file name\n")
+    assert folder.is_dir() and fifo.is_fifo()
