@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from orchestrator.preflight import read_image_file
 from scheduler.errors import AdmissionRefused, SchedulerError
 from scheduler.requests import Priority
 from scheduler.service import Scheduler
@@ -24,12 +25,7 @@ from smets1.signing import demo_private_key, load_private_key
 def make_image(cfg: ImageConfig) -> bytes:
     """The OTA file a config image names: read from `file`, or built to `size_bytes`."""
     if cfg.file is not None:
-        try:
-            data = cfg.file.read_bytes()
-        except OSError as exc:
-            raise ConfigError(
-                f"images.{cfg.name}.file: cannot read {cfg.file}: {exc.strerror}"
-            ) from exc
+        data = read_image_file(cfg.file, f"images.{cfg.name}.file")
         try:
             parse_image(data)
         except ImageError as exc:

@@ -10,11 +10,13 @@ Every expected failure prints one line `smets1: error: ...` and exits 2; never a
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from orchestrator.image_cli import add_image_commands
+from orchestrator.preflight import preflight
 from orchestrator.roles_cli import add_role_commands
 from smets1.config import load_config
 from smets1.errors import Smets1Error
@@ -23,7 +25,9 @@ EXIT_USAGE = 2
 
 
 def _fail(message: str) -> int:
-    print(f"smets1: error: {message}", file=sys.stderr)
+    """One line a problem on stderr (a config may have several), exit status 2."""
+    for line in message.splitlines():
+        print(f"smets1: error: {line}", file=sys.stderr)
     return EXIT_USAGE
 
 
@@ -32,6 +36,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         config = load_config(args.config)
+        preflight(config, args.config)
         out = Path(args.out) if args.out else Path("runs") / config.name
         summary = run_config(config, out, progress=None if args.quiet else sys.stderr)
     except Smets1Error as exc:
@@ -72,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # A file name that is not UTF-8 arrives with surrogate escapes; echoed back in a
+    # message it would stop the print with UnicodeEncodeError. Escape it instead.
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -13,8 +13,10 @@ argument that cannot be used. A bad file is one line on stderr, never a tracebac
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import stat
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +32,7 @@ from smets1.image import (
     seeded_body,
     verify_signature,
 )
+from smets1.limits import MAX_IMAGE_BYTES, MAX_OTA_FILE_BYTES
 from smets1.signing import (
     SigningError,
     demo_private_key,
@@ -47,6 +50,8 @@ __all__ = [
     "cmd_keygen",
     "cmd_verify",
 ]
+
+_OTA_LIMIT = "an OTA header's total_image_size is a u32"
 
 EXIT_OK = 0
 EXIT_BAD_SIGNATURE = 1
@@ -89,6 +94,21 @@ def _positive(text: str) -> int:
     return value
 
 
+def _body_size(text: str) -> int:
+    value = _unsigned(63)(text)
+    if value > MAX_IMAGE_BYTES:
+        raise argparse.ArgumentTypeError(
+            f"at most {MAX_IMAGE_BYTES:,} bytes (smets1.limits.MAX_IMAGE_BYTES), got {value:,}"
+        )
+    return value
+
+
+def _output_file(text: str) -> str:
+    if not Path(text).name or Path(text).name == "..":
+        raise argparse.ArgumentTypeError(f"expected a file name to write, got {text!r}")
+    return text
+
+
 def _hardware_versions(text: str) -> tuple[int, int]:
     low, sep, high = text.partition(":")
     if not sep:
@@ -119,9 +139,20 @@ def _fail(subject: str | os.PathLike[str] | None, message: str) -> int:
     return EXIT_BAD_INPUT
 
 
-def _read_file(path: str) -> bytes:
+class _Unusable(Smets1Error):
+    """A file the command cannot use as a whole: too large, or not a regular file."""
+
+
+def _read_file(path: str, limit: int, why: str) -> bytes:
+    """The bytes of a regular file of at most `limit` bytes (`why` says whose limit);
+    _Unusable, before reading, for anything else."""
     with open(path, "rb") as f:
-        return f.read()
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise _Unusable("not a regular file; expected a file of bytes")
+        if st.st_size > limit:
+            raise _Unusable(f"{st.st_size:,} bytes, more than {limit:,} ({why})")
+        return f.read(limit + 1)
 
 
 def _os_message(exc: OSError) -> str:
@@ -148,9 +179,7 @@ def add_image_commands(subparsers: Any) -> argparse.ArgumentParser:
     build.add_argument("--file-version", type=_unsigned(32), required=True, metavar="VERSION")
     body = build.add_mutually_exclusive_group(required=True)
     body.add_argument("--body", metavar="FILE", help="manufacturer image bytes")
-    body.add_argument(
-        "--body-size", type=_unsigned(32), metavar="N", help="N bytes of seeded content"
-    )
+    body.add_argument("--body-size", type=_body_size, metavar="N", help="N bytes of seeded content")
     build.add_argument(
         "--seed", type=int, default=0, metavar="S", help="seed for --body-size (default 0)"
     )
@@ -167,7 +196,7 @@ def add_image_commands(subparsers: Any) -> argparse.ArgumentParser:
         choices=("subelements", "raw"),
         help="default: subelements when signed, raw (like the DCC sample) when --unsigned",
     )
-    build.add_argument("-o", "--output", required=True, metavar="OUT")
+    build.add_argument("-o", "--output", type=_output_file, required=True, metavar="OUT")
     build.set_defaults(func=cmd_build)
 
     inspect = sub.add_parser(
@@ -193,7 +222,7 @@ def add_image_commands(subparsers: Any) -> argparse.ArgumentParser:
         description="Write a new ECDSA P-256 private key (PEM, mode 0600) and print its "
         "public key.",
     )
-    keygen.add_argument("-o", "--output", required=True, metavar="PEM")
+    keygen.add_argument("-o", "--output", type=_output_file, required=True, metavar="PEM")
     keygen.add_argument("--force", action="store_true", help="overwrite an existing file")
     keygen.set_defaults(func=cmd_keygen)
 
@@ -214,9 +243,11 @@ def add_image_commands(subparsers: Any) -> argparse.ArgumentParser:
 def cmd_build(args: argparse.Namespace) -> int:
     if args.body is not None:
         try:
-            body = _read_file(args.body)
+            body = _read_file(args.body, MAX_IMAGE_BYTES, "smets1.limits.MAX_IMAGE_BYTES")
         except OSError as exc:
             return _fail(args.body, _os_message(exc))
+        except _Unusable as exc:
+            return _fail(args.body, str(exc))
     else:
         body = seeded_body(args.body_size, args.seed)
     try:
@@ -245,13 +276,21 @@ def cmd_build(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return _fail(None, str(exc))
     output = Path(args.output)
+    try:
+        existing = output.stat().st_mode
+    except OSError:  # absent, or a name the write below reports
+        existing = None
+    if existing is not None and not stat.S_ISREG(existing):
+        # The rename below would replace it: a folder, a device such as /dev/null.
+        return _fail(args.output, "exists and is not a regular file; expected a file name")
     # Written beside the target then renamed, so a reader never sees half an image.
     partial = output.with_name(output.name + ".partial")
     try:
         partial.write_bytes(data)
         partial.replace(output)
     except OSError as exc:
-        partial.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # the same error may stop the clean-up too
+            partial.unlink(missing_ok=True)
         return _fail(args.output, _os_message(exc))
     firmware_hash = parse_image(data).firmware_hash.hex()
     print(f"{output} size_bytes={len(data)} firmware_hash={firmware_hash}")
@@ -278,7 +317,7 @@ def _human(summary: dict[str, Any]) -> str:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     try:
-        data = _read_file(args.file)
+        data = _read_file(args.file, MAX_OTA_FILE_BYTES, _OTA_LIMIT)
         summary = image_summary(data, args.block_size, args.large_threshold)
     except OSError as exc:
         return _fail(args.file, _os_message(exc))
@@ -308,7 +347,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     try:
-        image = parse_image(_read_file(args.file))
+        image = parse_image(_read_file(args.file, MAX_OTA_FILE_BYTES, _OTA_LIMIT))
     except OSError as exc:
         return _fail(args.file, _os_message(exc))
     except Smets1Error as exc:

@@ -10,23 +10,34 @@ seconds per wall second) and `--wall0` (the Unix time at which simulated time is
 config's epoch). Processes of one run must share speed and wall0. Each option has an
 environment default, for Kubernetes: SMETS1_BROKER, SMETS1_SPEED, SMETS1_WALL0,
 SMETS1_SHARD (else the trailing ordinal of the host name, as a StatefulSet pod has),
-SMETS1_SHARDS, SMETS1_DCO_WORKER, SMETS1_DCO_URLS (comma separated).
+SMETS1_SHARDS, SMETS1_DCO_WORKER, SMETS1_DCO_URLS (comma separated), SMETS1_LOG_LEVEL.
+
+A bad flag is argparse's error naming the flag; a bad environment value is one line
+naming the variable; both exit 2. Flags and variables are checked before the config is
+read, and the config's limits (orchestrator.preflight) before anything is built.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import re
 import socket
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
+from orchestrator.preflight import check_images_fit_memory, preflight
 from smets1.broker_url import parse_broker_url
 from smets1.clock import ScaledClock
 from smets1.config import load_config
 from smets1.errors import ConfigError, Smets1Error
+from smets1.limits import MAX_SHARDS
 
 EXIT_USAGE = 2
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
@@ -35,9 +46,126 @@ DEFAULT_SPEED = 1440.0
 DEFAULT_DCO_PORT = 8081
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
 def _fail(message: str) -> int:
-    print(f"smets1: error: {message}", file=sys.stderr)
+    """One line a problem on stderr, exit status 2."""
+    for line in message.splitlines():
+        print(f"smets1: error: {line}", file=sys.stderr)
     return EXIT_USAGE
+
+
+# -- flag types: each raises ArgumentTypeError saying what was expected -----------------------
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _positive_number(text: str) -> float:
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text!r}")
+    return value
+
+
+def _unix_time(text: str) -> float:
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a Unix time in seconds, got {text!r}")
+    return value
+
+
+def _whole(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected {low}-{high}, got {value}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+_port = _whole(1, 65_535)
+_shards = _whole(1, MAX_SHARDS)
+_shard = _whole(0, MAX_SHARDS - 1)
+
+
+def _broker(text: str) -> str:
+    try:
+        parse_broker_url(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _worker(text: str) -> str:
+    # It goes into MQTT topics and file names: no '/', '+', '#', spaces or dots alone.
+    if not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}", text):
+        raise argparse.ArgumentTypeError(
+            f"expected 1-64 letters, digits, '_', '-' or '.', got {text!r}"
+        )
+    return text
+
+
+def _http_urls(text: str) -> str:
+    """Base URLs, comma separated: http://host[:port]."""
+    for url in (u for u in text.split(",") if u):
+        try:
+            parts = urlsplit(url)
+            ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+            parts.port  # noqa: B018  (raises ValueError for a bad port)
+        except ValueError:
+            ok = False
+        if not ok:
+            raise argparse.ArgumentTypeError(f"expected http://host:port, got {url!r}")
+    return text
+
+
+def _log_level(text: str) -> str:
+    if text.lower() not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(LOG_LEVELS)}, got {text!r}")
+    return text.lower()
+
+
+@dataclass(frozen=True)
+class _FromEnv:
+    """A default taken from an environment variable. Kept raw while argparse runs and
+    parsed after, so a bad value is reported with the variable's name, not a flag's."""
+
+    name: str
+    raw: str
+    parse: Callable[[str], Any]
+
+    def value(self) -> Any:
+        try:
+            return self.parse(self.raw)
+        except argparse.ArgumentTypeError as exc:
+            raise ConfigError(f"{self.name}={self.raw!r}: {exc}") from None
+
+
+def _env(name: str, parse: Callable[[str], Any], fallback: Any = None) -> Any:
+    """The default of a flag: `name` from the environment if set and not empty."""
+    raw = os.environ.get(name)
+    return _FromEnv(name, raw, parse) if raw else fallback
+
+
+def _resolve_env(args: argparse.Namespace) -> None:
+    """Parse every default that came from the environment; ConfigError naming the variable."""
+    for key, value in vars(args).items():
+        if isinstance(value, _FromEnv):
+            setattr(args, key, value.value())
 
 
 def _setup_logging(level: str) -> None:
@@ -49,8 +177,6 @@ def _setup_logging(level: str) -> None:
 
 
 def _clock(args: argparse.Namespace, epoch: float) -> ScaledClock:
-    if args.speed <= 0:
-        raise ConfigError(f"--speed must be positive, got {args.speed:g}")
     if args.wall0 is None:
         logging.getLogger("orchestrator.roles").warning(
             "no --wall0 (or SMETS1_WALL0): this process starts its own clock; "
@@ -65,47 +191,51 @@ def shard_from_host(hostname: str | None = None) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def _env_float(name: str) -> float | None:
-    value = os.environ.get(name)
-    return float(value) if value else None
-
-
-def _env_int(name: str) -> int | None:
-    value = os.environ.get(name)
-    return int(value) if value else None
-
-
 def _common(p: argparse.ArgumentParser, broker: bool = True) -> None:
     p.add_argument("config", help="YAML fleet config (the same file for every role)")
     if broker:
         p.add_argument(
             "--broker",
-            default=os.environ.get("SMETS1_BROKER", DEFAULT_BROKER),
+            type=_broker,
+            default=_env("SMETS1_BROKER", _broker, DEFAULT_BROKER),
             help=f"MQTT broker URL, mqtt:// or mqtts:// (default {DEFAULT_BROKER})",
         )
     p.add_argument(
         "--speed",
-        type=float,
-        default=_env_float("SMETS1_SPEED") or DEFAULT_SPEED,
+        type=_positive_number,
+        default=_env("SMETS1_SPEED", _positive_number, DEFAULT_SPEED),
         help=f"simulated seconds per wall second (default {DEFAULT_SPEED:g}: a day a minute)",
     )
     p.add_argument(
         "--wall0",
-        type=float,
-        default=_env_float("SMETS1_WALL0"),
+        type=_unix_time,
+        default=_env("SMETS1_WALL0", _unix_time),
         help="Unix time at which simulated time equals the config's epoch (shared by all)",
     )
     p.add_argument("--host", default="0.0.0.0", help="address the HTTP server listens on")
-    p.add_argument("--log-level", default=os.environ.get("SMETS1_LOG_LEVEL", "info"))
+    p.add_argument(
+        "--log-level",
+        type=_log_level,
+        default=_env("SMETS1_LOG_LEVEL", _log_level, "info"),
+        help=f"one of {', '.join(LOG_LEVELS)} (default info)",
+    )
 
 
 def _run_role(args: argparse.Namespace) -> int:
     """Load the config, build the clock and run the role's coroutine on it."""
     from orchestrator import roles  # the heavy imports only when a role runs
 
+    try:
+        _resolve_env(args)
+    except ConfigError as exc:
+        return _fail(str(exc))
     _setup_logging(args.log_level)
     try:
         config = load_config(args.config)
+        if args.command == "fleet":
+            preflight(config, args.config, args.shards, "--shards")
+        else:
+            check_images_fit_memory(config, args.config)
         clock = _clock(args, config.epoch_seconds)
         out = Path(args.out) if getattr(args, "out", None) else None
         opts = roles.RoleOptions(config, clock, listen_host=args.host)
@@ -130,7 +260,7 @@ def _run_role(args: argparse.Namespace) -> int:
             opts.status_file = out / f"fleet-{shard}.json" if out else None
             clock.run(roles.run_fleet(opts, broker, shard, args.shards))
         else:
-            given = args.dco or [os.environ.get("SMETS1_DCO_URLS", "")]
+            given = args.dco or [args.dco_urls]
             urls = [u for arg in given for u in arg.split(",") if u]
             if not urls:
                 raise ConfigError("--dco URL (or SMETS1_DCO_URLS) is needed")
@@ -147,6 +277,9 @@ def _run_role(args: argparse.Namespace) -> int:
                 return 1
     except Smets1Error as exc:
         return _fail(str(exc))
+    except OSError as exc:  # a port in use, a host that does not resolve, a folder
+        where = f"{exc.filename}: " if exc.filename else ""
+        return _fail(f"{where}{exc.strerror or exc}")
     return 0
 
 
@@ -155,6 +288,7 @@ def _run_distributed(args: argparse.Namespace) -> int:
 
     try:
         config = load_config(args.config)
+        preflight(config, args.config, args.shards, "--shards")
         out = Path(args.out) if args.out else Path("runs") / f"{config.name}-distributed"
         summary = run_distributed(
             Path(args.config),
@@ -168,6 +302,9 @@ def _run_distributed(args: argparse.Namespace) -> int:
         )
     except Smets1Error as exc:
         return _fail(str(exc))
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return _fail(f"{where}{exc.strerror or exc}")
     failed = ", ".join(f"{k} {v}" for k, v in summary["failed"].items()) or "none"
     bus = summary["bus"]
     print(
@@ -189,13 +326,14 @@ def add_role_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     """Register `dco`, `fleet`, `scheduler` and `distributed` on the `smets1` command line."""
     dco = sub.add_parser("dco", help="run a DCO worker: MQTT to the fleet, HTTP to the scheduler")
     _common(dco)
-    dco.add_argument("--shards", type=int, default=_env_int("SMETS1_SHARDS") or 1)
+    dco.add_argument("--shards", type=_shards, default=_env("SMETS1_SHARDS", _shards, 1))
     dco.add_argument(
         "--worker",
-        default=os.environ.get("SMETS1_DCO_WORKER", "w0"),
+        type=_worker,
+        default=_env("SMETS1_DCO_WORKER", _worker, "w0"),
         help="this worker's id in the topics (several workers need distinct ids)",
     )
-    dco.add_argument("--port", type=int, default=DEFAULT_DCO_PORT, help="HTTP API port")
+    dco.add_argument("--port", type=_port, default=DEFAULT_DCO_PORT, help="HTTP API port")
     dco.add_argument(
         "--state-dir", help="the image store's folder (default runs/<name>/dco-<worker>-state)"
     )
@@ -204,9 +342,9 @@ def add_role_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
     fleet = sub.add_parser("fleet", help="run one fleet shard: its share of the devices")
     _common(fleet)
-    fleet.add_argument("--shard", type=int, default=_env_int("SMETS1_SHARD"))
-    fleet.add_argument("--shards", type=int, default=_env_int("SMETS1_SHARDS") or 1)
-    fleet.add_argument("--port", type=int, default=None, help="HTTP port for /health, /metrics")
+    fleet.add_argument("--shard", type=_shard, default=_env("SMETS1_SHARD", _shard))
+    fleet.add_argument("--shards", type=_shards, default=_env("SMETS1_SHARDS", _shards, 1))
+    fleet.add_argument("--port", type=_port, default=None, help="HTTP port for /health, /metrics")
     fleet.add_argument("--out", help="folder for the fleet-<shard>.json status at exit")
     fleet.set_defaults(func=_run_role)
 
@@ -215,11 +353,13 @@ def add_role_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     sched.add_argument(
         "--dco",
         action="append",
+        type=_http_urls,
         help="DCO worker base URL, e.g. http://127.0.0.1:8081 (repeat for several)",
     )
+    sched.set_defaults(dco_urls=_env("SMETS1_DCO_URLS", _http_urls, ""))
     sched.add_argument(
         "--port",
-        type=int,
+        type=_port,
         default=None,
         help="HTTP port of the scheduler API (DUIS, JSON, /healthz)",
     )
@@ -242,11 +382,15 @@ def add_role_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="run a config as separate processes (scheduler, DCO, fleet shards) over MQTT",
     )
     dist.add_argument("config", help="YAML fleet config")
-    dist.add_argument("--broker", help="MQTT broker URL (default: start a private mosquitto)")
-    dist.add_argument("--shards", type=int, default=2)
-    dist.add_argument("--dco-workers", type=int, default=1)
-    dist.add_argument("--speed", type=float, default=DEFAULT_SPEED)
+    dist.add_argument(
+        "--broker", type=_broker, help="MQTT broker URL (default: start a private mosquitto)"
+    )
+    dist.add_argument("--shards", type=_shards, default=2)
+    dist.add_argument("--dco-workers", type=_shards, default=1)
+    dist.add_argument("--speed", type=_positive_number, default=DEFAULT_SPEED)
     dist.add_argument("--out", help="folder for summary.json and each process's status and log")
-    dist.add_argument("--timeout", type=float, default=600.0, help="give up after, wall seconds")
-    dist.add_argument("--log-level", default="info")
+    dist.add_argument(
+        "--timeout", type=_positive_number, default=600.0, help="give up after, wall seconds"
+    )
+    dist.add_argument("--log-level", type=_log_level, default="info", help="as for the roles")
     dist.set_defaults(func=_run_distributed)

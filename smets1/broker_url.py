@@ -9,6 +9,7 @@ User name and password are percent-decoded, so a password may hold `@` or `:` as
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -34,18 +35,38 @@ class BrokerUrl:
         return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}"
 
 
+def _without_password(url: str) -> str:
+    """The URL as an error message may show it: a password in it becomes ***."""
+    return re.sub(r"(//[^/?#@:]*:)[^/?#@]*@", r"\1***@", url)
+
+
 def parse_broker_url(url: str) -> BrokerUrl:
-    """Parse a broker URL; a bad one raises ConfigError naming what is wrong."""
-    parts = urlsplit(url)
+    """Parse a broker URL; a bad one raises ConfigError naming what is wrong (the URL
+    shown without its password)."""
+    try:
+        return _parse(url)
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace(repr(url), repr(_without_password(url)))) from None
+
+
+def _parse(url: str) -> BrokerUrl:
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. "Invalid IPv6 URL" for mqtt://[::1
+        raise ConfigError(f"broker URL {url!r}: {exc}; expected mqtt://host:port") from None
     if parts.scheme not in ("mqtt", "mqtts"):
         raise ConfigError(f"broker URL {url!r}: scheme must be mqtt:// or mqtts://")
     if not parts.hostname:
         raise ConfigError(f"broker URL {url!r}: no host")
     tls = parts.scheme == "mqtts"
     try:
-        port = parts.port or (MQTTS_PORT if tls else MQTT_PORT)
+        port = parts.port
     except ValueError as exc:
-        raise ConfigError(f"broker URL {url!r}: bad port ({exc})") from None
+        raise ConfigError(f"broker URL {url!r}: bad port ({exc}); expected 1-65535") from None
+    if port is None:
+        port = MQTTS_PORT if tls else MQTT_PORT
+    elif port == 0:
+        raise ConfigError(f"broker URL {url!r}: bad port 0; expected 1-65535")
     if parts.path not in ("", "/"):
         raise ConfigError(f"broker URL {url!r}: a path is not allowed, got {parts.path!r}")
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}

@@ -8,11 +8,12 @@ module: `config_fleet` (device side), `config_dcc` (DCC side), `config_types` (f
 from __future__ import annotations
 
 import bisect
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
 
-import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from smets1.clock import DEFAULT_EPOCH_SECONDS
@@ -24,9 +25,11 @@ from smets1.config_dcc import (
     SchedulerConfig,
 )
 from smets1.config_fleet import DeviceGroup, DeviceModelConfig, LinkProfile
-from smets1.config_types import Strict
+from smets1.config_types import FieldError, Strict
+from smets1.config_yaml import line_of, load_yaml
 from smets1.errors import ConfigError
 from smets1.eui64 import format_eui64
+from smets1.limits import MAX_CONFIG_BYTES, MAX_FLEET_DEVICES
 
 __all__ = [
     "CampaignConfig",
@@ -43,6 +46,9 @@ __all__ = [
 
 #: Where automatically numbered devices start: the first id is this plus one.
 DEVICE_ID_BASE = 0x00DB_1200_0000_0000
+EUI64_MAX = 0xFFFF_FFFF_FFFF_FFFF
+#: Problems listed for one config; the rest are counted.
+MAX_PROBLEMS_SHOWN = 20
 
 
 class FleetConfig(Strict):
@@ -64,22 +70,21 @@ class FleetConfig(Strict):
 
     @model_validator(mode="after")
     def _references(self) -> FleetConfig:
+        _unique_names("models", [m.name for m in self.models])
+        _unique_names("images", [i.name for i in self.images])
         models = {m.name for m in self.models}
-        if len(models) != len(self.models):
-            raise ValueError("models: two models share a name")
         images = {i.name for i in self.images}
-        if len(images) != len(self.images):
-            raise ValueError("images: two images share a name")
         for n, group in enumerate(self.devices):
             if group.model not in models:
-                raise ValueError(f"devices.{n}.model: unknown model {group.model!r}")
+                raise FieldError(("devices", n, "model"), f"unknown model {group.model!r}")
         self._suppliers()
         for n, campaign in enumerate(self.campaigns):
             if campaign.image not in images:
-                raise ValueError(f"campaigns.{n}.image: unknown image {campaign.image!r}")
+                raise FieldError(("campaigns", n, "image"), f"unknown image {campaign.image!r}")
             if campaign.devices.model not in models:
-                raise ValueError(
-                    f"campaigns.{n}.devices.model: unknown model {campaign.devices.model!r}"
+                raise FieldError(
+                    ("campaigns", n, "devices", "model"),
+                    f"unknown model {campaign.devices.model!r}",
                 )
         return self
 
@@ -92,21 +97,66 @@ class FleetConfig(Strict):
         for n, group in enumerate(self.devices):
             if group.supplier is None:
                 if len(suppliers) > 1:
-                    raise ValueError(
-                        f"devices.{n}.supplier: required when the config has more than one "
-                        f"supplying User ({len(suppliers)}): name the User that supplies "
-                        "these devices"
+                    raise FieldError(
+                        ("devices", n, "supplier"),
+                        f"required when the config has more than one supplying User "
+                        f"({len(suppliers)}): name the User that supplies these devices",
                     )
             elif group.supplier in desk:
-                raise ValueError(
-                    f"devices.{n}.supplier: {format_eui64(group.supplier)} is a Service Desk "
-                    "User, not a supplier"
+                raise FieldError(
+                    ("devices", n, "supplier"),
+                    f"{format_eui64(group.supplier)} is a Service Desk User, not a supplier",
                 )
             elif group.supplier not in suppliers:
-                raise ValueError(
-                    f"devices.{n}.supplier: {format_eui64(group.supplier)} is neither a "
-                    "scheduler User nor the User of a campaign"
+                raise FieldError(
+                    ("devices", n, "supplier"),
+                    f"{format_eui64(group.supplier)} is neither a scheduler User nor the "
+                    "User of a campaign",
                 )
+
+    @model_validator(mode="after")
+    def _device_ids_fit(self) -> FleetConfig:
+        """Every group's ids are EUI-64s, no two groups share one, and the fleet is not
+        larger than a process can number (smets1.limits)."""
+        total = 0
+        next_id = DEVICE_ID_BASE + 1
+        spans: list[tuple[int, int, int]] = []
+        for n, group in enumerate(self.devices):
+            total += group.count
+            if total > MAX_FLEET_DEVICES:
+                so_far = "" if total == group.count else f" ({total:,} with the groups before)"
+                raise FieldError(
+                    ("devices", n, "count"),
+                    f"a fleet config holds at most {MAX_FLEET_DEVICES:,} devices, got"
+                    f" {group.count:,}{so_far}; every process of a run numbers every device,"
+                    " so run several fleet configs side by side for more",
+                )
+            start = group.first_id if group.first_id is not None else next_id
+            last = start + group.count - 1
+            if last > EUI64_MAX:
+                field = "first_id" if group.first_id is not None else "count"
+                raise FieldError(
+                    ("devices", n, field),
+                    f"{group.count:,} ids from {format_eui64(start)} pass the last EUI-64"
+                    f" {format_eui64(EUI64_MAX)}; expected a first_id at most"
+                    f" {format_eui64(EUI64_MAX - group.count + 1)}",
+                )
+            spans.append((start, last, n))
+            next_id = last + 1
+        spans.sort()
+        for (_, last, n), (start, _, m) in pairwise(spans):
+            if start <= last:
+                field = "first_id" if self.devices[max(n, m)].first_id is not None else "count"
+                raise FieldError(
+                    ("devices", max(n, m), field),
+                    f"ids of devices.{min(n, m)} and devices.{max(n, m)} overlap from"
+                    f" {format_eui64(start)}; expected each device id once",
+                )
+        return self
+
+    @property
+    def device_count(self) -> int:
+        return sum(g.count for g in self.devices)
 
     @property
     def epoch_seconds(self) -> float:
@@ -144,39 +194,85 @@ class FleetConfig(Strict):
         return out
 
 
-def _format_error(path: Path, exc: ValidationError) -> str:
-    lines = [f"{path}: {exc.error_count()} problem(s) in the fleet config"]
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+def _unique_names(section: str, names: list[str]) -> None:
+    first: dict[str, int] = {}
+    for n, name in enumerate(names):
+        if name in first:
+            raise FieldError(
+                (section, n, "name"), f"{name!r} is the name of {section}.{first[name]} too"
+            )
+        first[name] = n
+
+
+_DOTTED = re.compile(r"([A-Za-z_]\w*(?:\.\w+)+): ")
+
+
+def _path(dotted: str) -> tuple[str | int, ...]:
+    return tuple(int(p) if p.isdigit() else p for p in dotted.split("."))
+
+
+def _format_error(path: Path, exc: ValidationError, lines: dict[tuple[str | int, ...], int]) -> str:
+    """One line a problem: `file:line: field: what is wrong (got what)`."""
+    out = []
+    errors = exc.errors()
+    for err in errors[:MAX_PROBLEMS_SHOWN]:
+        loc = tuple(err["loc"])
         msg = err["msg"]
-        if err["type"] == "extra_forbidden":
+        cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, FieldError):
+            loc, msg = loc + cause.loc, cause.message
+        elif err["type"] == "extra_forbidden":
             msg = "unknown key (check its spelling)"
+        elif err["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")
+            # A plain ValueError worded "devices.3.model: ..." names its field too.
+            named = _DOTTED.match(msg)
+            if named and line_of(lines, loc + _path(named[1])) is not None:
+                loc, msg = loc + _path(named[1]), msg[named.end() :]
         got = err.get("input")
-        shown = (
-            "" if isinstance(got, dict | list) or err["type"] == "missing" else f" (got {got!r})"
-        )
-        lines.append(f"  {loc}: {msg}{shown}")
-    return "\n".join(lines)
+        shown = ""
+        # A value error of ours says what it got; pydantic's own messages do not.
+        if err["type"] not in ("value_error", "missing") and not isinstance(got, dict | list):
+            text = repr(got)
+            shown = f" (got {text if len(text) <= 60 else text[:57] + '...'})"
+        line = line_of(lines, loc)
+        where = f"{path}:{line}" if line is not None else f"{path}"
+        field = ".".join(str(p) for p in loc) or "(top level)"
+        out.append(f"{where}: {field}: {msg}{shown}")
+    if len(errors) > MAX_PROBLEMS_SHOWN:
+        out.append(f"{path}: {len(errors) - MAX_PROBLEMS_SHOWN} more problem(s) not shown")
+    return "\n".join(out)
 
 
 def load_config(path: str | Path) -> FleetConfig:
     """Read and validate a YAML fleet config; relative paths inside it are resolved
-    against the file's folder. Raises ConfigError with the file and the field."""
+    against the file's folder. Raises ConfigError with the file, the line and the field,
+    one line a problem."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            raw_bytes = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the fleet config: {exc.strerror}") from exc
+    if len(raw_bytes) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{path}: more than {MAX_CONFIG_BYTES:,} bytes; expected a YAML fleet config"
+        )
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        text = raw_bytes.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw_bytes.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            f"{path}:{line}: not UTF-8 text: byte 0x{raw_bytes[exc.start]:02X} at offset"
+            f" {exc.start}"
+        ) from None
+    raw, lines = load_yaml(text, str(path))
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of fleet settings at the top level")
     try:
         config = FleetConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format_error(path, exc)) from exc
+        raise ConfigError(_format_error(path, exc, lines)) from None
     return _resolve_paths(config, path.parent)
 
 

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from smets1.config_types import U16, U32, Eui64, Number, Strict
-from smets1.image import LARGE_IMAGE_BYTES
+from smets1.config_types import U16, U32, Eui64, FieldError, FilePath, Number, Strict
+from smets1.image import (
+    LARGE_IMAGE_BYTES,
+    SIGNATURE_BYTES,
+    SUBELEMENT_HEAD_BYTES,
+    FieldControl,
+    header_length_for,
+)
+from smets1.limits import MAX_IMAGE_BYTES
 
 
 class ImageConfig(Strict):
@@ -19,17 +25,48 @@ class ImageConfig(Strict):
     #: Size of the whole OTA file; the body is padded with seeded bytes to fit.
     size_bytes: Number | None = Field(None, gt=0)
     #: Or an existing OTA file, used as it is.
-    file: Path | None = None
+    file: FilePath | None = None
     hardware_versions: tuple[U16, U16] | None = None
     #: PEM private key; default: the demo key of the manufacturer code.
-    key: Path | None = None
+    key: FilePath | None = None
     seed: int = 0
+
+    @field_validator("size_bytes")
+    @classmethod
+    def _fits_memory(cls, value: int | None) -> int | None:
+        if value is not None and value > MAX_IMAGE_BYTES:
+            raise ValueError(
+                f"at most {MAX_IMAGE_BYTES:,} bytes (smets1.limits.MAX_IMAGE_BYTES), got"
+                f" {value:,}: every process of a run holds each image in memory and each"
+                " device receiving it a copy; SMETS1 images are a few MB"
+            )
+        return value
 
     @model_validator(mode="after")
     def _one_source(self) -> ImageConfig:
         if (self.size_bytes is None) == (self.file is None):
             raise ValueError("give exactly one of size_bytes or file")
+        if (
+            self.hardware_versions is not None
+            and self.hardware_versions[0] > (self.hardware_versions[1])
+        ):
+            raise FieldError(
+                ("hardware_versions",),
+                f"expected [min, max] with min <= max, got {list(self.hardware_versions)}",
+            )
+        if self.size_bytes is not None and self.size_bytes < self.smallest_size_bytes:
+            raise FieldError(
+                ("size_bytes",),
+                f"at least {self.smallest_size_bytes} bytes are needed for the header,"
+                f" the sub-element heads and the signature, got {self.size_bytes}",
+            )
         return self
+
+    @property
+    def smallest_size_bytes(self) -> int:
+        """The size of a signed image with an empty manufacturer image."""
+        fc = FieldControl.HARDWARE_VERSIONS if self.hardware_versions is not None else 0
+        return header_length_for(fc) + 2 * SUBELEMENT_HEAD_BYTES + SIGNATURE_BYTES
 
 
 class DeviceSelection(Strict):

@@ -17,12 +17,11 @@ some fields changed (`link: {profile: gprs, latency_seconds: 3}`). Faults are of
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, model_validator
 
-from smets1.config_types import U16, U32, Eui64, Number, Strict
+from smets1.config_types import U16, U32, Eui64, FilePath, Number, Strict
 
 #: Named link profiles: effective throughput of a SMETS1 WAN module as the DCO sees it.
 #: GPRS carries roughly 10-40 kbit/s with a round trip near a second; the jitter is
@@ -121,7 +120,7 @@ class DeviceModelConfig(Strict):
     link: Link = LinkProfile()
     faults: FaultConfig | None = None
     #: PEM file with the manufacturer's public key; default: the demo key of the code.
-    public_key: Path | None = None
+    public_key: FilePath | None = None
 
 
 class DeviceGroup(Strict):

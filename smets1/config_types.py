@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
@@ -27,13 +28,33 @@ def _eui64(value: Any) -> Any:
     return value
 
 
+def _file_name(value: Any) -> Any:
+    if isinstance(value, str) and ("\x00" in value or not value):
+        raise ValueError("expected a file name (not empty, no NUL character)")
+    return value
+
+
 Number = Annotated[int, BeforeValidator(_int_or_hex)]
 U16 = Annotated[int, BeforeValidator(_int_or_hex), Field(ge=0, le=0xFFFF)]
 U32 = Annotated[int, BeforeValidator(_int_or_hex), Field(ge=0, le=0xFFFF_FFFF)]
 Eui64 = Annotated[int, BeforeValidator(_eui64), Field(ge=0, le=0xFFFF_FFFF_FFFF_FFFF)]
+#: A path in a config: a name the operating system can open.
+FilePath = Annotated[Path, BeforeValidator(_file_name)]
+
+
+class FieldError(ValueError):
+    """A check across fields that finds one field wrong: `loc` is that field's path from
+    the model that raised it, so the error is reported at the field (and its line in the
+    file), not at the model."""
+
+    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
+        super().__init__(f"{'.'.join(str(p) for p in loc)}: {message}")
+        self.loc = loc
+        self.message = message
 
 
 class Strict(BaseModel):
-    """Every config model: unknown keys are errors, values are frozen."""
+    """Every config model: unknown keys are errors, values are frozen, and a float is a
+    finite number (`.inf` or `.nan` in YAML is an error, not a trap for the scheduler)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)

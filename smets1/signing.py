@@ -75,12 +75,23 @@ def generate_private_key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
 
+#: A PEM key is under a kilobyte; a key file is read no further than this.
+MAX_KEY_FILE_BYTES = 64 * 1024
+
+
 def _read(path: str | os.PathLike[str]) -> bytes:
     try:
         with open(path, "rb") as f:
-            return f.read()
+            data = f.read(MAX_KEY_FILE_BYTES + 1)
     except OSError as exc:
         raise SigningError(exc.strerror or str(exc), os.fspath(path)) from exc
+    except ValueError as exc:  # a NUL in the name
+        raise SigningError(f"not a usable file name ({exc})", repr(os.fspath(path))) from None
+    if len(data) > MAX_KEY_FILE_BYTES:
+        raise SigningError(
+            f"more than {MAX_KEY_FILE_BYTES:,} bytes; expected a PEM key", os.fspath(path)
+        )
+    return data
 
 
 def load_private_key(path: str | os.PathLike[str]) -> ec.EllipticCurvePrivateKey:
