@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import resource
 import secrets
@@ -17,6 +16,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
+from orchestrator.listener import BoundedSite
+from smets1.dco_http import RESERVED_FDS
 from smets1.metrics import CONTENT_TYPE, exposition
 from smets1.mqtt import MqttBus
 from smets1.routing import DcoWorkerBus, ShardBus
@@ -27,62 +28,18 @@ log = logging.getLogger("orchestrator.serving")
 HealthFn = Callable[[], tuple[bool, Mapping[str, Any]]]
 
 #: Connections the kernel holds for a server before it accepts them: a burst waits
-#: there, costing no file descriptor, instead of being dropped and retried by the peer.
-LISTEN_BACKLOG = 1024
-#: How often failed accepts (out of file descriptors) are logged, wall seconds.
-ACCEPT_ERROR_REPORT_SECONDS = 10.0
-#: What asyncio's accept loop reports, and retries a second later, when the process is
-#: out of a resource; each attempt would otherwise log a traceback of its own.
-_ACCEPT_OUT_OF = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+#: there, costing no file descriptor, instead of being dropped and retried by the peer
+#: (the kernel caps it at net.core.somaxconn).
+LISTEN_BACKLOG = 4096
 
 
-class AcceptErrors:
-    """An event loop exception handler that logs failed accepts (EMFILE and the like)
-    once per ACCEPT_ERROR_REPORT_SECONDS with a count and no traceback, and passes
-    everything else on to the handler it replaces."""
-
-    def __init__(self, previous: Callable[..., object] | None) -> None:
-        self.previous = previous
-        #: Failed accepts since the process started.
-        self.failed = 0
-        self._unreported = 0
-        self._next_report = 0.0
-
-    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        exc = context.get("exception")
-        if (
-            isinstance(exc, OSError)
-            and exc.errno in _ACCEPT_OUT_OF
-            and "accept" in str(context.get("message", ""))
-        ):
-            self.failed += 1
-            self._unreported += 1
-            now = loop.time()
-            if now >= self._next_report:
-                self._next_report = now + ACCEPT_ERROR_REPORT_SECONDS
-                log.error(
-                    "cannot accept connections: %s (%d time(s) since the last report); "
-                    "new connections wait in the listen queue (see ulimit -n)",
-                    exc.strerror or exc,
-                    self._unreported,
-                )
-                self._unreported = 0
-            return
-        if self.previous is not None:
-            self.previous(loop, context)
-        else:
-            loop.default_exception_handler(context)
-
-
-def quiet_accept_errors() -> AcceptErrors:
-    """Install AcceptErrors on the running loop (once); returns it."""
-    loop = asyncio.get_running_loop()
-    current = loop.get_exception_handler()
-    if isinstance(current, AcceptErrors):
-        return current
-    handler = AcceptErrors(current)
-    loop.set_exception_handler(handler)
-    return handler
+def connection_limit() -> int:
+    """Connections a server of this process may hold open: its file descriptor limit
+    less what the rest of the process needs (smets1.dco_http.RESERVED_FDS)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 65_536
+    return max(1, soft - RESERVED_FDS)
 
 
 def client_id(fleet: str, role: str) -> str:
@@ -124,10 +81,11 @@ async def serve_http(app: web.Application, host: str, port: int | None) -> Async
     if port is None:
         yield
         return
-    quiet_accept_errors()
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=LISTEN_BACKLOG)
+    site = BoundedSite(
+        runner, host, port, max_connections=connection_limit(), backlog=LISTEN_BACKLOG
+    )
     await site.start()
     log.info("HTTP on %s:%d", host, port)
     try:
