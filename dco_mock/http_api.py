@@ -22,7 +22,6 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from dco_mock.errors import ImageRejected, UnknownImage
-from dco_mock.metrics import HTTP_METRICS
 from smets1.dco_http import (
     ACTIVATION_ORDER,
     ACTIVATION_OUTCOME,
@@ -41,7 +40,7 @@ from smets1.dco_http import (
     check_token,
 )
 from smets1.eui64 import parse_eui64
-from smets1.metrics import CONTENT_TYPE, RoleCollector, exposition, sampler
+from smets1.metrics import CONTENT_TYPE, Metric, RoleCollector, exposition, sampler
 from smets1.services import DcoApi
 
 #: The largest 11.1 image accepted, bytes (a large image is 750 kB and up).
@@ -70,6 +69,20 @@ class Gate:
         ok = hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"), self.token)
         return ok and scheme == "Bearer"
 
+
+#: What /metrics tells of the guard, beside the DCO's own (dco_mock.metrics).
+HTTP_METRICS: tuple[Metric[Gate], ...] = (
+    Metric("gauge", "dco_http_requests_in_flight", "HTTP requests being served",
+           lambda g: g.in_flight),
+    Metric("gauge", "dco_http_requests_max_in_flight", "HTTP requests served at most at once",
+           lambda g: g.max_in_flight),
+    Metric("counter", "dco_http_refused_busy",
+           "HTTP requests answered 503 (Retry-After): too many in flight",
+           lambda g: g.refused_busy),
+    Metric("counter", "dco_http_refused_unauthenticated",
+           "HTTP requests answered 401: no valid bearer token",
+           lambda g: g.refused_unauthenticated),
+)  # fmt: skip
 
 DCO_KEY = web.AppKey("dco", DcoApi)
 HEALTH_KEY: web.AppKey[HealthFn] = web.AppKey("health")
