@@ -2,11 +2,20 @@
 
 Routes and documents are in `smets1.dco_http`. An 11.3 answers when the device has: the
 request stays open for the whole transfer and activation, as the in-process call does.
+
+Two guards stand before every route but /health and /metrics (`_guard`): the bearer
+token the scheduler shares with the DCO (401 without it, compared in constant time), and
+a bound on the requests served at once (503 with Retry-After beyond it, the connection
+closed so that its file descriptor is free again at once). Each 11.3 in flight holds a
+socket for its whole transfer, so without the bound a burst of them would take every
+file descriptor the process has.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import hmac
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -21,14 +30,17 @@ from smets1.dco_http import (
     HEALTH_PATH,
     IMAGES_PATH,
     METRICS_PATH,
+    PUBLIC_PATHS,
+    RETRY_AFTER_SECONDS,
     STORED_IMAGE,
     VERSION_PATH,
     VERSION_READING,
     Document,
     ErrorDoc,
+    check_token,
 )
 from smets1.eui64 import parse_eui64
-from smets1.metrics import CONTENT_TYPE, exposition
+from smets1.metrics import CONTENT_TYPE, Metric, RoleCollector, exposition, sampler
 from smets1.services import DcoApi
 
 #: The largest 11.1 image accepted, bytes (a large image is 750 kB and up).
@@ -37,9 +49,45 @@ MAX_IMAGE_BYTES = 64 * 2**20
 #: (healthy, details) for /health.
 HealthFn = Callable[[], tuple[bool, Mapping[str, Any]]]
 
+
+@dataclass(slots=True)
+class Gate:
+    """What `_guard` checks and counts: the shared token and the requests in flight."""
+
+    #: The token as bytes, for hmac.compare_digest.
+    token: bytes
+    #: Requests served at once; more are answered 503.
+    max_in_flight: int
+    in_flight: int = 0
+    refused_busy: int = 0
+    refused_unauthenticated: int = 0
+
+    def admits(self, authorization: str) -> bool:
+        scheme, _, given = authorization.partition(" ")
+        # compare_digest takes as long whatever the token sent: a wrong guess tells an
+        # attacker nothing about how much of it was right.
+        ok = hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"), self.token)
+        return ok and scheme == "Bearer"
+
+
+#: What /metrics tells of the guard, beside the DCO's own (dco_mock.metrics).
+HTTP_METRICS: tuple[Metric[Gate], ...] = (
+    Metric("gauge", "dco_http_requests_in_flight", "HTTP requests being served",
+           lambda g: g.in_flight),
+    Metric("gauge", "dco_http_requests_max_in_flight", "HTTP requests served at most at once",
+           lambda g: g.max_in_flight),
+    Metric("counter", "dco_http_refused_busy",
+           "HTTP requests answered 503 (Retry-After): too many in flight",
+           lambda g: g.refused_busy),
+    Metric("counter", "dco_http_refused_unauthenticated",
+           "HTTP requests answered 401: no valid bearer token",
+           lambda g: g.refused_unauthenticated),
+)  # fmt: skip
+
 DCO_KEY = web.AppKey("dco", DcoApi)
 HEALTH_KEY: web.AppKey[HealthFn] = web.AppKey("health")
 REGISTRY_KEY = web.AppKey("registry", CollectorRegistry)
+GATE_KEY = web.AppKey("gate", Gate)
 
 routes = web.RouteTableDef()
 T = TypeVar("T")
@@ -51,6 +99,36 @@ def _json(doc: Document[T], value: T, status: int = 200) -> web.Response:
 
 def _error(status: int, code: str, message: str) -> web.Response:
     return _json(ERROR, ErrorDoc(code, message), status)
+
+
+@web.middleware
+async def _guard(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    if request.path in PUBLIC_PATHS:
+        return await handler(request)
+    gate = request.app[GATE_KEY]
+    if not gate.admits(request.headers.get("Authorization", "")):
+        gate.refused_unauthenticated += 1
+        resp = _error(401, "unauthorized", "a valid bearer token is needed")
+        resp.headers["WWW-Authenticate"] = "Bearer"
+        return resp
+    if gate.in_flight >= gate.max_in_flight:
+        gate.refused_busy += 1
+        resp = _error(
+            503,
+            "busy",
+            f"{gate.in_flight} requests in flight, the most this DCO serves at once; "
+            f"send again after {RETRY_AFTER_SECONDS} s",
+        )
+        resp.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        resp.force_close()  # its file descriptor is what a busy DCO is short of
+        return resp
+    gate.in_flight += 1
+    try:
+        return await handler(request)
+    finally:
+        gate.in_flight -= 1
 
 
 @routes.post(IMAGES_PATH)
@@ -106,11 +184,22 @@ def make_app(
     dco: DcoApi,
     health: HealthFn | None = None,
     registry: CollectorRegistry | None = None,
+    *,
+    token: str,
+    max_in_flight: int = 1_000,
 ) -> web.Application:
-    """The HTTP face of `dco`; `registry` is what /metrics exposes (prometheus-client)."""
-    app = web.Application(client_max_size=MAX_IMAGE_BYTES)
+    """The HTTP face of `dco`; `registry` is what /metrics exposes (prometheus-client),
+    with the HTTP guard's counters added. `token` is the bearer token every call but
+    /health and /metrics must carry; `max_in_flight` the requests served at once (see
+    smets1.dco_http.in_flight_limit for a bound the process's file descriptors allow)."""
+    if max_in_flight < 1:
+        raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight}")
+    app = web.Application(client_max_size=MAX_IMAGE_BYTES, middlewares=[_guard])
+    gate = Gate(check_token(token, "dco.token").encode(), max_in_flight)
     app[DCO_KEY] = dco
     app[HEALTH_KEY] = health or (lambda: (True, {}))
     app[REGISTRY_KEY] = registry if registry is not None else CollectorRegistry()
+    app[REGISTRY_KEY].register(RoleCollector("dco", [sampler(gate, HTTP_METRICS)]))
+    app[GATE_KEY] = gate
     app.add_routes(routes)
     return app

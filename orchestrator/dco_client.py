@@ -19,6 +19,21 @@ before an 11.3 whose connection dropped is sent again, the client reads the devi
 version (11.2): activating, it waits for the reboot to end; running the image's version
 already, the 11.3 is answered from that reading, without a transfer.
 
+Bounds: each worker gets at most `max_in_flight` calls at once (one pooled connection
+each; an 11.3 holds its connection for its whole transfer); more wait their turn in the
+client, holding no socket. A worker that is full answers 503 with Retry-After: the call
+waits that long and goes again, for as long as the worker keeps answering so.
+
+A worker that cannot be reached is logged at error level when it goes, every
+DOWN_REPORT_SECONDS while it stays away, and when it is back; `problem()` says which
+worker and why, for the scheduler's /healthz. With `retry_seconds=None` a call is sent
+again for as long as it takes (the scheduler role: a transport failure is no reason to
+refuse a User's work), and `gave_up` is set once a worker has been unreachable for
+`give_up_seconds`, for a caller that must stop some time (`--exit-when-done`).
+
+Every call carries the token the DCO shares with the scheduler (`Authorization:
+Bearer`); a 401 names the setting to check.
+
 Errors: `orchestrator.errors.DcoHttpError`, the DCO answered with an error or could not
 be reached.
 """
@@ -28,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 import aiohttp
@@ -41,12 +57,17 @@ from smets1.dco_http import (
     ACTIVATIONS_PATH,
     ERROR,
     IMAGES_PATH,
+    RETRY_AFTER_SECONDS,
     STORED_IMAGE,
+    TOKEN_ENV,
     VERSION_PATH,
     VERSION_READING,
     ActivationOrder,
     Document,
     ErrorDoc,
+    bearer,
+    check_token,
+    in_flight_limit,
 )
 from smets1.eui64 import format_eui64
 from smets1.services import ActivationOutcome, StoredImage, VersionReading
@@ -59,6 +80,14 @@ RETRY_MAX_SECONDS = 5.0
 
 #: How often a device seen rebooting into its image is read again, wall seconds.
 ACTIVATING_POLL_SECONDS = 0.5
+#: How long a device is watched rebooting when calls retry for ever, wall seconds.
+ACTIVATING_WAIT_SECONDS = 300.0
+#: The longest Retry-After honoured as given, seconds (a longer one is cut to this).
+RETRY_AFTER_MAX_SECONDS = 30.0
+#: How often an unreachable worker is logged again while it stays away, wall seconds.
+DOWN_REPORT_SECONDS = 30.0
+#: How often a busy worker (503) is logged, wall seconds.
+BUSY_REPORT_SECONDS = 30.0
 
 log = logging.getLogger("orchestrator.dco_client")
 
@@ -67,16 +96,71 @@ log = logging.getLogger("orchestrator.dco_client")
 _CONNECTION_FAILED = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError)
 
 
+class _Busy(Exception):
+    """The worker answered 503: send again after `retry_after` seconds."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"busy, retry after {retry_after:g} s")
+        self.retry_after = retry_after
+
+
+def _retry_after(value: str | None) -> float:
+    """Retry-After in seconds (the HTTP-date form is not used by the DCO: the default)."""
+    try:
+        seconds = float(value) if value is not None else float(RETRY_AFTER_SECONDS)
+    except ValueError:
+        seconds = float(RETRY_AFTER_SECONDS)
+    return min(max(seconds, 0.0), RETRY_AFTER_MAX_SECONDS)
+
+
+@dataclass(slots=True)
+class _Worker:
+    """What the client knows of one DCO worker."""
+
+    base: str
+    slots: asyncio.Semaphore
+    #: Wall time (loop.time) it was first found unreachable; None while it answers.
+    down_since: float | None = None
+    error: str = ""
+    next_down_report: float = 0.0
+    busy_answers: int = 0
+    next_busy_report: float = 0.0
+    #: Calls waiting to be sent again after a failed connection.
+    waiting: int = 0
+
+
 class DcoClient:
     """Implements smets1.services.DcoApi against one or more DCO workers."""
 
-    def __init__(self, base_urls: Sequence[str], retry_seconds: float = 60.0) -> None:
+    def __init__(
+        self,
+        base_urls: Sequence[str],
+        *,
+        token: str,
+        retry_seconds: float | None = 60.0,
+        max_in_flight: int = 1_000,
+        give_up_seconds: float | None = None,
+    ) -> None:
         if not base_urls:
             raise ValueError("at least one DCO URL is needed")
         self.base_urls = [u.rstrip("/") for u in base_urls]
+        self._headers = bearer(check_token(token, TOKEN_ENV))
         self.retry_seconds = retry_seconds
+        self.give_up_seconds = give_up_seconds
+        #: Calls to one worker at once (and connections to it), within the process's
+        #: file descriptors (smets1.dco_http.in_flight_limit).
+        self.max_in_flight = in_flight_limit(max_in_flight, share=len(self.base_urls))
+        self._workers = {
+            b: _Worker(b, asyncio.Semaphore(self.max_in_flight)) for b in self.base_urls
+        }
         #: Calls sent again after a failed connection.
         self.retries = 0
+        #: Calls sent again after a 503 (the worker was full).
+        self.busy_retries = 0
+        #: Set once a worker has been unreachable for `give_up_seconds`; `gave_up_reason`
+        #: says which and why, in one line.
+        self.gave_up = asyncio.Event()
+        self.gave_up_reason = ""
         #: firmware hash → file version, from the DCO's answers to 11.1.
         self._versions: dict[bytes, int] = {}
         self._session: aiohttp.ClientSession | None = None
@@ -84,12 +168,68 @@ class DcoClient:
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                # An 11.3 stays open for its whole transfer: no total timeout, and no cap
-                # on connections (each 11.3 in flight holds one).
-                connector=aiohttp.TCPConnector(limit=0),
+                # An 11.3 stays open for its whole transfer: no total timeout. The pool
+                # holds as many connections as calls may be in flight.
+                connector=aiohttp.TCPConnector(
+                    limit=self.max_in_flight * len(self.base_urls),
+                    limit_per_host=self.max_in_flight,
+                ),
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+                headers=self._headers,
             )
         return self._session
+
+    def problem(self) -> str | None:
+        """Why the DCO cannot be used now, in one line (None: every worker answers)."""
+        now = asyncio.get_running_loop().time()
+        for w in self._workers.values():
+            if w.down_since is not None:
+                return f"DCO {w.base} unreachable for {now - w.down_since:.0f} s: {w.error}"
+        return None
+
+    def _answered(self, w: _Worker) -> None:
+        if w.down_since is not None:
+            now = asyncio.get_running_loop().time()
+            log.warning("DCO %s reachable again after %.0f s", w.base, now - w.down_since)
+            w.down_since = None
+
+    def _unreachable(self, w: _Worker, exc: Exception, now: float) -> None:
+        w.error = str(exc) or repr(exc)
+        if w.down_since is None:
+            w.down_since = now
+            w.next_down_report = now + DOWN_REPORT_SECONDS
+            log.error("DCO %s unreachable: %s; its calls wait and are sent again", w.base, w.error)
+        elif now >= w.next_down_report:
+            w.next_down_report = now + DOWN_REPORT_SECONDS
+            log.error(
+                "DCO %s still unreachable after %.0f s: %s; %d call(s) waiting",
+                w.base,
+                now - w.down_since,
+                w.error,
+                w.waiting,
+            )
+        if (
+            self.give_up_seconds is not None
+            and now - w.down_since >= self.give_up_seconds
+            and not self.gave_up.is_set()
+        ):
+            self.gave_up_reason = (
+                f"DCO {w.base} unreachable for {now - w.down_since:.0f} s, given up: {w.error}"
+            )
+            log.error("%s", self.gave_up_reason)
+            self.gave_up.set()
+
+    def _busy(self, w: _Worker, retry_after: float, now: float) -> None:
+        self.busy_retries += 1
+        w.busy_answers += 1
+        if now >= w.next_busy_report:
+            w.next_busy_report = now + BUSY_REPORT_SECONDS
+            log.warning(
+                "DCO %s busy (503, %d answer(s) so far): calls go again after %g s",
+                w.base,
+                w.busy_answers,
+                retry_after,
+            )
 
     async def close(self) -> None:
         if self._session is not None:
@@ -114,6 +254,7 @@ class DcoClient:
         """`send` until it is answered; after a dropped connection, `resume` first (if
         given): a result from it stands for the answer the connection lost."""
         loop = asyncio.get_running_loop()
+        w = self._workers[base]
         deadline: float | None = None  # set by the first failure of a streak
         delay = RETRY_FIRST_SECONDS
         dropped = False
@@ -124,15 +265,28 @@ class DcoClient:
                     if settled is not None:
                         return settled
                     dropped = False
-                return await send(self._http())
+                async with w.slots:
+                    answer = await send(self._http())
+                self._answered(w)
+                return answer
+            except _Busy as busy:
+                self._answered(w)
+                self._busy(w, busy.retry_after, loop.time())
+                deadline, delay = None, RETRY_FIRST_SECONDS
+                await asyncio.sleep(busy.retry_after)  # wall time, as the DCO asked
+                continue
+            except DcoHttpError:
+                self._answered(w)  # an answer, even an error, is from a live worker
+                raise
             except _CONNECTION_FAILED as exc:
                 now = loop.time()
-                if deadline is None:
+                if deadline is None and self.retry_seconds is not None:
                     deadline = now + self.retry_seconds
-                if now + delay > deadline:
+                if deadline is not None and now + delay > deadline:
                     raise DcoHttpError(base, None, "unreachable", str(exc) or repr(exc)) from exc
                 self.retries += 1
                 if isinstance(exc, aiohttp.ClientConnectorError):
+                    self._unreachable(w, exc, now)
                     log.debug("DCO %s unreachable (%s); again in %.1f s", base, exc, delay)
                 else:
                     dropped = True
@@ -142,7 +296,11 @@ class DcoClient:
                         exc,
                         delay,
                     )
-            await asyncio.sleep(delay)  # wall time: the DCO's restart, not simulated time
+            w.waiting += 1
+            try:
+                await asyncio.sleep(delay)  # wall time: the DCO's restart, not simulated time
+            finally:
+                w.waiting -= 1
             delay = min(delay * 2, RETRY_MAX_SECONDS)
 
     @staticmethod
@@ -150,11 +308,18 @@ class DcoClient:
         """The DCO's answer as `doc`; its error document, or a body that is neither, as
         DcoHttpError."""
         body = await resp.read()
+        if resp.status == 503:
+            raise _Busy(_retry_after(resp.headers.get("Retry-After")))
         if resp.status != 200:
             try:
                 error = ERROR.from_json(body)
             except ValueError:
                 error = ErrorDoc("bad_response", body[:200].decode(errors="replace"))
+            if resp.status == 401:
+                error = ErrorDoc(
+                    error.error,
+                    f"{error.message} (the scheduler's dco.token or {TOKEN_ENV} must be the DCO's)",
+                )
             raise DcoHttpError(base, resp.status, error.error, error.message)
         try:
             return doc.from_json(body)
@@ -211,7 +376,8 @@ class DcoClient:
         if version is None or execution_time != IMMEDIATE:
             return None  # a future-dated 11.3 or a cancellation is simply sent again
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.retry_seconds
+        wait = ACTIVATING_WAIT_SECONDS if self.retry_seconds is None else self.retry_seconds
+        deadline = loop.time() + wait
         while True:
             reading = await self.read_firmware_version(device_id)
             if reading.state is not DeviceState.ACTIVATING or loop.time() > deadline:

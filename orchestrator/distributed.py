@@ -6,11 +6,17 @@ wall0, waits for the scheduler to finish the config's campaigns, stops the servi
 merges every process's status document (orchestrator.status) into one summary: the same
 outcome counts `smets1 run` reports, plus the broker traffic, each process's CPU and lag.
 The private broker is orchestrator.mosquitto's.
+
+The DCO and the scheduler share the bearer token of the DCO's HTTP API through
+SMETS1_DCO_TOKEN: the launcher's own, if set, else one made for the run (the config's
+`dco.token` is then not used: a config may be shared, a run's token is not).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -28,6 +34,7 @@ from pydantic import BaseModel, ValidationError
 from orchestrator.errors import DistributedError
 from orchestrator.mosquitto import STOP_TIMEOUT_SECONDS, Mosquitto, free_port
 from orchestrator.status import DcoStatus, FleetStatus, SchedulerStatus
+from smets1.dco_http import TOKEN_ENV
 
 _S = TypeVar("_S", bound=BaseModel)
 
@@ -39,12 +46,18 @@ READY_TIMEOUT_SECONDS = 30.0
 class Service:
     """One role's process, its output in `<out>/<name>.log`."""
 
-    def __init__(self, name: str, argv: list[str], out: Path) -> None:
+    def __init__(
+        self, name: str, argv: list[str], out: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.name = name
         self.argv = argv
+        self.env = env
         self.log_path = out / f"{name}.log"
         self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = self._start()
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(self.argv, stdout=self._log, stderr=subprocess.STDOUT, env=self.env)
 
     def crash_and_restart(self, down_seconds: float = 0.0) -> None:
         """Kill the process at once (SIGKILL: no goodbye, no status file), as a crash
@@ -55,7 +68,7 @@ class Service:
         time.sleep(down_seconds)
         self._log.write(b"--- killed and started again ---\n")
         self._log.flush()
-        self.proc = subprocess.Popen(self.argv, stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = self._start()
 
     def tail(self, lines: int = 15) -> str:
         try:
@@ -141,6 +154,8 @@ def run_distributed(
             mosquitto.start()
             broker = mosquitto.url
         wall0 = time.time() + STARTUP_ALLOWANCE_SECONDS
+        # Given to the DCO and the scheduler only: the fleet never calls the HTTP API.
+        with_token = {**os.environ, TOKEN_ENV: os.environ.get(TOKEN_ENV) or secrets.token_hex(32)}
         role = [python, "-m", "orchestrator.cli"]
         clock = ["--speed", repr(speed), "--wall0", repr(wall0), "--log-level", log_level]
         net = ["--broker", broker, "--host", "127.0.0.1", "--out", str(out)]
@@ -156,6 +171,7 @@ def run_distributed(
                     *("--worker", f"w{w}", "--port", str(port), "--state-dir", str(out / f"w{w}")),
                 ],
                 out,
+                with_token,
             )
             services.append(svc)
             dco_urls.append(f"http://127.0.0.1:{port}")
@@ -181,6 +197,7 @@ def run_distributed(
             + [a for url in dco_urls for a in ("--dco", url)]
             + ["--state-dir", str(out / "scheduler-state"), "--exit-when-done"],
             out,
+            with_token,
         )
         services.append(sched)
         if on_scheduler_started is not None:
@@ -195,6 +212,7 @@ def run_distributed(
             ) from None
         campaign_seconds = time.monotonic() - started
         if rc not in (0, 1):
+            # 3: it gave up on an unreachable DCO; its last line says which and why.
             raise DistributedError(f"the scheduler exited with code {rc}:\n{sched.tail()}")
         if on_finished is not None:
             on_finished({svc.name: svc for svc in services})

@@ -2,7 +2,8 @@
 
 OrchestratorError (a smets1.errors.Smets1Error)
 ├── DistributedError    a process of a distributed run failed or did not finish in time
-└── DcoHttpError        the DCO's HTTP API answered with an error, or could not be reached
+├── DcoHttpError        the DCO's HTTP API answered with an error, or could not be reached
+└── DcoGaveUp           the scheduler stopped waiting for a DCO it could not reach
 """
 
 from __future__ import annotations
@@ -27,3 +28,7 @@ class DcoHttpError(OrchestratorError):
         self.url = url
         self.status = status
         self.code = code
+
+
+class DcoGaveUp(OrchestratorError):
+    """The scheduler (`--exit-when-done`) stopped waiting for a DCO it could not reach."""

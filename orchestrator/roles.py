@@ -33,6 +33,7 @@ from orchestrator.campaign import (
     submit_campaign,
 )
 from orchestrator.dco_client import DcoClient
+from orchestrator.errors import DcoGaveUp
 from orchestrator.lag import LAG_METRICS, LagMonitor
 from orchestrator.serving import (
     client_id,
@@ -46,9 +47,11 @@ from orchestrator.serving import (
 )
 from orchestrator.status import BusStatus, DcoStatus, FleetStatus, SchedulerStatus
 from scheduler.api import make_app as make_scheduler_app
+from scheduler.summary import SchedulerSummary
 from smets1.broker_url import BrokerUrl
 from smets1.clock import ScaledClock, wall_seconds
 from smets1.config import CampaignConfig, FleetConfig
+from smets1.dco_http import in_flight_limit
 from smets1.metrics import BUS_METRICS, role_registry, sampler
 from smets1.mqtt import MqttBus
 from smets1.routing import DcoWorkerBus, ShardBus
@@ -57,6 +60,8 @@ log = logging.getLogger("orchestrator.roles")
 
 #: How often the scheduler logs its progress, wall seconds.
 PROGRESS_WALL_SECONDS = 5.0
+#: How long a scheduler told to exit when done waits for an unreachable DCO, wall seconds.
+DCO_GIVE_UP_SECONDS = 300.0
 
 
 @dataclass(slots=True)
@@ -69,6 +74,8 @@ class RoleOptions:
     http_port: int | None = None
     #: The role's status document, written when it stops (orchestrator.status).
     status_file: Path | None = None
+    #: The bearer token of the DCO's HTTP API (dco.token, or SMETS1_DCO_TOKEN).
+    dco_token: str = ""
     stop: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -128,10 +135,20 @@ async def run_dco(
     def health() -> tuple[bool, dict[str, Any]]:
         return mqtt.connected, status().model_dump(mode="json")
 
+    limit = in_flight_limit(cfg.dco.http_max_in_flight)
+    if limit < cfg.dco.http_max_in_flight:
+        log.warning(
+            "%s: serves %d HTTP requests at once, not dco.http_max_in_flight %d: the "
+            "process may open too few files (ulimit -n) for more",
+            role,
+            limit,
+            cfg.dco.http_max_in_flight,
+        )
+    app = make_dco_app(dco, health, registry, token=opts.dco_token, max_in_flight=limit)
     dco.start()
     log.info("%s: connecting to %s", role, broker)
     ready = f"{role} ready: fleet {cfg.name}, {shards} shard(s)"
-    await _serve_until_stopped(opts, bus, lag, make_dco_app(dco, health, registry), ready)
+    await _serve_until_stopped(opts, bus, lag, app, ready)
     doc = status()
     await dco.close()
     await bus.close()
@@ -189,6 +206,7 @@ async def run_scheduler(
     state_dir: Path,
     exit_when_done: bool,
     summary_file: Path | None = None,
+    dco_give_up_seconds: float = DCO_GIVE_UP_SECONDS,
 ) -> SchedulerStatus:
     """The config's campaigns through the DCO over HTTP; the summary when every request
     has its answer, or as it stands when told to stop first (then `unfinished` counts
@@ -197,6 +215,11 @@ async def run_scheduler(
     The scheduler keeps its requests in `state_dir`: a restarted scheduler resumes the
     requests it holds and submits each config campaign it has not submitted yet (the
     store records each one, so none goes twice and none is lost to a kill).
+
+    A DCO that cannot be reached refuses nothing: every call waits and is sent again,
+    the log says so at error level and /healthz answers 503 with the reason. With
+    `exit_when_done`, a DCO unreachable for `dco_give_up_seconds` ends the run with
+    DcoGaveUp (its status written as it stands, no summary).
     """
     cfg = opts.config
     clock = opts.clock
@@ -206,7 +229,14 @@ async def run_scheduler(
     lag = LagMonitor(clock, "scheduler")
     wall0 = wall_seconds()
     done: SchedulerStatus
-    async with DcoClient(dco_urls) as dco:
+    client = DcoClient(
+        dco_urls,
+        token=opts.dco_token,
+        retry_seconds=None,
+        max_in_flight=cfg.dco.http_max_in_flight,
+        give_up_seconds=dco_give_up_seconds if exit_when_done else None,
+    )
+    async with client as dco:
         scheduler = build_scheduler(cfg, clock, dco, state_dir, by_model)
         resumed = len(scheduler.requests)
 
@@ -229,16 +259,28 @@ async def run_scheduler(
             while True:
                 await asyncio.sleep(PROGRESS_WALL_SECONDS)
                 s = by_state()
+                problem = dco.problem()
                 log.info(
-                    "[%s sim | %.0fs wall] %s",
+                    "[%s sim | %.0fs wall] %s%s",
                     f"{clock.datetime():%Y-%m-%d %H:%M}",
                     wall_seconds() - wall0,
                     ", ".join(f"{k} {v}" for k, v in sorted(s.items())) or "no requests",
+                    "" if problem is None else f"; waiting: {problem}",
                 )
+
+        def status(summary: SchedulerSummary) -> SchedulerStatus:
+            return SchedulerStatus(
+                cpu_seconds=cpu_seconds(),
+                wall_seconds=round(wall_seconds() - wall0, 3),
+                dco_urls=dco_urls,
+                clock=lag.status(),
+                requests=by_state(),
+                summary=summary,
+            )
 
         started = max(clock.epoch, clock.now())
         # The scheduler's own HTTP face: DUIS, the JSON API, /healthz, /metrics.
-        app = make_scheduler_app(scheduler)
+        app = make_scheduler_app(scheduler, problem=dco.problem)
         async with serve_http(app, opts.listen_host, opts.http_port):
             background = [
                 asyncio.create_task(lag.run()),
@@ -247,20 +289,16 @@ async def run_scheduler(
             ]
             stopped = asyncio.create_task(opts.stop.wait())
             working = asyncio.create_task(work())
+            gave_up = asyncio.create_task(dco.gave_up.wait())
             try:
-                await asyncio.wait({working, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait({working, stopped, gave_up}, return_when=asyncio.FIRST_COMPLETED)
                 if working.done():
                     working.result()
                 summary = campaign_summary(scheduler, cfg, clock.now() - started, images)
-                done = SchedulerStatus(
-                    cpu_seconds=cpu_seconds(),
-                    wall_seconds=round(wall_seconds() - wall0, 3),
-                    dco_urls=dco_urls,
-                    clock=lag.status(),
-                    requests=by_state(),
-                    summary=summary,
-                )
+                done = status(summary)
                 write_status(opts.status_file, done)
+                if gave_up.done() and not working.done():
+                    raise DcoGaveUp(dco.gave_up_reason)
                 if summary_file is not None:
                     text = json.dumps(done.summary_document(), indent=2) + "\n"
                     write_atomically(summary_file, text)
@@ -273,8 +311,8 @@ async def run_scheduler(
                 if not exit_when_done:
                     await opts.stop.wait()
             finally:
-                for t in [*background, stopped, working]:
+                for t in [*background, stopped, working, gave_up]:
                     t.cancel()
-                await asyncio.gather(*background, stopped, working, return_exceptions=True)
+                await asyncio.gather(*background, stopped, working, gave_up, return_exceptions=True)
                 await scheduler.close()
     return done

@@ -15,6 +15,13 @@ SMETS1_SHARDS, SMETS1_DCO_WORKER, SMETS1_DCO_URLS (comma separated), SMETS1_LOG_
 A bad flag is argparse's error naming the flag; a bad environment value is one line
 naming the variable; both exit 2. Flags and variables are checked before the config is
 read, and the config's limits (orchestrator.preflight) before anything is built.
+
+`dco` and `scheduler` share the bearer token of the DCO's HTTP API: `dco.token` in the
+config, or SMETS1_DCO_TOKEN in the environment (which wins: a Kubernetes Secret). Never
+an option, so that it does not show in a process list.
+
+Exit status: 0 done, 1 requests left unfinished (`--exit-when-done`), 2 a usage or config
+error, 3 the scheduler gave up on a DCO it could not reach (`--dco-give-up`).
 """
 
 from __future__ import annotations
@@ -35,11 +42,13 @@ from urllib.parse import urlsplit
 from orchestrator.preflight import check_images_fit_memory, preflight
 from smets1.broker_url import parse_broker_url
 from smets1.clock import ScaledClock
-from smets1.config import load_config
+from smets1.config import FleetConfig, load_config
+from smets1.dco_http import TOKEN_ENV, check_token
 from smets1.errors import ConfigError, Smets1Error
 from smets1.limits import MAX_SHARDS
 
 EXIT_USAGE = 2
+EXIT_DCO_GAVE_UP = 3
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
 #: A simulated day per wall minute.
 DEFAULT_SPEED = 1440.0
@@ -191,6 +200,14 @@ def shard_from_host(hostname: str | None = None) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def _dco_token(config: FleetConfig) -> str:
+    """The DCO's bearer token: SMETS1_DCO_TOKEN, else the config's dco.token."""
+    env = os.environ.get(TOKEN_ENV)
+    if env:
+        return check_token(env, TOKEN_ENV)
+    return check_token(config.dco.token, "dco.token")
+
+
 def _common(p: argparse.ArgumentParser, broker: bool = True) -> None:
     p.add_argument("config", help="YAML fleet config (the same file for every role)")
     if broker:
@@ -224,6 +241,7 @@ def _common(p: argparse.ArgumentParser, broker: bool = True) -> None:
 def _run_role(args: argparse.Namespace) -> int:
     """Load the config, build the clock and run the role's coroutine on it."""
     from orchestrator import roles  # the heavy imports only when a role runs
+    from orchestrator.errors import DcoGaveUp
 
     try:
         _resolve_env(args)
@@ -239,6 +257,8 @@ def _run_role(args: argparse.Namespace) -> int:
         clock = _clock(args, config.epoch_seconds)
         out = Path(args.out) if getattr(args, "out", None) else None
         opts = roles.RoleOptions(config, clock, listen_host=args.host)
+        if args.command in ("dco", "scheduler"):
+            opts.dco_token = _dco_token(config)
         if args.command == "dco":
             broker = parse_broker_url(args.broker)
             opts.http_port = args.port
@@ -268,13 +288,23 @@ def _run_role(args: argparse.Namespace) -> int:
             out = out or Path("runs") / config.name
             opts.status_file = out / "scheduler.json"
             state = Path(args.state_dir) if args.state_dir else out / "scheduler-state"
+            if args.dco_give_up <= 0:
+                raise ConfigError(f"--dco-give-up must be positive, got {args.dco_give_up:g}")
             done = clock.run(
                 roles.run_scheduler(
-                    opts, urls, state, args.exit_when_done, summary_file=out / "summary.json"
+                    opts,
+                    urls,
+                    state,
+                    args.exit_when_done,
+                    summary_file=out / "summary.json",
+                    dco_give_up_seconds=args.dco_give_up,
                 )
             )
             if args.exit_when_done and done.summary.unfinished:
                 return 1
+    except DcoGaveUp as exc:
+        print(f"smets1: error: {exc}", file=sys.stderr)
+        return EXIT_DCO_GAVE_UP
     except Smets1Error as exc:
         return _fail(str(exc))
     except OSError as exc:  # a port in use, a host that does not resolve, a folder
@@ -374,6 +404,14 @@ def add_role_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--exit-when-done",
         action="store_true",
         help="exit once every request of the config's campaigns has its answer",
+    )
+    sched.add_argument(
+        "--dco-give-up",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="with --exit-when-done: exit with status 3 once a DCO worker has been "
+        "unreachable this long, wall seconds (default 300; without it: wait for ever)",
     )
     sched.set_defaults(func=_run_role)
 

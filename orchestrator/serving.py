@@ -16,6 +16,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
+from orchestrator.listener import BoundedSite
+from smets1.dco_http import RESERVED_FDS
 from smets1.metrics import CONTENT_TYPE, exposition
 from smets1.mqtt import MqttBus
 from smets1.routing import DcoWorkerBus, ShardBus
@@ -24,6 +26,20 @@ log = logging.getLogger("orchestrator.serving")
 
 #: (healthy, the status document as JSON) for /health: 200 when healthy, else 503.
 HealthFn = Callable[[], tuple[bool, Mapping[str, Any]]]
+
+#: Connections the kernel holds for a server before it accepts them: a burst waits
+#: there, costing no file descriptor, instead of being dropped and retried by the peer
+#: (the kernel caps it at net.core.somaxconn).
+LISTEN_BACKLOG = 4096
+
+
+def connection_limit() -> int:
+    """Connections a server of this process may hold open: its file descriptor limit
+    less what the rest of the process needs (smets1.dco_http.RESERVED_FDS)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 65_536
+    return max(1, soft - RESERVED_FDS)
 
 
 def client_id(fleet: str, role: str) -> str:
@@ -67,7 +83,9 @@ async def serve_http(app: web.Application, host: str, port: int | None) -> Async
         return
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = BoundedSite(
+        runner, host, port, max_connections=connection_limit(), backlog=LISTEN_BACKLOG
+    )
     await site.start()
     log.info("HTTP on %s:%d", host, port)
     try:

@@ -58,7 +58,12 @@ from smets1.eui64 import format_eui64, parse_eui64
 from smets1.image import ImageError, parse_image
 from smets1.metrics import CONTENT_TYPE
 
+#: Why the scheduler cannot do its work now, in one line (None: healthy). /healthz
+#: answers 503 with it; the scheduler role says so while the DCO is unreachable.
+ProblemFn = Callable[[], str | None]
+
 SCHEDULER = web.AppKey("scheduler", Scheduler)
+PROBLEM: web.AppKey[ProblemFn] = web.AppKey("problem")
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 DOCUMENTS = web.AppKey("documents", PromCounter)
 USER = web.RequestKey("user", int)
@@ -232,6 +237,9 @@ def _check_image(data: bytes, version: int | None, where: str) -> None:
 
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
+    problem = request.app[PROBLEM]()
+    if problem is not None:
+        return _json({"status": "unhealthy", "reason": problem}, 503)
     return _json({"status": "ok"})
 
 
@@ -507,8 +515,11 @@ async def get_duis_responses(request: web.Request) -> web.Response:
 # -- the app ------------------------------------------------------------------------
 
 
-def make_app(scheduler: Scheduler, users: Iterable[UserConfig] = ()) -> web.Application:
-    """The HTTP face of `scheduler`; `users` are registered beside the config's Users."""
+def make_app(
+    scheduler: Scheduler, users: Iterable[UserConfig] = (), problem: ProblemFn | None = None
+) -> web.Application:
+    """The HTTP face of `scheduler`; `users` are registered beside the config's Users;
+    `problem` is what /healthz reports (healthy while it returns None)."""
     for u in users:
         scheduler.users.setdefault(u.id, u)
     scheduler.notifier.render = _renderer(scheduler)
@@ -517,6 +528,7 @@ def make_app(scheduler: Scheduler, users: Iterable[UserConfig] = ()) -> web.Appl
         middlewares=[_errors, _auth],
     )
     app[SCHEDULER] = scheduler
+    app[PROBLEM] = problem or (lambda: None)
     registry = CollectorRegistry()
     registry.register(SchedulerCollector(scheduler))
     app[REGISTRY] = registry

@@ -170,3 +170,18 @@ class DcoConfig(Strict):
     retry_max_seconds: float = Field(3_600.0, gt=0)
     #: How long the DCO keeps trying a silent device before the 11.3 fails `offline`.
     give_up_seconds: float = Field(3 * 86_400.0, gt=0)
+    #: Bearer token the scheduler presents on the DCO's HTTP API (the environment's
+    #: SMETS1_DCO_TOKEN, when set, takes its place). Needed by `smets1 dco` and
+    #: `smets1 scheduler`; the in-process `smets1 run` has no HTTP and ignores it.
+    token: str = Field("", max_length=512, repr=False)
+    #: Requests the DCO's HTTP API serves at once, and connections the scheduler opens to
+    #: each DCO worker (an 11.3 holds one for its whole transfer). Beyond it the DCO
+    #: answers 503 with Retry-After, and the scheduler queues its calls.
+    http_max_in_flight: int = Field(1_000, gt=0)
+
+    @field_validator("token")
+    @classmethod
+    def _header_safe(cls, value: str) -> str:
+        if any(not 0x21 <= ord(ch) <= 0x7E for ch in value):
+            raise ValueError("a token is visible ASCII without spaces (it travels in a header)")
+        return value

@@ -17,15 +17,28 @@ the other with its name, and nothing converts by hand.
 Errors answer an `ErrorDoc` with 400 (bad request, image rejected) or 404 (unknown
 image). Device ids are EUI-64 text (`00-DB-12-...`), hashes are hex, states and reasons
 their wire codes (so a code a newer DCO sends still decodes: smets1.codes).
+
+Every route but /health and /metrics wants `Authorization: Bearer <token>`, the token the
+scheduler and the DCO share (`dco.token` in the config, or SMETS1_DCO_TOKEN); a missing or
+wrong one gets 401. /health and /metrics stay open: Kubernetes probes and Prometheus
+scrape them without credentials, and they carry counters only, never an order.
+
+The DCO serves a bounded number of requests at once (`dco.http_max_in_flight`, and fewer
+if its file descriptors would not stretch that far: `in_flight_limit`); a request beyond
+it gets 503 with `Retry-After` (seconds) and its connection closed, and the client sends
+it again after that long.
 """
 
 from __future__ import annotations
 
+import re
+import resource
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
+from smets1.errors import ConfigError
 from smets1.services import (
     ActivationOutcome,
     DeviceId,
@@ -39,6 +52,48 @@ ACTIVATIONS_PATH = "/v1/activations"
 VERSION_PATH = "/v1/devices/{device_id}/version"
 HEALTH_PATH = "/health"
 METRICS_PATH = "/metrics"
+#: Served without the token: probes and scrapers hold no credential.
+PUBLIC_PATHS = frozenset({HEALTH_PATH, METRICS_PATH})
+
+#: Overrides `dco.token` of the config, so that Kubernetes can take it from a Secret.
+TOKEN_ENV = "SMETS1_DCO_TOKEN"
+#: What a token may hold: visible ASCII, as an HTTP header carries it unchanged.
+_TOKEN_CHARS = re.compile(r"[\x21-\x7e]+")
+
+#: What a busy DCO asks the client to wait before sending again, seconds.
+RETRY_AFTER_SECONDS = 1
+#: File descriptors a process keeps for what is not an HTTP connection (its listening
+#: socket, the broker, SQLite, logs, the interpreter's own).
+RESERVED_FDS = 64
+
+
+def check_token(token: str, where: str) -> str:
+    """`token` if it can travel in an Authorization header; ConfigError naming `where`."""
+    if not token:
+        raise ConfigError(
+            f"the DCO's HTTP API needs a token shared by the scheduler and the DCO: "
+            f"set dco.token in the config or {TOKEN_ENV} in the environment"
+        )
+    if not _TOKEN_CHARS.fullmatch(token):
+        raise ConfigError(f"{where}: a token is visible ASCII without spaces")
+    return token
+
+
+def bearer(token: str) -> dict[str, str]:
+    """The header that carries `token`."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+def in_flight_limit(configured: int, share: int = 1) -> int:
+    """Connections this process may hold open to (or for) one peer: `configured`, or
+    fewer when its file descriptor limit would not hold them, with half of what is left
+    after RESERVED_FDS spread over `share` peers (the other half is headroom for
+    connections accepted only to be refused, and for the client's own sockets)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return configured
+    return max(1, min(configured, (soft - RESERVED_FDS) // (2 * share)))
+
 
 T = TypeVar("T")
 

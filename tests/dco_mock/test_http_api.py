@@ -19,6 +19,7 @@ from smets1.services import ActivationOutcome, StoredImage, VersionReading
 
 DEVICE = 0x00DB_1200_0000_0042
 HASH = hashlib.sha256(b"image").digest()
+TOKEN = "shared-dco-token"
 
 
 class FakeDco:
@@ -51,11 +52,11 @@ class FakeDco:
 
 async def test_round_trip_of_11_1_11_3_11_2_through_two_workers() -> None:
     dcos = [FakeDco(), FakeDco()]
-    servers = [TestServer(make_app(d)) for d in dcos]
+    servers = [TestServer(make_app(d, token=TOKEN)) for d in dcos]
     for s in servers:
         await s.start_server()
     try:
-        async with DcoClient([str(s.make_url("")) for s in servers]) as client:
+        async with DcoClient([str(s.make_url("")) for s in servers], token=TOKEN) as client:
             stored = await client.update_firmware(b"image-bytes")
             assert stored.firmware_hash == HASH and stored.size_bytes == 11
             assert [d.images for d in dcos] == [[b"image-bytes"], [b"image-bytes"]]
@@ -78,7 +79,7 @@ async def test_round_trip_of_11_1_11_3_11_2_through_two_workers() -> None:
 
 
 async def test_unreachable_dco_is_retried_then_reported() -> None:
-    async with DcoClient(["http://127.0.0.1:9"], retry_seconds=0.3) as client:
+    async with DcoClient(["http://127.0.0.1:9"], token=TOKEN, retry_seconds=0.3) as client:
         with pytest.raises(DcoHttpError, match="unreachable"):
             await client.read_firmware_version(DEVICE)
 
@@ -119,7 +120,7 @@ def dropping_first_activation(dco: CountingDco) -> web.Application:
             request.transport.abort()
         return response
 
-    app = make_app(dco)
+    app = make_app(dco, token=TOKEN)
     app.middlewares.append(drop)
     return app
 
@@ -130,7 +131,7 @@ async def test_a_dropped_11_3_is_resumed(activated_before_the_drop: bool) -> Non
     server = TestServer(dropping_first_activation(dco))
     await server.start_server()
     try:
-        async with DcoClient([str(server.make_url(""))], retry_seconds=5.0) as client:
+        async with DcoClient([str(server.make_url(""))], token=TOKEN, retry_seconds=5.0) as client:
             await client.update_firmware(b"image-bytes")
             outcome = await client.activate_firmware(DEVICE, HASH)
             assert outcome.ok and outcome.state is DeviceState.ACTIVE

@@ -19,7 +19,7 @@ async def test_metrics_follow_the_exposition_format_with_help_and_types() -> Non
     dco.counters.transfers_started = 7
     dco.counters.transfers_failed["offline"] = 2
     registry = role_registry("dco", [sampler(dco, DCO_METRICS)])
-    async with TestClient(TestServer(make_app(dco, registry=registry))) as client:
+    async with TestClient(TestServer(make_app(dco, registry=registry, token="t"))) as client:
         resp = await client.get("/metrics")
         assert resp.status == 200
         text = await resp.text()

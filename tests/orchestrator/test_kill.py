@@ -52,9 +52,13 @@ def _port(svc: Service) -> str:
     return svc.argv[svc.argv.index("--port") + 1]
 
 
+TOKEN = "kill-test-token"
+
+
 def _get(url: str) -> dict[str, Any]:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {TOKEN}"})
     with contextlib.suppress(OSError, ValueError):
-        with urllib.request.urlopen(url, timeout=2.0) as resp:
+        with urllib.request.urlopen(request, timeout=2.0) as resp:
             return dict(json.loads(resp.read()))
     return {}
 
@@ -72,8 +76,9 @@ def _wait_for(what: Any, timeout: float = 20.0) -> None:
 
 
 def test_kill_9_of_the_scheduler_and_the_dco_loses_nothing(
-    broker: Mosquitto, tmp_path: Path
+    broker: Mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("SMETS1_DCO_TOKEN", TOKEN)  # the launcher hands it to DCO and scheduler
     config = two_campaigns(tmp_path)
     cfg = load_config(config)
     device_ids = [d for d, _ in cfg.device_ids()]
