@@ -136,3 +136,10 @@ def test_a_supplier_is_a_supplying_user(tmp_path: Path, supplier: str, message: 
 def test_one_supplying_user_needs_no_supplier_field(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, tiny_config()))
     assert cfg.supplier_of()(DEVICE_ID_BASE + 1) is None
+
+
+def test_a_bad_token_is_named_but_never_echoed(tmp_path: Path) -> None:
+    data = tiny_config(dco={"token": 987654321})
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, data))
+    assert "dco.token" in str(err.value) and "987654321" not in str(err.value)
