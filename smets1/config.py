@@ -232,8 +232,9 @@ def _format_error(path: Path, exc: ValidationError, lines: dict[tuple[str | int,
         got = err.get("input")
         shown = ""
         # A value error of ours says what it got; pydantic's own messages do not.
+        secret = bool(loc) and str(loc[-1]) in ("token", "password")
         if err["type"] not in ("value_error", "missing") and not isinstance(got, dict | list):
-            text = repr(got)
+            text = "'***'" if secret else repr(got)
             shown = f" (got {text if len(text) <= 60 else text[:57] + '...'})"
         line = line_of(lines, loc)
         where = f"{path}:{line}" if line is not None else f"{path}"
