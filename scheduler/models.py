@@ -15,6 +15,8 @@ EuiText = Annotated[
         examples=["00-DB-12-00-00-00-00-01"],
     ),
 ]
+#: The largest request, schedule or notification id the API takes (SQLite's are 64-bit).
+MAX_ID = 2**62
 HexHash = Annotated[str, Field(pattern=r"^[0-9A-Fa-f]{64}$", description="SHA-256, 64 hex")]
 
 
@@ -51,7 +53,7 @@ class ActivationIn(_In):
     firmware_hash: HexHash
     device_ids: list[EuiText] = Field(min_length=1, max_length=100_000)
     priority: Literal["routine", "security"] = "routine"
-    schedule_id: int | None = None
+    schedule_id: int | None = Field(None, ge=1, le=MAX_ID)
     execution_time: datetime | None = None
     campaign: str | None = Field(None, max_length=100)
 
@@ -92,7 +94,7 @@ class ScheduleIn(_In):
     #: The Service Desk may ask on behalf of a User.
     user: EuiText | None = None
     start_date: date | None = None
-    max_per_day: int | None = Field(None, gt=0)
+    max_per_day: int | None = Field(None, gt=0, le=1_000_000)
 
 
 class BatchOut(BaseModel):

@@ -118,6 +118,11 @@ _REQUEST_COLUMNS = (
 )
 
 
+_SCHEDULE_COLUMNS = (
+    "user, devices, created_at, state, batches, max_per_day, start_day, assigned, moves"
+)
+
+
 def _s64(v: int) -> int:
     """EUI-64s fill 64 bits; SQLite integers are signed."""
     return v - (1 << 64) if v >= 1 << 63 else v
@@ -307,23 +312,41 @@ class Store:
 
     # -- schedules -------------------------------------------------------------------
 
-    def save_schedule(self, s: Schedule) -> None:
-        self.flush()
-        self.db.execute(
-            "INSERT OR REPLACE INTO schedules VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                s.schedule_id,
-                _s64(s.user),
-                s.devices,
-                s.created_at,
-                s.state.value,
-                json.dumps({str(d): n for d, n in sorted(s.batches.items())}),
-                s.max_per_day,
-                s.start_day,
-                s.assigned,
-                s.moves,
-            ),
+    @staticmethod
+    def _schedule_row(s: Schedule) -> tuple[Any, ...]:
+        return (
+            _s64(s.user),
+            s.devices,
+            s.created_at,
+            s.state.value,
+            json.dumps({str(d): n for d, n in sorted(s.batches.items())}),
+            s.max_per_day,
+            s.start_day,
+            s.assigned,
+            s.moves,
         )
+
+    def add_schedule(self, s: Schedule) -> int:
+        """A new schedule: committed, and its id given by the database (never reused, even
+        after a restart: ids counted in memory once handed out one that was on disk)."""
+        self.flush()
+        cur = self.db.execute(
+            f"INSERT INTO schedules ({_SCHEDULE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            self._schedule_row(s),
+        )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def save_schedule(self, s: Schedule) -> None:
+        """A change to a schedule that `add_schedule` stored; it never creates one."""
+        self.flush()
+        sets = ", ".join(f"{c.strip()} = ?" for c in _SCHEDULE_COLUMNS.split(","))
+        cur = self.db.execute(
+            f"UPDATE schedules SET {sets} WHERE schedule_id = ?",
+            (*self._schedule_row(s), s.schedule_id),
+        )
+        if cur.rowcount != 1:
+            raise LookupError(f"schedule {s.schedule_id} is not in the store")
 
     def load_schedules(self) -> list[Schedule]:
         out = []
