@@ -159,6 +159,8 @@ class Store:
         self._flushed_at = wall_seconds()
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
+        #: RequestIDs of DUIS documents being carried out (recorded once accepted).
+        self._duis_claims: set[str] = set()
 
     def close(self) -> None:
         self.flush()
@@ -303,12 +305,26 @@ class Store:
                 return True
         return False
 
-    def claim_duis_id(self, duis_request_id: str, service_reference: str, at: float) -> None:
+    def claim_duis_id(self, duis_request_id: str) -> bool:
+        """Claim a RequestID for a document about to be carried out: False if it was used
+        or another document holds the claim. Check and claim are one step (no await
+        between them), so of concurrent documents with one RequestID only one gets it."""
+        if duis_request_id in self._duis_claims or self.duis_id_taken(duis_request_id):
+            return False
+        self._duis_claims.add(duis_request_id)
+        return True
+
+    def release_duis_id(self, duis_request_id: str) -> None:
+        """The claimed document was refused: its RequestID may be used again."""
+        self._duis_claims.discard(duis_request_id)
+
+    def record_duis_id(self, duis_request_id: str, service_reference: str, at: float) -> None:
         """Record a DUIS RequestID as used (every accepted document, whatever its SRV)."""
         self.db.execute(
             "INSERT OR IGNORE INTO duis_requests VALUES (?, ?, ?)",
             (duis_request_id, service_reference, at),
         )
+        self._duis_claims.discard(duis_request_id)
 
     # -- schedules -------------------------------------------------------------------
 
