@@ -38,10 +38,15 @@ from scheduler.errors import (
 )
 from scheduler.metrics import SchedulerCollector
 from scheduler.models import (
+    CAPACITY_REACH_DAYS,
+    MAX_CAPACITY_DAYS,
     MAX_ID,
+    MAX_OFFSET,
+    MAX_PAGE,
     ActivationIn,
     ActivationOut,
     ErrorOut,
+    Health,
     ImageIn,
     ImageOut,
     MoveOut,
@@ -53,7 +58,7 @@ from scheduler.models import (
     ScheduleIn,
     ScheduleOut,
 )
-from scheduler.openapi import PUBLIC_PATHS, openapi_document
+from scheduler.openapi import PUBLIC_PATHS, QUERY_PARAMETERS, openapi_document
 from scheduler.policy import Proposal
 from scheduler.requests import ActivationRequest, Priority, RequestState, Schedule
 from scheduler.service import Scheduler
@@ -68,15 +73,12 @@ DOCUMENTS = web.AppKey("documents", PromCounter)
 USER = web.RequestKey("user", int)
 DUIS_REQUEST_ID = web.RequestKey("duis_request_id", str)
 DUIS_SERVICE = web.RequestKey("duis_service_reference", str)
-MAX_CAPACITY_DAYS = 366
 #: Every error body is shorter than this; the reason is cut to fit (field: ERROR_FIELD_CHARS).
 ERROR_BODY_BYTES = 1_024
 ERROR_REASON_CHARS = 400
 ERROR_FIELD_CHARS = 80
 #: Bodies over this are parsed in a worker thread, so the event loop keeps serving.
 PARSE_ON_LOOP_BYTES = 64 * 1024
-#: How far from today (either way) GET /v1/capacity may start.
-CAPACITY_REACH_DAYS = 3_660
 
 routes = web.RouteTableDef()
 T = TypeVar("T")
@@ -182,6 +184,22 @@ async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     return await handler(request)
 
 
+@web.middleware
+async def _known_query(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A query parameter the operation does not declare is refused, by name (a typo such
+    as `?limt=5` would otherwise be ignored without a word)."""
+    info = request.match_info.route.resource
+    known = QUERY_PARAMETERS.get((request.method, info.canonical)) if info else None
+    if known is not None:
+        unknown = sorted(set(request.query) - known)
+        if unknown:
+            allowed = ", ".join(sorted(known)) or "none"
+            raise BadDocument(
+                unknown[0][:40], f"unknown query parameter (this operation takes: {allowed})"
+            )
+    return await handler(request)
+
+
 async def _body_bytes(request: web.Request) -> bytes:
     limit = request.app[SCHEDULER].config.max_document_bytes
     if request.content_length is not None and request.content_length > limit:
@@ -198,17 +216,19 @@ async def _off_loop(data: bytes, fn: Callable[..., T], *args: Any) -> T:
     return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
 
-def _load_json(data: bytes, model: type[Any]) -> Any:
+def _load_json(data: bytes, model: type[BaseModel]) -> Any:
+    """Strictly, in JSON mode: a string where the schema wants a number, or a number
+    where it wants a date, is refused rather than converted."""
     try:
-        raw = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadDocument("body", f"not JSON: {exc}") from None
-    except RecursionError:
-        raise BadDocument("body", "JSON nested too deeply") from None
-    return model.model_validate(raw)
+        return model.model_validate_json(data, strict=True)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        if err["type"] == "json_invalid":
+            raise BadDocument("body", f"not JSON: {err['msg']}") from None
+        raise
 
 
-async def _parse(request: web.Request, model: type[Any]) -> Any:
+async def _parse(request: web.Request, model: type[BaseModel]) -> Any:
     data = await _body_bytes(request)
     return await _off_loop(data, _load_json, data, model)
 
@@ -320,7 +340,7 @@ def _check_image(data: bytes, version: int | None, where: str) -> None:
 
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
-    return _json({"status": "ok"})
+    return _json(Health(status="ok"))
 
 
 @routes.get("/metrics")
@@ -459,8 +479,8 @@ async def list_requests(request: web.Request) -> web.Response:
         if state not in {st.value for st in RequestState}:
             raise BadDocument("state", f"unknown state {state[:20]!r}")
         reqs = [r for r in reqs if r.state.value == state]
-    offset = _int_query(request, "offset", 0, 0, 10**9)
-    limit = _int_query(request, "limit", 100, 1, 1000)
+    offset = _int_query(request, "offset", 0, 0, MAX_OFFSET)
+    limit = _int_query(request, "limit", 100, 1, MAX_PAGE)
     page = reqs[offset : offset + limit]
     return _json(RequestList(requests=[_request_out(s, r) for r in page], total=len(reqs)))
 
@@ -605,7 +625,7 @@ def make_app(scheduler: Scheduler, users: Iterable[UserConfig] = ()) -> web.Appl
     scheduler.notifier.render = _renderer(scheduler)
     app = web.Application(
         client_max_size=scheduler.config.max_document_bytes,
-        middlewares=[_errors, _auth],
+        middlewares=[_errors, _auth, _known_query],
     )
     app[SCHEDULER] = scheduler
     registry = CollectorRegistry()

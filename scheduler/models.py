@@ -15,13 +15,24 @@ EuiText = Annotated[
         examples=["00-DB-12-00-00-00-00-01"],
     ),
 ]
-#: The largest request, schedule or notification id the API takes (SQLite's are 64-bit).
+#: Limits of the API's numbers, declared in /openapi.json and enforced by api.py.
+#: The largest request, schedule or notification id (SQLite's are 64-bit).
 MAX_ID = 2**62
+#: GET /v1/requests: `offset` and `limit`.
+MAX_OFFSET = 10**9
+MAX_PAGE = 1_000
+#: GET /v1/capacity: `days`, and how far from today (either way) `from` may be.
+MAX_CAPACITY_DAYS = 366
+CAPACITY_REACH_DAYS = 3_660
 HexHash = Annotated[str, Field(pattern=r"^[0-9A-Fa-f]{64}$", description="SHA-256, 64 hex")]
 
 
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
 
 
 class ErrorOut(BaseModel):
