@@ -58,6 +58,7 @@ MAX_DEPTH = 32
 MAX_NAME_CHARS = 256
 MAX_ATTRIBUTE_CHARS = 1_024
 PARSE_CHUNK_BYTES = 64 * 1024
+BASE64_CHUNK_CHARS = 256 * 1024  # a multiple of 4: only the last piece may hold padding
 _REQUEST_ID_RE = re.compile(r"^([0-9A-Fa-f-]{16,23}):([0-9A-Fa-f-]{16,23}):(\d{1,20})$")
 _HEX_RE = re.compile(r"^[0-9A-Fa-f]*$")
 _COMMAND_VARIANT_RE = re.compile(r"^[1-8]$")
@@ -306,7 +307,12 @@ def _parse_update(el: ET.Element) -> UpdateFirmware:
     where = "sr:UpdateFirmware"
     raw = "".join(_text(el, "FirmwareImage", where).split())
     try:
-        image = base64.b64decode(raw, validate=True)
+        # In pieces: one call on megabytes holds the GIL throughout, and this may run in
+        # a worker thread beside the event loop.
+        image = b"".join(
+            base64.b64decode(raw[i : i + BASE64_CHUNK_CHARS], validate=True)
+            for i in range(0, len(raw), BASE64_CHUNK_CHARS)
+        )
     except (binascii.Error, ValueError):
         raise BadDocument(f"{where}/sr:FirmwareImage", "not valid base64") from None
     if not image:
