@@ -128,6 +128,30 @@ async def test_capacity_ranges_are_bounded_with_a_400_naming_the_parameter(
     assert len(body) < ERROR_BODY_BYTES
 
 
+# -- item 4: schedule fields over HTTP ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "name"),
+    [
+        ({"devices": 3, "max_per_day": 2**64}, "max_per_day"),
+        ({"devices": 3, "max_per_day": 0}, "max_per_day"),
+        ({"devices": 2**64}, "devices"),
+        ({"devices": 3, "start_date": "9999-12-31"}, "start_date"),
+        ({"devices": 3, "start_date": 0}, "start_date"),
+        ({"devices": "3"}, "devices"),
+    ],
+)
+async def test_schedule_fields_are_bounded_over_http(
+    api_: Api, body: dict[str, Any], name: str
+) -> None:
+    r = await api_.client.post("/v1/schedules", json=body, headers=AUTH_A)
+    out = await r.json()
+    assert r.status == 400, out
+    assert out["field"] == name
+    assert api_.scheduler.schedules == {} and api_.stored_rows()["schedules"] == 0
+
+
 # -- item 7: DUIS documents within limits ---------------------------------------------
 
 
