@@ -13,12 +13,13 @@ metrics.py, the /openapi.json document in openapi.py.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
 from collections.abc import Awaitable, Callable, Iterable
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, date, datetime
+from typing import Any, TypeVar
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
@@ -30,14 +31,22 @@ from scheduler.errors import (
     AdmissionRefused,
     BadDocument,
     Forbidden,
+    MethodNotAllowed,
+    NotFound,
     SchedulerError,
     Unauthenticated,
 )
 from scheduler.metrics import SchedulerCollector
 from scheduler.models import (
+    CAPACITY_REACH_DAYS,
+    MAX_CAPACITY_DAYS,
+    MAX_ID,
+    MAX_OFFSET,
+    MAX_PAGE,
     ActivationIn,
     ActivationOut,
     ErrorOut,
+    Health,
     ImageIn,
     ImageOut,
     MoveOut,
@@ -49,7 +58,7 @@ from scheduler.models import (
     ScheduleIn,
     ScheduleOut,
 )
-from scheduler.openapi import PUBLIC_PATHS, openapi_document
+from scheduler.openapi import PUBLIC_PATHS, QUERY_PARAMETERS, openapi_document
 from scheduler.policy import Proposal
 from scheduler.requests import ActivationRequest, Priority, RequestState, Schedule
 from scheduler.service import Scheduler
@@ -69,9 +78,15 @@ DOCUMENTS = web.AppKey("documents", PromCounter)
 USER = web.RequestKey("user", int)
 DUIS_REQUEST_ID = web.RequestKey("duis_request_id", str)
 DUIS_SERVICE = web.RequestKey("duis_service_reference", str)
-MAX_CAPACITY_DAYS = 366
+#: Every error body is shorter than this; the reason is cut to fit (field: ERROR_FIELD_CHARS).
+ERROR_BODY_BYTES = 1_024
+ERROR_REASON_CHARS = 400
+ERROR_FIELD_CHARS = 80
+#: Bodies over this are parsed in a worker thread, so the event loop keeps serving.
+PARSE_ON_LOOP_BYTES = 64 * 1024
 
 routes = web.RouteTableDef()
+T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -94,21 +109,41 @@ def _xml(body: bytes, status: int = 200) -> web.Response:
     return web.Response(body=body, status=status, content_type="application/xml")
 
 
+def _printable(text: str) -> str:
+    """Control characters escaped: an error text may quote hostile input, and must stay
+    readable (and well-formed inside XML)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _error_response(request: web.Request, exc: SchedulerError) -> web.Response:
+    """The error as JSON (or a DUIS `sr:Response` on /duis), always under
+    ERROR_BODY_BYTES: a reason that quotes much of the input is cut, never the code."""
     sched = request.app[SCHEDULER]
     field = getattr(exc, "field", None)
+    field = None if field is None else _printable(field[:ERROR_FIELD_CHARS])
     earliest = sched.date_of(exc.earliest_day) if isinstance(exc, AdmissionRefused) else None
-    if request.path.startswith("/duis"):
-        body = duis.response(
-            request.get(DUIS_REQUEST_ID),
-            exc.code,
-            sched.clock.now(),
-            request.get(DUIS_SERVICE),
-            {"Error": exc.reason, "EarliestDate": earliest},
-        )
-        return _xml(body, exc.status)
-    out = ErrorOut(error=exc.reason, code=exc.code, field=field, earliest_date=earliest)
-    return _json(out, exc.status)
+    reason = _printable(exc.reason[:ERROR_REASON_CHARS])
+    while True:
+        if request.path.startswith("/duis"):
+            resp = _xml(
+                duis.response(
+                    request.get(DUIS_REQUEST_ID),
+                    exc.code,
+                    sched.clock.now(),
+                    request.get(DUIS_SERVICE),
+                    {"Error": reason, "EarliestDate": earliest},
+                ),
+                exc.status,
+            )
+        else:
+            out = ErrorOut(error=reason, code=exc.code, field=field, earliest_date=earliest)
+            resp = _json(out, exc.status)
+        assert isinstance(resp.body, bytes)
+        if len(resp.body) < ERROR_BODY_BYTES or len(reason) <= 1:
+            return resp
+        reason = reason[: len(reason) // 2] + "…"
 
 
 @web.middleware
@@ -121,8 +156,21 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "body"
         return _error_response(request, BadDocument(where, err["msg"]))
-    except web.HTTPRequestEntityTooLarge as exc:
-        return _error_response(request, BadDocument("document", f"over the size limit: {exc.text}"))
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[SCHEDULER].config.max_document_bytes
+        return _error_response(request, BadDocument("document", f"over the {limit}-byte limit"))
+    except web.HTTPNotFound:
+        return _error_response(request, NotFound(f"no route {request.method} {request.path}"))
+    except web.HTTPMethodNotAllowed as exc:
+        resp = _error_response(
+            request,
+            MethodNotAllowed(
+                f"{request.method} is not allowed on {request.path}; "
+                f"allowed: {', '.join(sorted(exc.allowed_methods))}"
+            ),
+        )
+        resp.headers["Allow"] = ",".join(sorted(exc.allowed_methods))
+        return resp
 
 
 @web.middleware
@@ -141,6 +189,22 @@ async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     return await handler(request)
 
 
+@web.middleware
+async def _known_query(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A query parameter the operation does not declare is refused, by name (a typo such
+    as `?limt=5` would otherwise be ignored without a word)."""
+    info = request.match_info.route.resource
+    known = QUERY_PARAMETERS.get((request.method, info.canonical)) if info else None
+    if known is not None:
+        unknown = sorted(set(request.query) - known)
+        if unknown:
+            allowed = ", ".join(sorted(known)) or "none"
+            raise BadDocument(
+                unknown[0][:40], f"unknown query parameter (this operation takes: {allowed})"
+            )
+    return await handler(request)
+
+
 async def _body_bytes(request: web.Request) -> bytes:
     limit = request.app[SCHEDULER].config.max_document_bytes
     if request.content_length is not None and request.content_length > limit:
@@ -150,13 +214,37 @@ async def _body_bytes(request: web.Request) -> bytes:
     return await request.read()
 
 
-async def _parse(request: web.Request, model: type[Any]) -> Any:
-    data = await _body_bytes(request)
+async def _off_loop(data: bytes, fn: Callable[..., T], *args: Any) -> T:
+    """`fn(*args)` in a worker thread if `data` is big enough to stall the event loop."""
+    if len(data) <= PARSE_ON_LOOP_BYTES:
+        return fn(*args)
+    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+
+def _load_json(data: bytes, model: type[BaseModel]) -> Any:
+    """Strictly, in JSON mode: a string where the schema wants a number, or a number
+    where it wants a date, is refused rather than converted."""
     try:
-        raw = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadDocument("body", f"not JSON: {exc}") from None
-    return model.model_validate(raw)
+        return model.model_validate_json(data, strict=True)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        if err["type"] == "json_invalid":
+            raise BadDocument("body", f"not JSON: {err['msg']}") from None
+        raise
+
+
+async def _parse(request: web.Request, model: type[BaseModel]) -> Any:
+    data = await _body_bytes(request)
+    return await _off_loop(data, _load_json, data, model)
+
+
+def _path_id(request: web.Request, name: str) -> int:
+    """A numeric id from the path (the route's pattern admits only digits)."""
+    text = request.match_info[name]
+    value = int(text) if len(text) <= 19 else MAX_ID + 1
+    if not 1 <= value <= MAX_ID:
+        raise NotFound(f"no {name.removesuffix('_id')} {text[:20]}")
+    return value
 
 
 def _eui(text: str, where: str) -> int:
@@ -177,6 +265,26 @@ def _int_query(request: web.Request, name: str, default: int, lo: int, hi: int) 
     if not lo <= value <= hi:
         raise BadDocument(name, f"expected {lo} to {hi}, got {value}")
     return value
+
+
+def _date_query(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    """A `YYYY-MM-DD` query parameter as a day index of the calendar, within [lo, hi]."""
+    text = request.query.get(name)
+    if text is None:
+        return default
+    cal = request.app[SCHEDULER].calendar
+    try:
+        if len(text) != 10:
+            raise ValueError(text)
+        d = date.fromisoformat(text)
+    except ValueError:
+        raise BadDocument(name, f"expected a date like 2025-03-01, got {text[:20]!r}") from None
+    day = cal.day_of(datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp())
+    if not lo <= day <= hi:
+        raise BadDocument(
+            name, f"expected a date from {cal.date_of(lo)} to {cal.date_of(hi)}, got {text}"
+        )
+    return day
 
 
 # -- views --------------------------------------------------------------------------
@@ -239,8 +347,8 @@ def _check_image(data: bytes, version: int | None, where: str) -> None:
 async def healthz(request: web.Request) -> web.Response:
     problem = request.app[PROBLEM]()
     if problem is not None:
-        return _json({"status": "unhealthy", "reason": problem}, 503)
-    return _json({"status": "ok"})
+        return _json(Health(status="unhealthy", reason=problem), 503)
+    return _json(Health(status="ok").model_dump(exclude_none=True))
 
 
 @routes.get("/metrics")
@@ -354,7 +462,7 @@ async def post_schedule(request: web.Request) -> web.Response:
 @routes.post("/v1/schedules/{schedule_id:\\d+}/accept")
 async def accept_schedule(request: web.Request) -> web.Response:
     s = request.app[SCHEDULER]
-    sch = s.accept_schedule(request[USER], int(request.match_info["schedule_id"]))
+    sch = s.accept_schedule(request[USER], _path_id(request, "schedule_id"))
     return _json(_schedule_out(s, sch))
 
 
@@ -367,9 +475,7 @@ async def list_schedules(request: web.Request) -> web.Response:
 @routes.get("/v1/schedules/{schedule_id:\\d+}")
 async def get_schedule(request: web.Request) -> web.Response:
     s = request.app[SCHEDULER]
-    return _json(
-        _schedule_out(s, s.schedule(request[USER], int(request.match_info["schedule_id"])))
-    )
+    return _json(_schedule_out(s, s.schedule(request[USER], _path_id(request, "schedule_id"))))
 
 
 @routes.get("/v1/requests")
@@ -381,8 +487,8 @@ async def list_requests(request: web.Request) -> web.Response:
         if state not in {st.value for st in RequestState}:
             raise BadDocument("state", f"unknown state {state[:20]!r}")
         reqs = [r for r in reqs if r.state.value == state]
-    offset = _int_query(request, "offset", 0, 0, 10**9)
-    limit = _int_query(request, "limit", 100, 1, 1000)
+    offset = _int_query(request, "offset", 0, 0, MAX_OFFSET)
+    limit = _int_query(request, "limit", 100, 1, MAX_PAGE)
     page = reqs[offset : offset + limit]
     return _json(RequestList(requests=[_request_out(s, r) for r in page], total=len(reqs)))
 
@@ -390,23 +496,17 @@ async def list_requests(request: web.Request) -> web.Response:
 @routes.get("/v1/requests/{request_id:\\d+}")
 async def get_request(request: web.Request) -> web.Response:
     s = request.app[SCHEDULER]
-    r = s.request(request[USER], int(request.match_info["request_id"]))
+    r = s.request(request[USER], _path_id(request, "request_id"))
     return _json(_request_out(s, r))
 
 
 @routes.get("/v1/capacity")
 async def get_capacity(request: web.Request) -> web.Response:
     s = request.app[SCHEDULER]
-    first = s.calendar.day_of(s.clock.now())
-    text = request.query.get("from")
-    if text is not None:
-        try:
-            d = datetime.fromisoformat(text).replace(tzinfo=UTC)
-        except ValueError:
-            raise BadDocument(
-                "from", f"expected a date like 2025-03-01, got {text[:20]!r}"
-            ) from None
-        first = s.calendar.day_of(d.timestamp())
+    today = s.calendar.day_of(s.clock.now())
+    first = _date_query(
+        request, "from", today, today - CAPACITY_REACH_DAYS, today + CAPACITY_REACH_DAYS
+    )
     days = _int_query(request, "days", 7, 1, MAX_CAPACITY_DAYS)
     return _json(s.capacity(first, days))
 
@@ -414,7 +514,7 @@ async def get_capacity(request: web.Request) -> web.Response:
 @routes.get("/v1/notifications")
 async def get_notifications(request: web.Request) -> web.Response:
     s = request.app[SCHEDULER]
-    after = _int_query(request, "after", 0, 0, 2**62)
+    after = _int_query(request, "after", 0, 0, MAX_ID)
     items = s.store.notifications(request[USER], after)
     return _json([NotificationOut(id=i, at=at, kind=kind, payload=p) for i, at, kind, p in items])
 
@@ -427,7 +527,8 @@ async def post_duis(request: web.Request) -> web.Response:
     s = request.app[SCHEDULER]
     counter = request.app[DOCUMENTS]
     try:
-        doc = duis.parse_request(await _body_bytes(request), s.config.max_document_bytes)
+        data = await _body_bytes(request)
+        doc = await _off_loop(data, duis.parse_request, data, s.config.max_document_bytes)
     except SchedulerError:
         counter.labels("unknown", "rejected").inc()
         raise
@@ -441,70 +542,80 @@ async def post_duis(request: web.Request) -> web.Response:
             f"RequestID sender {format_eui64(h.sender)} is not the authenticated User "
             f"{format_eui64(user)}"
         )
-    fields: dict[str, Any] = {}
-    try:
-        if s.store.duis_id_taken(h.request_id):
-            raise BadDocument("sr:Header/sr:RequestID", f"{h.request_id} was already used")
-        if isinstance(doc.body, duis.UpdateFirmware):
-            _check_image(doc.body.image, doc.body.firmware_version, "sr:FirmwareImage")
-            s.check_devices(doc.body.device_ids, user)
-            stored = await s.store_image(user, doc.body.image)
-            fields = {"FirmwareHash": stored.firmware_hash.hex()}
-            s.notifier.post(
-                user,
-                "response",
-                {
-                    "duis_request_id": h.request_id,
-                    "service_reference": "11.1",
-                    "response_code": "I0",
-                    "firmware_hash": stored.firmware_hash.hex(),
-                    "firmware_version": f"{stored.file_version:08X}",
-                    "state": "stored",
-                },
-            )
-        elif isinstance(doc.body, duis.ActivateFirmware):
-            priority = Priority(request.query.get("priority", "routine"))
-            schedule = request.query.get("schedule")
-            sub = s.submit_activations(
-                user,
-                doc.body.firmware_hash,
-                [h.target],
-                priority=priority,
-                schedule_id=None if schedule is None else int(schedule),
-                execution_time=doc.body.execution_time or 0.0,
-                duis_request_ids=[h.request_id],
-                all_or_nothing=True,
-            )
-            if sub.accepted:
-                req = sub.accepted[0]
-                fields = {
-                    "Status": req.state.value,
-                    "PlannedDate": s.date_of(req.planned_day),
-                    "Reason": s.held_reason(req),
-                }
-            else:
-                fields = {
-                    "Status": "cancelled",
-                    "Cancelled": len(sub.cancelled),
-                    "CancellationSent": len(sub.cancelling),
-                }
-        else:
-            s.read_version_later(user, h.target, h.request_id)
-    except (ValueError, SchedulerError) as exc:
+    # Claimed before the first await: of documents that share a RequestID and arrive
+    # together, exactly one goes on; the claim is given back if this one is refused.
+    if not s.store.claim_duis_id(h.request_id):
         counter.labels(h.service_reference, "rejected").inc()
-        if isinstance(exc, ValueError):
-            raise BadDocument("query", str(exc)) from None
+        raise BadDocument("sr:Header/sr:RequestID", f"{h.request_id} was already used")
+    try:
+        fields = await _serve_duis(request, doc, user)
+    except BaseException as exc:
+        s.store.release_duis_id(h.request_id)
+        if isinstance(exc, SchedulerError):
+            counter.labels(h.service_reference, "rejected").inc()
         raise
-    s.store.claim_duis_id(h.request_id, h.service_reference, s.clock.now())
+    s.store.record_duis_id(h.request_id, h.service_reference, s.clock.now())
     counter.labels(h.service_reference, "accepted").inc()
     return _xml(duis.response(h.request_id, "I0", s.clock.now(), h.service_reference, fields))
+
+
+async def _serve_duis(request: web.Request, doc: duis.DuisRequest, user: int) -> dict[str, Any]:
+    """Carry out one parsed DUIS request; the fields of its `sr:Response`."""
+    s = request.app[SCHEDULER]
+    h = doc.header
+    if isinstance(doc.body, duis.UpdateFirmware):
+        image = doc.body.image
+        await _off_loop(image, _check_image, image, doc.body.firmware_version, "sr:FirmwareImage")
+        s.check_devices(doc.body.device_ids, user)
+        stored = await s.store_image(user, image)
+        s.notifier.post(
+            user,
+            "response",
+            {
+                "duis_request_id": h.request_id,
+                "service_reference": "11.1",
+                "response_code": "I0",
+                "firmware_hash": stored.firmware_hash.hex(),
+                "firmware_version": f"{stored.file_version:08X}",
+                "state": "stored",
+            },
+        )
+        return {"FirmwareHash": stored.firmware_hash.hex()}
+    if isinstance(doc.body, duis.ActivateFirmware):
+        text = request.query.get("priority", "routine")
+        if text not in {p.value for p in Priority}:
+            raise BadDocument("priority", f"expected routine or security, got {text[:20]!r}")
+        sub = s.submit_activations(
+            user,
+            doc.body.firmware_hash,
+            [h.target],
+            priority=Priority(text),
+            schedule_id=_int_query(request, "schedule", 0, 1, MAX_ID) or None,
+            execution_time=doc.body.execution_time or 0.0,
+            duis_request_ids=[h.request_id],
+            all_or_nothing=True,
+        )
+        if sub.accepted:
+            req = sub.accepted[0]
+            return {
+                "Status": req.state.value,
+                "PlannedDate": s.date_of(req.planned_day),
+                "Reason": s.held_reason(req),
+            }
+        return {
+            "Status": "cancelled",
+            "Cancelled": len(sub.cancelled),
+            "CancellationSent": len(sub.cancelling),
+        }
+    s.read_version_later(user, h.target, h.request_id)
+    return {}
 
 
 @routes.get("/duis/responses")
 async def get_duis_responses(request: web.Request) -> web.Response:
     """Poll: every notification after `after`, as `sr:Response` documents in a list."""
     s = request.app[SCHEDULER]
-    after = _int_query(request, "after", 0, 0, 2**62)
+    after = _int_query(request, "after", 0, 0, MAX_ID)
     items = s.store.notifications(request[USER], after)
     docs = [duis.render_notification(*item)[1] for item in items]
     resp = _xml(duis.response_list(docs))
@@ -525,7 +636,7 @@ def make_app(
     scheduler.notifier.render = _renderer(scheduler)
     app = web.Application(
         client_max_size=scheduler.config.max_document_bytes,
-        middlewares=[_errors, _auth],
+        middlewares=[_errors, _auth, _known_query],
     )
     app[SCHEDULER] = scheduler
     app[PROBLEM] = problem or (lambda: None)

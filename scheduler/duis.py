@@ -51,8 +51,17 @@ SERVICE_BODIES = {
     "11.2": "ReadFirmwareVersion",
     "11.3": "ActivateFirmware",
 }
+#: Limits on a DUIS document beside its size in bytes (config `max_document_bytes`). A
+#: real 11.1 holds a few dozen elements (plus one per DeviceID); the signature is about 20.
+MAX_ELEMENTS = 20_000
+MAX_DEPTH = 32
+MAX_NAME_CHARS = 256
+MAX_ATTRIBUTE_CHARS = 1_024
+PARSE_CHUNK_BYTES = 64 * 1024
+BASE64_CHUNK_CHARS = 256 * 1024  # a multiple of 4: only the last piece may hold padding
 _REQUEST_ID_RE = re.compile(r"^([0-9A-Fa-f-]{16,23}):([0-9A-Fa-f-]{16,23}):(\d{1,20})$")
 _HEX_RE = re.compile(r"^[0-9A-Fa-f]*$")
+_COMMAND_VARIANT_RE = re.compile(r"^[1-8]$")
 
 
 def _q(local: str) -> str:
@@ -116,26 +125,74 @@ def _qname(name: str) -> str:
     return f"{{{uri}}}{local}" if sep else name
 
 
-def parse_xml(data: bytes) -> ET.Element:
-    """Parse with expat; any DTD, entity declaration or external reference is refused."""
+def parse_xml(
+    data: bytes,
+    *,
+    max_elements: int = MAX_ELEMENTS,
+    max_depth: int = MAX_DEPTH,
+) -> ET.Element:
+    """Parse with expat; any DTD, entity declaration or external reference is refused.
+
+    The document is fed in chunks and its elements counted as they open, so one past
+    `max_elements` or `max_depth` (or a name or attribute value past its limit) stops
+    the parse there: a hostile document costs at most what its first `max_elements`
+    elements cost, never a tree of millions.
+    """
     builder = ET.TreeBuilder()
     parser = expat.ParserCreate(namespace_separator="}")
     parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
     parser.StartDoctypeDeclHandler = _refuse("a DTD (<!DOCTYPE>) is not allowed in DUIS")
     parser.EntityDeclHandler = _refuse("an entity declaration is not allowed in DUIS")
     parser.ExternalEntityRefHandler = _refuse("an external entity is not allowed in DUIS")
-    parser.StartElementHandler = lambda name, attrs: builder.start(
-        _qname(name), {_qname(k): v for k, v in attrs.items()}
-    )
-    parser.EndElementHandler = lambda name: builder.end(_qname(name))
+    elements = 0
+    depth = 0
+
+    def start(name: str, attrs: dict[str, str]) -> None:
+        nonlocal elements, depth
+        elements += 1
+        depth += 1
+        if elements > max_elements:
+            raise _Hostile(f"more than {max_elements} elements (the limit)")
+        if depth > max_depth:
+            raise _Hostile(f"elements nested more than {max_depth} deep (the limit)")
+        if len(name) > MAX_NAME_CHARS:
+            raise _Hostile(f"an element name of {len(name)} characters (limit {MAX_NAME_CHARS})")
+        for key, value in attrs.items():
+            if len(key) > MAX_NAME_CHARS or len(value) > MAX_ATTRIBUTE_CHARS:
+                raise _Hostile(
+                    f"attribute {short(_qname(key))} of {short(_qname(name))} is "
+                    f"{len(value)} characters (limit {MAX_ATTRIBUTE_CHARS})"
+                )
+        builder.start(_qname(name), {_qname(k): v for k, v in attrs.items()})
+
+    def end(name: str) -> None:
+        nonlocal depth
+        depth -= 1
+        builder.end(_qname(name))
+
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
     parser.CharacterDataHandler = builder.data
     try:
-        parser.Parse(data, True)
+        view = memoryview(data)
+        for offset in range(0, len(data), PARSE_CHUNK_BYTES):
+            parser.Parse(bytes(view[offset : offset + PARSE_CHUNK_BYTES]), False)
+        parser.Parse(b"", True)
     except _Hostile as exc:
         raise BadDocument("document", str(exc)) from None
     except expat.ExpatError as exc:
         raise BadDocument("document", f"not well-formed XML: {exc}") from None
+    except (ValueError, LookupError) as exc:  # e.g. an encoding expat cannot use
+        raise BadDocument("document", f"cannot be read: {short(str(exc))}") from None
     return builder.close()
+
+
+def short(text: str, chars: int = 60) -> str:
+    """`text` as a quoted, printable excerpt for an error message (never the whole of a
+    hostile value)."""
+    if len(text) <= chars:
+        return repr(text)
+    return f"{text[:chars]!r}… ({len(text)} characters)"
 
 
 # -- requests -----------------------------------------------------------------------
@@ -161,8 +218,10 @@ def _text(parent: ET.Element, local: str, where: str) -> str:
 def _eui(text: str, where: str) -> int:
     try:
         return parse_eui64(text)
-    except ValueError as exc:
-        raise BadDocument(where, str(exc)) from None
+    except ValueError:
+        raise BadDocument(
+            where, f"expected an EUI-64 like 00-DB-12-34-56-78-90-A0, got {short(text)}"
+        ) from None
 
 
 def parse_request(data: bytes, max_bytes: int) -> DuisRequest:
@@ -175,11 +234,13 @@ def parse_request(data: bytes, max_bytes: int) -> DuisRequest:
             root.tag[1:].rpartition("}") if root.tag.startswith("{") else ("", "", root.tag)
         )
         if local == "Request":
-            raise BadDocument("sr:Request", f"wrong namespace {uri or '(none)'!r}: expected {NS!r}")
-        raise BadDocument("document", f"the root element must be sr:Request, got {local!r}")
+            raise BadDocument(
+                "sr:Request", f"wrong namespace {short(uri) if uri else '(none)'}: expected {NS!r}"
+            )
+        raise BadDocument("document", f"the root element must be sr:Request, got {short(local)}")
     for el in root:
         if el.tag not in (_q("Header"), _q("Body"), f"{{{DS_NS}}}Signature"):
-            raise BadDocument("sr:Request", f"unexpected element {el.tag}")
+            raise BadDocument("sr:Request", f"unexpected element {short(el.tag)}")
     header_el = _child(root, "Header", "sr:Request")
     body_el = _child(root, "Body", "sr:Request")
     assert header_el is not None and body_el is not None
@@ -187,7 +248,9 @@ def parse_request(data: bytes, max_bytes: int) -> DuisRequest:
     expected = SERVICE_BODIES[header.service_reference]
     children = list(body_el)
     if len(children) != 1 or children[0].tag != _q(expected):
-        got = ", ".join(c.tag for c in children) or "nothing"
+        got = ", ".join(short(c.tag) for c in children[:3]) or "nothing"
+        if len(children) > 3:
+            got += f" and {len(children) - 3} more"
         raise BadDocument(
             "sr:Body",
             f"ServiceReference {header.service_reference} needs one sr:{expected}, got {got}",
@@ -215,7 +278,7 @@ def _parse_header(el: ET.Element) -> DuisHeader:
     sender = _eui(m.group(1), f"{where}/sr:RequestID sender")
     target = _eui(m.group(2), f"{where}/sr:RequestID target")
     cv_text = _text(el, "CommandVariant", where)
-    if not cv_text.isdigit() or not 1 <= int(cv_text) <= 8:
+    if not _COMMAND_VARIANT_RE.match(cv_text):
         raise BadDocument(f"{where}/sr:CommandVariant", f"expected 1 to 8, got {cv_text[:20]!r}")
     ref = _text(el, "ServiceReference", where)
     if ref not in SERVICE_BODIES:
@@ -244,7 +307,12 @@ def _parse_update(el: ET.Element) -> UpdateFirmware:
     where = "sr:UpdateFirmware"
     raw = "".join(_text(el, "FirmwareImage", where).split())
     try:
-        image = base64.b64decode(raw, validate=True)
+        # In pieces: one call on megabytes holds the GIL throughout, and this may run in
+        # a worker thread beside the event loop.
+        image = b"".join(
+            base64.b64decode(raw[i : i + BASE64_CHUNK_CHARS], validate=True)
+            for i in range(0, len(raw), BASE64_CHUNK_CHARS)
+        )
     except (binascii.Error, ValueError):
         raise BadDocument(f"{where}/sr:FirmwareImage", "not valid base64") from None
     if not image:

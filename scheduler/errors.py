@@ -5,6 +5,7 @@ SchedulerError                  root (a smets1.errors.Smets1Error): all it raise
 │   ├── BadDocument             malformed, oversized or hostile input; names what is wrong
 │   ├── Unauthenticated         no bearer token, or one that names no User
 │   ├── NotFound                an id the caller may not see, or that does not exist
+│   ├── MethodNotAllowed        a route that does not take that HTTP method
 │   ├── Forbidden               a User acting on another User's requests or schedules
 │   ├── AdmissionRefused        cannot be met within its TRT; carries the earliest day
 │   └── ScheduleConflict        a proposal no longer fits, or is in the wrong state
@@ -54,6 +55,11 @@ class Unauthenticated(RequestRejected):
 class NotFound(RequestRejected):
     code = "E40"
     status = 404
+
+
+class MethodNotAllowed(RequestRejected):
+    code = "E1"
+    status = 405
 
 
 class Forbidden(RequestRejected):

@@ -15,11 +15,26 @@ EuiText = Annotated[
         examples=["00-DB-12-00-00-00-00-01"],
     ),
 ]
+#: Limits of the API's numbers, declared in /openapi.json and enforced by api.py.
+#: The largest request, schedule or notification id (SQLite's are 64-bit).
+MAX_ID = 2**62
+#: GET /v1/requests: `offset` and `limit`.
+MAX_OFFSET = 10**9
+MAX_PAGE = 1_000
+#: GET /v1/capacity: `days`, and how far from today (either way) `from` may be.
+MAX_CAPACITY_DAYS = 366
+CAPACITY_REACH_DAYS = 3_660
 HexHash = Annotated[str, Field(pattern=r"^[0-9A-Fa-f]{64}$", description="SHA-256, 64 hex")]
 
 
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unhealthy"]
+    #: Why not ok (a DCO that cannot be reached); absent when ok.
+    reason: str | None = None
 
 
 class ErrorOut(BaseModel):
@@ -51,7 +66,7 @@ class ActivationIn(_In):
     firmware_hash: HexHash
     device_ids: list[EuiText] = Field(min_length=1, max_length=100_000)
     priority: Literal["routine", "security"] = "routine"
-    schedule_id: int | None = None
+    schedule_id: int | None = Field(None, ge=1, le=MAX_ID)
     execution_time: datetime | None = None
     campaign: str | None = Field(None, max_length=100)
 
@@ -92,7 +107,7 @@ class ScheduleIn(_In):
     #: The Service Desk may ask on behalf of a User.
     user: EuiText | None = None
     start_date: date | None = None
-    max_per_day: int | None = Field(None, gt=0)
+    max_per_day: int | None = Field(None, gt=0, le=1_000_000)
 
 
 class BatchOut(BaseModel):

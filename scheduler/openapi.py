@@ -7,17 +7,23 @@ api.py's auth middleware reads the same set.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from scheduler.models import (
+    CAPACITY_REACH_DAYS,
+    MAX_CAPACITY_DAYS,
+    MAX_ID,
+    MAX_OFFSET,
+    MAX_PAGE,
     ActivationIn,
     ActivationOut,
     CapacityDay,
-    DuisAck,
     ErrorOut,
+    Health,
     ImageIn,
     ImageOut,
     NotificationOut,
@@ -28,68 +34,161 @@ from scheduler.models import (
     ScheduleIn,
     ScheduleOut,
 )
+from scheduler.requests import Priority, RequestState
 
 PUBLIC_PATHS = frozenset({"/healthz", "/metrics", "/openapi.json"})
-_OPS: list[tuple[str, str, str, type[BaseModel] | None, type[BaseModel] | None, bool]] = [
-    # method, path, summary, request model, response model, list response
-    ("post", "/v1/images", "SRV 11.1: store a firmware image", ImageIn, ImageOut, False),
-    ("post", "/v1/activations", "SRV 11.3 per device", ActivationIn, ActivationOut, False),
-    ("post", "/v1/reads", "SRV 11.2: read the firmware version", ReadIn, ReadOut, False),
-    ("post", "/v1/schedules", "Ask for a delivery schedule", ScheduleIn, ScheduleOut, False),
-    ("post", "/v1/schedules/{schedule_id}/accept", "Agree a schedule", None, ScheduleOut, False),
-    ("get", "/v1/schedules", "Your schedules", None, ScheduleOut, True),
-    ("get", "/v1/schedules/{schedule_id}", "A schedule and its batches", None, ScheduleOut, False),
-    ("get", "/v1/requests", "Your requests (state, offset, limit)", None, RequestList, False),
-    ("get", "/v1/requests/{request_id}", "One request", None, RequestOut, False),
-    ("get", "/v1/capacity", "Capacity per day (from, days)", None, CapacityDay, True),
-    ("get", "/v1/notifications", "Notifications after an id", None, NotificationOut, True),
-    ("post", "/duis", "A DUIS sr:Request (XML)", None, DuisAck, False),
-    ("get", "/duis/responses", "Poll DUIS responses (XML)", None, None, False),
-    ("get", "/healthz", "Health", None, None, False),
-    ("get", "/metrics", "Prometheus metrics", None, None, False),
-]
+
+_INTEGER_ID = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
+_AFTER = {
+    "name": "after",
+    "in": "query",
+    "schema": {"type": "integer", "minimum": 0, "maximum": MAX_ID},
+}
+
+
+@dataclass(frozen=True)
+class _Op:
+    method: str
+    path: str
+    summary: str
+    body: type[BaseModel] | None = None
+    ok: type[BaseModel] | None = None
+    many: bool = False
+    status: int = 200
+    #: Error statuses this operation answers with (besides 401 on every non-public path).
+    errors: tuple[int, ...] = (400,)
+    query: tuple[dict[str, Any], ...] = ()
+    #: Media type of the success body when not JSON (DUIS is XML, metrics text).
+    media: str | None = None
+    #: Further success statuses and the model each answers with.
+    also: tuple[tuple[int, type[BaseModel]], ...] = ()
+
+
+_OPS: list[_Op] = [
+    _Op("post", "/v1/images", "SRV 11.1: store a firmware image", ImageIn, ImageOut,
+        status=201, errors=(400, 403, 502)),
+    _Op("post", "/v1/activations", "SRV 11.3 per device", ActivationIn, ActivationOut,
+        status=202, errors=(400, 403, 404, 409), also=((409, ActivationOut),)),
+    _Op("post", "/v1/reads", "SRV 11.2: read the firmware version", ReadIn, ReadOut,
+        errors=(400, 403, 502)),
+    _Op("post", "/v1/schedules", "Ask for a delivery schedule", ScheduleIn, ScheduleOut,
+        status=201, errors=(400, 403, 409)),
+    _Op("post", "/v1/schedules/{schedule_id}/accept", "Agree a schedule", None, ScheduleOut,
+        errors=(404, 409)),
+    _Op("get", "/v1/schedules", "Your schedules", None, ScheduleOut, many=True, errors=()),
+    _Op("get", "/v1/schedules/{schedule_id}", "A schedule and its batches", None, ScheduleOut,
+        errors=(404,)),
+    _Op("get", "/v1/requests", "Your requests, a page at a time", None, RequestList,
+        query=(
+            {"name": "state", "in": "query",
+             "schema": {"type": "string", "enum": [s.value for s in RequestState]}},
+            {"name": "offset", "in": "query",
+             "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET}},
+            {"name": "limit", "in": "query",
+             "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}},
+        )),
+    _Op("get", "/v1/requests/{request_id}", "One request", None, RequestOut, errors=(404,)),
+    _Op("get", "/v1/capacity", "Capacity per day", None, CapacityDay, many=True,
+        query=(
+            {"name": "from", "in": "query", "description": "first day (default today), "
+             f"at most {CAPACITY_REACH_DAYS} days from today either way",
+             "schema": {"type": "string", "format": "date"}},
+            {"name": "days", "in": "query",
+             "schema": {"type": "integer", "minimum": 1, "maximum": MAX_CAPACITY_DAYS}},
+        )),
+    _Op("get", "/v1/notifications", "Notifications after an id", None, NotificationOut,
+        many=True, query=(_AFTER,)),
+    _Op("post", "/duis", "A DUIS sr:Request (XML); errors are sr:Response documents too",
+        None, None, media="application/xml", errors=(400, 403, 404, 409, 502),
+        query=(
+            {"name": "priority", "in": "query", "description": "11.3 only",
+             "schema": {"type": "string", "enum": [p.value for p in Priority]}},
+            {"name": "schedule", "in": "query", "description": "11.3 only: an agreed schedule",
+             "schema": _INTEGER_ID},
+        )),
+    _Op("get", "/duis/responses", "Poll DUIS responses (XML)", None, None,
+        media="application/xml", query=(_AFTER,)),
+    _Op("get", "/healthz", "Health (503 with the reason while the DCO is unreachable)", None,
+        Health, errors=(), also=((503, Health),)),
+    _Op("get", "/metrics", "Prometheus metrics", None, None, media="text/plain", errors=()),
+    _Op("get", "/openapi.json", "This document", None, None, media="application/json",
+        errors=()),
+]  # fmt: skip
+
+
+#: (method, path) → the query parameters the operation takes; api.py refuses any other.
+QUERY_PARAMETERS: dict[tuple[str, str], frozenset[str]] = {
+    (op.method.upper(), op.path): frozenset(q["name"] for q in op.query) for op in _OPS
+}
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _operation(op: _Op) -> dict[str, Any]:
+    out: dict[str, Any] = {"summary": op.summary}
+    xml = op.path.startswith("/duis")
+    params = [
+        {"name": p[1:-1], "in": "path", "required": True, "schema": _INTEGER_ID}
+        for p in op.path.split("/")
+        if p.startswith("{")
+    ]
+    params += list(op.query)
+    if params:
+        out["parameters"] = params
+    if op.body is not None:
+        out["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": _ref(op.body)}},
+        }
+    elif xml and op.method == "post":
+        out["requestBody"] = {
+            "required": True,
+            "content": {"application/xml": {"schema": {"type": "string"}}},
+        }
+    ok: dict[str, Any] = {"description": "OK"}
+    if op.ok is not None:
+        listed = {"type": "array", "items": _ref(op.ok)} if op.many else _ref(op.ok)
+        ok["content"] = {"application/json": {"schema": listed}}
+    elif op.media == "application/json":
+        ok["content"] = {"application/json": {"schema": {"type": "object"}}}
+    elif op.media is not None:
+        ok["content"] = {op.media: {"schema": {"type": "string"}}}
+    if op.path == "/duis/responses":
+        ok["headers"] = {
+            "X-Last-Id": {
+                "description": "the id of the last notification in the list (poll after it)",
+                "schema": {"type": "string", "pattern": "^[0-9]+$"},
+            }
+        }
+    responses: dict[str, Any] = {str(op.status): ok}
+    err_media = "application/xml" if xml else "application/json"
+    err_schema: dict[str, Any] = {"type": "string"} if xml else dict(_ref(ErrorOut))
+    errors = set(op.errors) | (set() if op.path in PUBLIC_PATHS else {401})
+    for code in sorted(errors):
+        schema: dict[str, Any] = err_schema
+        also = [m for c, m in op.also if c == code]
+        if also and not xml:
+            schema = {"anyOf": [_ref(m) for m in also] + [err_schema]}
+        responses[str(code)] = {"description": "Error", "content": {err_media: {"schema": schema}}}
+    out["responses"] = responses
+    if op.path not in PUBLIC_PATHS:
+        out["security"] = [{"bearer": []}]
+    return out
 
 
 def openapi_document() -> dict[str, Any]:
     models: set[type[BaseModel]] = {ErrorOut}
-    for _, _, _, req, resp, _ in _OPS:
-        models.update(m for m in (req, resp) if m is not None)
+    for op in _OPS:
+        models.update(m for m in (op.body, op.ok) if m is not None)
     _, schema = models_json_schema(
         [(m, "validation") for m in sorted(models, key=lambda m: m.__name__)],
         ref_template="#/components/schemas/{model}",
     )
     paths: dict[str, Any] = {}
-    for method, path, summary, req, resp, many in _OPS:
-        op: dict[str, Any] = {"summary": summary, "responses": {}}
-        if path not in PUBLIC_PATHS:
-            op["security"] = [{"bearer": []}]
-        params = [p[1:-1] for p in path.split("/") if p.startswith("{")]
-        if params:
-            op["parameters"] = [
-                {"name": p, "in": "path", "required": True, "schema": {"type": "integer"}}
-                for p in params
-            ]
-        if req is not None:
-            op["requestBody"] = {
-                "required": True,
-                "content": {
-                    "application/json": {"schema": {"$ref": f"#/components/schemas/{req.__name__}"}}
-                },
-            }
-        if path.startswith("/duis"):
-            op["requestBody"] = {"content": {"application/xml": {"schema": {"type": "string"}}}}
-        ok: dict[str, Any] = {"description": "OK"}
-        if resp is not None:
-            ref = {"$ref": f"#/components/schemas/{resp.__name__}"}
-            ok["content"] = {
-                "application/json": {"schema": {"type": "array", "items": ref} if many else ref}
-            }
-        err = {
-            "description": "Error",
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}},
-        }
-        op["responses"] = {"200": ok, "400": err, "401": err, "404": err, "409": err}
-        paths.setdefault(path, {})[method] = op
+    for op in _OPS:
+        paths.setdefault(op.path, {})[op.method] = _operation(op)
     return {
         "openapi": "3.1.0",
         "info": {"title": "smets1-fleet DCC scheduler", "version": "1"},

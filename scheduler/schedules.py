@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from scheduler.book import RequestBook
@@ -29,6 +30,9 @@ from scheduler.users import check_user, may_act_for
 from smets1.clock import Clock
 from smets1.config_dcc import UserConfig
 from smets1.eui64 import format_eui64 as _eui
+
+#: The most devices one schedule may hold, and the largest daily batch a User may ask for.
+MAX_SCHEDULE_DEVICES = 1_000_000
 
 
 class Schedules:
@@ -109,15 +113,26 @@ class Schedules:
         check_user(self.users, actor)
         check_user(self.users, owner)
         may_act_for(self.users, actor, owner)
-        if devices <= 0:
-            raise BadDocument("devices", "must be at least 1")
+        if not 1 <= devices <= MAX_SCHEDULE_DEVICES:
+            raise BadDocument("devices", f"expected 1 to {MAX_SCHEDULE_DEVICES}, got {devices}")
+        if max_per_day is not None and not 1 <= max_per_day <= MAX_SCHEDULE_DEVICES:
+            raise BadDocument(
+                "max_per_day", f"expected 1 to {MAX_SCHEDULE_DEVICES}, got {max_per_day}"
+            )
         today = self.calendar.day_of(self.clock.now())
+        last = today + self.limits.horizon_days - 1
+        if start_day is not None and start_day > last:
+            raise BadDocument(
+                "start_date",
+                f"expected a date up to {self.calendar.date_of(last)} (the "
+                f"{self.limits.horizon_days}-day horizon), got a later one",
+            )
         start = today if start_day is None else max(today, start_day)
         proposal = propose(
             self.calendar, self.limits, owner, devices, start, max_per_day, self._owners()
         )
         s = Schedule(
-            len(self.schedules) + 1,
+            0,  # the store gives the id
             owner,
             devices,
             self.clock.now(),
@@ -125,8 +140,9 @@ class Schedules:
             max_per_day=max_per_day,
             start_day=start,
         )
+        # Written first: a write that fails leaves nothing behind in memory.
+        s.schedule_id = self.store.add_schedule(s)
         self.schedules[s.schedule_id] = s
-        self.store.save_schedule(s)
         return s, proposal
 
     def accept(self, actor: int, schedule_id: int) -> Schedule:
@@ -145,16 +161,18 @@ class Schedules:
             self._owners(),
         )
         if proposal.batches != s.batches:
-            s.batches = dict(proposal.batches)
-            self.store.save_schedule(s)
+            batches = dict(proposal.batches)
+            self.store.save_schedule(replace(s, batches=batches))
+            s.batches = batches
             raise ScheduleConflict(
                 f"capacity changed since schedule {schedule_id} was proposed; it now proposes "
                 f"{self._batches_text(s.batches)}: accept again to agree it"
             )
+        # Written first: memory (state, calendar) changes only once the write succeeded.
+        self.store.save_schedule(replace(s, state=ScheduleState.AGREED))
         for day, n in s.batches.items():
             self.calendar.reserve(day, s.schedule_id, n)
         s.state = ScheduleState.AGREED
-        self.store.save_schedule(s)
         for move in proposal.moves:
             self._apply_move(move.schedule_id, move.day, move.count, s)
         self._attach_held(s)

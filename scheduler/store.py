@@ -125,6 +125,11 @@ _REQUEST_COLUMNS = (
 )
 
 
+_SCHEDULE_COLUMNS = (
+    "user, devices, created_at, state, batches, max_per_day, start_day, assigned, moves"
+)
+
+
 def _s64(v: int) -> int:
     """EUI-64s fill 64 bits; SQLite integers are signed."""
     return v - (1 << 64) if v >= 1 << 63 else v
@@ -163,6 +168,8 @@ class Store:
         self._flushed_at = wall_seconds()
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
+        #: RequestIDs of DUIS documents being carried out (recorded once accepted).
+        self._duis_claims: set[str] = set()
 
     def close(self) -> None:
         self.flush()
@@ -309,32 +316,64 @@ class Store:
                 return True
         return False
 
-    def claim_duis_id(self, duis_request_id: str, service_reference: str, at: float) -> None:
+    def claim_duis_id(self, duis_request_id: str) -> bool:
+        """Claim a RequestID for a document about to be carried out: False if it was used
+        or another document holds the claim. Check and claim are one step (no await
+        between them), so of concurrent documents with one RequestID only one gets it."""
+        if duis_request_id in self._duis_claims or self.duis_id_taken(duis_request_id):
+            return False
+        self._duis_claims.add(duis_request_id)
+        return True
+
+    def release_duis_id(self, duis_request_id: str) -> None:
+        """The claimed document was refused: its RequestID may be used again."""
+        self._duis_claims.discard(duis_request_id)
+
+    def record_duis_id(self, duis_request_id: str, service_reference: str, at: float) -> None:
         """Record a DUIS RequestID as used (every accepted document, whatever its SRV)."""
         self.db.execute(
             "INSERT OR IGNORE INTO duis_requests VALUES (?, ?, ?)",
             (duis_request_id, service_reference, at),
         )
+        self._duis_claims.discard(duis_request_id)
 
     # -- schedules -------------------------------------------------------------------
 
-    def save_schedule(self, s: Schedule) -> None:
-        self.flush()
-        self.db.execute(
-            "INSERT OR REPLACE INTO schedules VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                s.schedule_id,
-                _s64(s.user),
-                s.devices,
-                s.created_at,
-                s.state.value,
-                json.dumps({str(d): n for d, n in sorted(s.batches.items())}),
-                s.max_per_day,
-                s.start_day,
-                s.assigned,
-                s.moves,
-            ),
+    @staticmethod
+    def _schedule_row(s: Schedule) -> tuple[Any, ...]:
+        return (
+            _s64(s.user),
+            s.devices,
+            s.created_at,
+            s.state.value,
+            json.dumps({str(d): n for d, n in sorted(s.batches.items())}),
+            s.max_per_day,
+            s.start_day,
+            s.assigned,
+            s.moves,
         )
+
+    def add_schedule(self, s: Schedule) -> int:
+        """A new schedule: committed, and its id given by the database (never reused, even
+        after a restart: ids counted in memory once handed out one that was on disk)."""
+        self.flush()
+        cur = self.db.execute(
+            f"INSERT INTO schedules ({_SCHEDULE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            self._schedule_row(s),
+        )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def save_schedule(self, s: Schedule) -> None:
+        """A change to a schedule that `add_schedule` stored; it never creates one."""
+        self.flush()
+        sets = ", ".join(f"{c.strip()} = ?" for c in _SCHEDULE_COLUMNS.split(","))
+        cur = self.db.execute(
+            f"UPDATE schedules SET {sets} WHERE schedule_id = ?",
+            (*self._schedule_row(s), s.schedule_id),
+        )
+        if cur.rowcount != 1:
+            raise LookupError(f"schedule {s.schedule_id} is not in the store")
 
     def load_schedules(self) -> list[Schedule]:
         out = []
