@@ -309,7 +309,13 @@ class Intake:
                 self.calendar.unbook(day, user)
             raise AdmissionRefused(out.reason, out.earliest_day)
         if reqs:
-            self.store.add_requests(reqs)
+            try:
+                self.store.add_requests(reqs)
+            except BaseException:
+                # Nothing was accepted: the days booked for it are free again.
+                for day in undo:
+                    self.calendar.unbook(day, user)
+                raise
         if schedule is not None and large:
             self.schedules.assign(schedule, len(reqs))
         camp = self.campaigns.get(name)

@@ -12,7 +12,15 @@ from scheduler.errors import BadDocument
 from scheduler.requests import ScheduleState
 from scheduler.service import Scheduler
 from smets1.clock import VirtualClock
-from tests.scheduler.fakes import USER_A, USER_B, config, make_scheduler, run_virtual
+from tests.scheduler.fakes import (
+    LARGE_IMAGE,
+    USER_A,
+    USER_B,
+    config,
+    devices,
+    make_scheduler,
+    run_virtual,
+)
 
 
 def _open(clock: VirtualClock, state: Path) -> Scheduler:
@@ -96,6 +104,27 @@ def test_memory_changes_only_after_the_write_succeeds(tmp_path: Path) -> None:
             s.store.db = db
         agreed = s.accept_schedule(USER_A, proposed.schedule_id)
         assert agreed.state is ScheduleState.AGREED and s.calendar.days() != []
+        await s.close()
+
+    run_virtual(body)
+
+
+def test_an_11_3_whose_write_fails_books_no_capacity(tmp_path: Path) -> None:
+    async def body(clock: VirtualClock) -> None:
+        s = _open(clock, tmp_path)
+        img = await s.store_image(USER_A, LARGE_IMAGE)
+        free = s.calendar.free(0)
+        db = s.store.db
+        s.store.db = sqlite3.connect(tmp_path / "scheduler.sqlite", isolation_level=None)
+        s.store.db.execute("PRAGMA query_only = ON")  # every write now fails
+        try:
+            with pytest.raises(sqlite3.OperationalError):
+                s.submit_activations(USER_A, img.firmware_hash, devices(3))
+        finally:
+            s.store.db.close()
+            s.store.db = db
+        assert s.calendar.free(0) == free and s.requests == []
+        assert len(s.submit_activations(USER_A, img.firmware_hash, devices(3)).accepted) == 3
         await s.close()
 
     run_virtual(body)
