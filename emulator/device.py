@@ -79,6 +79,7 @@ class Esme:
 
     __slots__ = (
         "activate_at",
+        "activations",
         "active",
         "device_id",
         "flash",
@@ -116,6 +117,8 @@ class Esme:
         self.reason = Reason.NONE
         #: When a scheduled activation is due, or when the activation reboot ends.
         self.activate_at = 0.0
+        #: Images booted into successfully, ever (a meter's event log keeps this in flash).
+        self.activations = 0
         # The rest belongs to the fleet host: link timing, faults and their dice.
         self.link_free_at = 0.0  # when the downlink has finished its last frame
         self.link_down_until = 0.0  # a hung link carries nothing until then
@@ -225,7 +228,9 @@ class Esme:
             return self._status(f.transfer_id)
         # A newer transfer replaces an older, unfinished one (or the previous image).
         self.transition(S.RECEIVING)
-        self.rx = Reception(f.transfer_id, f.image_size, f.block_size, f.firmware_hash)
+        self.rx = Reception(
+            f.transfer_id, f.image_size, f.block_size, f.firmware_hash, self.flash.sink
+        )
         self.inactive = None
         self.transfer_id = f.transfer_id
         self.reason = Reason.NONE
@@ -352,6 +357,7 @@ class Esme:
             if boot_ok:
                 self.inactive = self.active  # the previous image stays in the other slot
                 self.active = new
+                self.activations += 1
                 self.transition(S.ACTIVE)
             else:
                 self.reason = Reason.BOOT_FAILED

@@ -10,7 +10,16 @@ interned copy (content-addressed flash). That is what keeps 12,000 devices holdi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from emulator.reception import Reception
+
+#: Told of every run of blocks written into a reception: (reception, first block, block
+#: count, the bytes written). The flash journal (emulator.flash_journal) is one.
+BlockSink = Callable[["Reception", int, int, memoryview], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,10 +38,12 @@ class SlotImage:
 class FlashStore:
     """Interned image contents, shared by every slot that holds the same bytes."""
 
-    __slots__ = ("_images",)
+    __slots__ = ("_images", "sink")
 
     def __init__(self) -> None:
         self._images: dict[bytes, bytes] = {}
+        #: Given to every reception of the devices on this store (None: flash is RAM only).
+        self.sink: BlockSink | None = None
 
     def intern(self, sha256: bytes, contents: bytes | bytearray | memoryview) -> bytes:
         """The shared copy of `contents`, whose SHA-256 the caller has just computed."""
