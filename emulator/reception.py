@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import itertools
 import zlib
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
 
 from smets1.wire import NO_BLOCK
 
-if TYPE_CHECKING:
-    from emulator.slots import BlockSink
+#: Told of every run of blocks written into a reception: (reception, first block, block
+#: count, the bytes written). The flash journal (emulator.flash_journal) is one.
+BlockSink = Callable[["Reception", int, int, memoryview], None]
 
 _ONE = b"\x01"
 

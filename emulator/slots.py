@@ -10,16 +10,9 @@ interned copy (content-addressed flash). That is what keeps 12,000 devices holdi
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from emulator.reception import Reception
-
-#: Told of every run of blocks written into a reception: (reception, first block, block
-#: count, the bytes written). The flash journal (emulator.flash_journal) is one.
-BlockSink = Callable[["Reception", int, int, memoryview], None]
+from emulator.reception import BlockSink
 
 
 @dataclass(frozen=True, slots=True)
