@@ -14,7 +14,11 @@ the transferred-blocks bitmap are attributes of the image being written:
   (`rx`: the identity named at INITIATE, the blocks and the bitmap);
 * the state, the reason of the last failure, the transfer id, and the time a scheduled
   activation is due (a DLMS single-action schedule is persistent too);
-* the bootloader's "try the new slot" mark, so a cut during activation reboots into it.
+* the bootloader's "try the new slot" mark, so a cut during activation reboots into it;
+* the count of activations (a meter's event log).
+
+A fleet shard can keep all of this on disk (emulator.flash_journal), so that a shard
+killed and started again is to its devices one more power cut.
 
 What a cut loses (RAM): every frame that reaches the device while it is off, the modem's
 queue, the counters of corrupt and duplicate blocks. A transfer therefore resumes from the

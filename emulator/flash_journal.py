@@ -348,7 +348,7 @@ class FlashJournal:
     # -- the hot path -------------------------------------------------------------------
 
     def touch(self, device: Esme) -> None:
-        """`device`'s flash may have changed: write it at the next commit."""
+        """`device`'s flash may have changed: write it at its next commit (or `flush`)."""
         self._dirty[device.device_id] = device
 
     @property
@@ -386,26 +386,42 @@ class FlashJournal:
                 have[b] = 1
                 self._parts.append(_pool_record(key, b, piece))
 
-    def commit(self) -> int:
-        """Write every change since the last commit as one frame; return its bytes.
+    def commit(self, devices: Iterable[Esme] | None = None) -> int:
+        """Write `devices` (None: every device touched) and the pool's new blocks as one
+        frame; return its bytes. A device touched but not named stays pending: a device
+        that has told nothing since its last record loses nothing the DCO relies on if
+        its newest blocks are lost, so the host names only the devices that answer.
 
         Raises OSError if the write fails; the changes then stay pending.
         """
-        if not self._dirty and not self._parts:
-            return 0
+        dirty = self._dirty
+        if devices is None:
+            devices = list(dirty.values())
         parts = self._parts
-        devices = list(self._dirty.values())
+        pool_parts = len(parts)
+        saved_images = set(self._saved_images)
+        diverged = dict(self._diverged) if self._diverged else None
+        written: list[int] = []
         for device in devices:
+            written.append(device.device_id)
             if not _factory(device):  # as built: the config says it all
                 self._device_records(device, parts)
+        if parts:
+            frame = _frame(parts)
+            try:
+                _write_all(self._fd, frame)
+            except OSError:
+                # Nothing of it counts: what the device records took goes back.
+                del parts[pool_parts:]
+                self._saved_images = saved_images
+                if diverged is not None:
+                    self._diverged = diverged
+                raise
+            self._parts = []
+        for device_id in written:
+            dirty.pop(device_id, None)
         if not parts:
-            self._dirty.clear()
             return 0
-        frame = _frame(parts)
-        _write_all(self._fd, frame)
-        self._parts = []
-        self._dirty.clear()
-        self._diverged.clear()
         self._size += len(frame)
         self.commits += 1
         self.bytes_written += len(frame)
@@ -425,16 +441,20 @@ class FlashJournal:
         rx = device.rx
         gen = 0
         if rx is None:
-            self._gens.pop(device.device_id, None)
+            held = self._gens.pop(device.device_id, None)
+            if held is not None:
+                self._diverged.pop(held[0], None)
         else:
             held = self._gens.get(device.device_id)
             if held is None or held[0] is not rx:
+                if held is not None:
+                    self._diverged.pop(held[0], None)  # replaced: its bytes are of no use
                 gen = self._next_gen
                 self._next_gen += 1
                 self._gens[device.device_id] = (rx, gen)
             else:
                 gen = held[1]
-            for first, n in self._diverged.get(rx, ()):
+            for first, n in self._diverged.pop(rx, ()):
                 bs = rx.block_size
                 data = rx.buffer[first * bs : min((first + n) * bs, rx.image_size)]
                 parts.append(_private_record(device.device_id, gen, first, data))

@@ -153,6 +153,7 @@ class FleetHost:
         self.shard = shard
         self.journal = journal
         self._held: list[tuple[float, bytes]] = []  # replies waiting for the next commit
+        self._answering: dict[int, Esme] = {}  # the devices that sent them
         self._commit_pending = False
         self._down = down_topic(fleet, shard)
         self._up = up_topic(fleet, shard)
@@ -335,6 +336,7 @@ class FleetHost:
             device.rng = None
         if self.journal is not None:
             # Said only once the flash that backs it is written (see `_commit`).
+            self._answering[device.device_id] = device
             self._held.append((delay, payload))
             if not self._commit_pending:
                 self._commit_pending = True
@@ -346,10 +348,11 @@ class FleetHost:
         """Write what changed in this pass of the loop, then send the replies held."""
         self._commit_pending = False
         held, self._held = self._held, []
+        answering, self._answering = self._answering, {}
         journal = self.journal
         assert journal is not None
         try:
-            journal.commit()
+            journal.commit(answering.values())
         except OSError as exc:
             # Unsaid is safe: the DCO asks again and the device answers from its flash.
             log.error(
