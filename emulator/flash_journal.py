@@ -355,6 +355,11 @@ class FlashJournal:
     def dirty(self) -> bool:
         return bool(self._dirty or self._parts)
 
+    def changed(self, device: Esme) -> bool:
+        """Whether `device` was touched since its last record: an answer from a device
+        that was not (an 11.2 read, a second query) needs no commit before it."""
+        return device.device_id in self._dirty
+
     def _on_blocks(self, rx: Reception, first: int, n: int, view: memoryview) -> None:
         """A run was written into `rx`: compare it with the pool, or add it there."""
         size, bs = rx.image_size, rx.block_size
@@ -403,6 +408,8 @@ class FlashJournal:
         diverged = dict(self._diverged) if self._diverged else None
         written: list[int] = []
         for device in devices:
+            if device.device_id not in dirty:
+                continue  # its record already says all it has
             written.append(device.device_id)
             if not _factory(device):  # as built: the config says it all
                 self._device_records(device, parts)

@@ -334,7 +334,7 @@ class FleetHost:
             delay += _rng(device).random() * link.jitter_seconds
         if device.rng is not None and device.state in _SETTLED:
             device.rng = None
-        if self.journal is not None:
+        if self.journal is not None and self.journal.changed(device):
             # Said only once the flash that backs it is written (see `_commit`).
             self._answering[device.device_id] = device
             self._held.append((delay, payload))
