@@ -155,6 +155,7 @@ class FlashJournal:
         self._parts: list[bytes] = []  # pool records waiting for the next commit
         self._pools: dict[tuple[bytes, int, int], _Pool] = {}
         self._saved_images: set[bytes] = set()
+        self._new_images: list[bytes] = []  # saved by the commit under way
         self._diverged: dict[Reception, list[tuple[int, int]]] = {}
         self._gens: dict[int, tuple[Reception, int]] = {}
         self._next_gen = 1
@@ -371,7 +372,8 @@ class FlashJournal:
         start = first * bs
         end = start + len(view)
         if have.find(0, first, first + n) < 0:
-            if pool.buf[start:end] != view:
+            # The common case: a memcmp in place (startswith copies nothing).
+            if not pool.buf.startswith(view, start):
                 self._diverged.setdefault(rx, []).append((first, n))
             return
         if have.find(1, first, first + n) < 0:
@@ -384,7 +386,7 @@ class FlashJournal:
             lo = i * bs
             piece = view[lo : lo + bs]
             if have[b]:
-                if pool.buf[start + lo : start + lo + len(piece)] != piece:
+                if not pool.buf.startswith(piece, start + lo):
                     self._diverged.setdefault(rx, []).append((b, 1))
             else:
                 pool.buf[start + lo : start + lo + len(piece)] = piece
@@ -404,7 +406,7 @@ class FlashJournal:
             devices = list(dirty.values())
         parts = self._parts
         pool_parts = len(parts)
-        saved_images = set(self._saved_images)
+        self._new_images.clear()
         diverged = dict(self._diverged) if self._diverged else None
         written: list[int] = []
         for device in devices:
@@ -420,7 +422,7 @@ class FlashJournal:
             except OSError:
                 # Nothing of it counts: what the device records took goes back.
                 del parts[pool_parts:]
-                self._saved_images = saved_images
+                self._saved_images.difference_update(self._new_images)
                 if diverged is not None:
                     self._diverged = diverged
                 raise
@@ -445,6 +447,7 @@ class FlashJournal:
                 if s.firmware_hash not in self._saved_images:
                     parts.append(_image_record(s.firmware_hash, s.data))
                     self._saved_images.add(s.firmware_hash)
+                    self._new_images.append(s.firmware_hash)
         rx = device.rx
         gen = 0
         if rx is None:
@@ -559,10 +562,11 @@ def _frame(parts: list[bytes]) -> bytes:
 
 
 def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
+    n = os.write(fd, data)
+    if n < len(data):  # a short write (a signal, a full disk): the rest, or an OSError
+        view = memoryview(data)[n:]
+        while view:
+            view = view[os.write(fd, view) :]
 
 
 def _meta_record(meta: dict[str, object]) -> bytes:

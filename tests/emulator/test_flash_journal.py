@@ -423,3 +423,28 @@ def test_a_restarted_host_finishes_an_activation_its_flash_holds(tmp_path: Path)
     final, after = open_journal(tmp_path, 1)
     final.close()
     assert after[1].state is S.ACTIVE and after[1].activations == 1
+
+
+def test_a_failed_write_leaves_everything_pending(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal, devices = open_journal(tmp_path, 2)
+    dev = devices[1]
+    initiate(dev)
+    blocks(dev, range(N))  # verified: the image record goes with this commit
+    journal.touch(dev)
+    real_write = flash_journal.os.write
+
+    def full_disk(fd: int, data: bytes) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(flash_journal.os, "write", full_disk)
+    with pytest.raises(OSError):
+        journal.commit([dev])
+    monkeypatch.setattr(flash_journal.os, "write", real_write)
+    assert journal.changed(dev)
+    journal.commit([dev])
+    journal.close()
+    again, reloaded = open_journal(tmp_path, 2)
+    again.close()
+    assert flash_of(reloaded[1]) == flash_of(dev)
