@@ -11,19 +11,24 @@ bytes received).
 Why a journal and not SQLite: the hot path is cheap only if a group commit is one
 `write(2)` of bytes already laid out. Data written is in the kernel's page cache as soon
 as `write` returns, and a killed process cannot take it back, so no fsync is needed for
-what this guards against (a kill -9 of the shard, a pod eviction); a power cut of the host
-is out of scope, as for the in-memory bus. SQLite (WAL, synchronous=NORMAL) gives the
-same guarantee, but each transaction costs statements, page writes and WAL frames: too
-much for the ~60,000 group commits of the demo day within 10 % of its CPU.
+what this guards against (a kill -9 of the shard, a container restart); a power cut of
+the host is out of scope. SQLite (WAL, synchronous=NORMAL) would give the same guarantee,
+but each of the ~48,000 group commits of the demo day would be a transaction (statements,
+B-tree pages, WAL frames) instead of one write of prepared bytes, and a torn WAL frame is
+handled for us no better than a checksummed frame is here. That variant was not built;
+the journal measured +7 % CPU on the demo day (BENCHMARKS.md), with little room to spare
+under the 10 % budget.
 
 Layout: `DIR/flash.journal`, a sequence of frames `<u32 length><u32 CRC-32><payload>`.
 The first frame holds the meta record (format, fleet, shard, a digest of the shard's
 devices as the config builds them); a journal written for another config or shard is
-refused. Each later frame is one group commit: the records of every device changed since
-the last one. A frame is all or nothing: a torn or corrupt last frame (a kill in the
-middle of `write`) is dropped and cut off at load, and since the replies that depend on a
-frame are sent only after its write returned (`FleetHost` holds them), nothing it held was
-ever told to the DCO. Records, one type byte each:
+refused. Each later frame is one group commit: the records of the devices that answer in
+one pass of the event loop, and the blocks new to the pool. A device that has only
+received blocks since its record stays pending until it answers: losing those blocks to
+a kill costs a resend, and it has told nothing about them. A frame is all or nothing: a
+torn or corrupt last frame (a kill in the middle of `write`) is dropped and cut off at
+load, and since the replies that depend on a frame are sent only after its write returned
+(`FleetHost` holds them), nothing it held was ever told to the DCO. Records, one type byte each:
 
     M  meta (JSON)                       first frame only
     I  image: hash, bytes                a complete image, once per FirmwareHash
@@ -646,7 +651,7 @@ def read_journal(data: bytes, name: str, loaded: _Loaded | None = None) -> _Load
         off = end
     loaded.good_bytes = off
     loaded.torn_bytes = total - off
-    if loaded.torn_bytes and off == 0 and total >= _FRAME.size:
+    if loaded.torn_bytes and off == 0:  # a journal is never created torn (see `_start`)
         raise FlashStateError(f"{name}: not a flash journal (first frame unreadable)")
     return loaded
 
