@@ -335,6 +335,10 @@ def test_a_state_dir_of_another_fleet_or_shard_is_refused(tmp_path: Path) -> Non
     (tmp_path / JOURNAL_NAME).write_bytes(b"this is not a journal at all")
     with pytest.raises(FlashStateError, match="not a flash journal"):
         open_journal(tmp_path, 3)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    with pytest.raises(FlashStateError, match=f"fleet state dir {a_file}: "):
+        open_journal(a_file, 3)
 
 
 def test_a_reply_is_sent_only_once_its_flash_is_written(tmp_path: Path) -> None:
