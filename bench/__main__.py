@@ -11,6 +11,7 @@ BENCHMARKS = {
     "scale": "bench.scale_curve",
     "estate-memory": "bench.bench_estate_memory",
     "estate-campaign": "bench.estate_campaign",
+    "flash-shard": "bench.flash_shard",
 }
 QUICK = ["day12k", "scale"]
 

@@ -14,7 +14,11 @@ the transferred-blocks bitmap are attributes of the image being written:
   (`rx`: the identity named at INITIATE, the blocks and the bitmap);
 * the state, the reason of the last failure, the transfer id, and the time a scheduled
   activation is due (a DLMS single-action schedule is persistent too);
-* the bootloader's "try the new slot" mark, so a cut during activation reboots into it.
+* the bootloader's "try the new slot" mark, so a cut during activation reboots into it;
+* the count of activations (a meter's event log).
+
+A fleet shard can keep all of this on disk (emulator.flash_journal), so that a shard
+killed and started again is to its devices one more power cut.
 
 What a cut loses (RAM): every frame that reaches the device while it is off, the modem's
 queue, the counters of corrupt and duplicate blocks. A transfer therefore resumes from the
@@ -79,6 +83,7 @@ class Esme:
 
     __slots__ = (
         "activate_at",
+        "activations",
         "active",
         "device_id",
         "flash",
@@ -116,6 +121,8 @@ class Esme:
         self.reason = Reason.NONE
         #: When a scheduled activation is due, or when the activation reboot ends.
         self.activate_at = 0.0
+        #: Images booted into successfully, ever (a meter's event log keeps this in flash).
+        self.activations = 0
         # The rest belongs to the fleet host: link timing, faults and their dice.
         self.link_free_at = 0.0  # when the downlink has finished its last frame
         self.link_down_until = 0.0  # a hung link carries nothing until then
@@ -225,7 +232,9 @@ class Esme:
             return self._status(f.transfer_id)
         # A newer transfer replaces an older, unfinished one (or the previous image).
         self.transition(S.RECEIVING)
-        self.rx = Reception(f.transfer_id, f.image_size, f.block_size, f.firmware_hash)
+        self.rx = Reception(
+            f.transfer_id, f.image_size, f.block_size, f.firmware_hash, self.flash.sink
+        )
         self.inactive = None
         self.transfer_id = f.transfer_id
         self.reason = Reason.NONE
@@ -353,6 +362,7 @@ class Esme:
             if boot_ok:
                 self.inactive = self.active  # the previous image stays in the other slot
                 self.active = new
+                self.activations += 1
                 self.transition(S.ACTIVE)
             else:
                 self.reason = Reason.BOOT_FAILED

@@ -2,7 +2,8 @@
 
 EmulatorError (a smets1.errors.Smets1Error)
 ├── TransitionError     a device asked to move between states that do not connect
-└── FleetError          a fleet that cannot be built from its config (keys, models)
+├── FleetError          a fleet that cannot be built from its config (keys, models)
+└── FlashStateError     a shard's state dir that cannot be used (another fleet's, in use)
 """
 
 from __future__ import annotations
@@ -23,4 +24,8 @@ class TransitionError(EmulatorError):
 
 
 class FleetError(EmulatorError):
+    pass
+
+
+class FlashStateError(EmulatorError):
     pass

@@ -6,10 +6,17 @@ Around the sans-IO device it plays the physical world its profile describes: off
 windows, hung links, lost and corrupted blocks, power cuts, refusals and failed boots.
 Timers exist only for frames in flight, activations and power cuts, never for idle
 devices.
+
+With a `FlashJournal` the host keeps its devices' flash on disk: every device a frame,
+timer or power event may have changed is marked, and the replies of one pass of the event
+loop are held until one commit has written them all (group commit), so a device never
+tells the DCO what its flash would not still say after a kill.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -17,6 +24,7 @@ from dataclasses import dataclass, field
 from emulator.device import Esme
 from emulator.errors import FleetError
 from emulator.faults import FaultModel, device_rng
+from emulator.flash_journal import FlashJournal
 from emulator.model import DeviceModel, DeviceProfile, Link
 from emulator.slots import FlashStore, SlotImage
 from smets1.bus import Bus, down_topic, shard_of, up_topic
@@ -26,6 +34,8 @@ from smets1.config import FleetConfig
 from smets1.errors import Smets1Error, WireError
 from smets1.signing import demo_private_key, load_public_key
 from smets1.wire import Activate, Blocks, Frame, Initiate, Query, ReadVersion, decode
+
+log = logging.getLogger("emulator.fleet")
 
 #: Bytes of framing the link carries per frame beyond the payload (IP/TCP/MQTT, roughly).
 LINK_OVERHEAD_BYTES = 60
@@ -77,7 +87,7 @@ def build_devices(
     """The devices of `shard` out of `shards`, as the config numbers them."""
     models = build_models(config)
     model_cfg = {m.name: m for m in config.models}
-    flash = flash or FlashStore()
+    flash = flash if flash is not None else FlashStore()  # an empty store is falsy
     transitions: Counter[str] = Counter()  # one per fleet, shared by every profile
     profiles: dict[int, DeviceProfile] = {}
     factory: dict[int, SlotImage] = {}
@@ -135,17 +145,39 @@ class FleetHost:
         fleet: str,
         devices: dict[int, Esme],
         shard: int = 0,
+        journal: FlashJournal | None = None,
     ) -> None:
         self.clock = clock
         self.bus = bus
         self.devices = devices
         self.shard = shard
+        self.journal = journal
+        self._held: list[tuple[float, bytes]] = []  # replies waiting for the next commit
+        self._answering: dict[int, Esme] = {}  # the devices that sent them
+        self._commit_pending = False
         self._down = down_topic(fleet, shard)
         self._up = up_topic(fleet, shard)
         self.counters = FleetCounters()
 
     def start(self) -> None:
         self.bus.subscribe(self._down, self._on_payload)
+        self._resume()
+
+    def _resume(self) -> None:
+        """Devices loaded from flash: a shard that stopped power-cycled them all, so an
+        activation reboot starts again and a scheduled one is due as planned."""
+        if self.journal is None or not self.journal.loaded_devices:
+            return
+        now = self.clock.now()
+        for device in self.devices.values():
+            if device.state in (DeviceState.ACTIVATING, DeviceState.ACTIVATION_SCHEDULED):
+                self._power_on(device)
+        log.info(
+            "shard %d: %d device(s) resumed from flash at %s",
+            self.shard,
+            self.journal.loaded_devices,
+            f"{now:.3f}",
+        )
 
     # -- the link -----------------------------------------------------------------------
 
@@ -199,6 +231,8 @@ class FleetHost:
             if down is not None:
                 c.frames_dropped[down] += 1
                 return
+        if self.journal is not None and not isinstance(frame, (Query, ReadVersion)):
+            self.journal.touch(device)
         reply: Frame | None
         if isinstance(frame, Blocks):
             if faults is not None and (faults.block_loss_rate or faults.block_corruption_rate):
@@ -300,11 +334,47 @@ class FleetHost:
             delay += _rng(device).random() * link.jitter_seconds
         if device.rng is not None and device.state in _SETTLED:
             device.rng = None
+        if self.journal is not None and self.journal.changed(device):
+            # Said only once the flash that backs it is written (see `_commit`).
+            self._answering[device.device_id] = device
+            self._held.append((delay, payload))
+            if not self._commit_pending:
+                self._commit_pending = True
+                asyncio.get_running_loop().call_soon(self._commit)
+            return
         self.clock.call_later(delay, self.bus.publish, self._up, payload)
+
+    def _commit(self) -> None:
+        """Write what changed in this pass of the loop, then send the replies held."""
+        self._commit_pending = False
+        held, self._held = self._held, []
+        answering, self._answering = self._answering, {}
+        journal = self.journal
+        assert journal is not None
+        try:
+            journal.commit(answering.values())
+        except OSError as exc:
+            # Unsaid is safe: the DCO asks again and the device answers from its flash.
+            log.error(
+                "shard %d: flash journal write failed (%s); %d repl(ies) dropped",
+                self.shard,
+                exc,
+                len(held),
+            )
+            return
+        for delay, payload in held:
+            self.clock.call_later(delay, self.bus.publish, self._up, payload)
+
+    def flush(self) -> None:
+        """Write whatever is pending (at a clean stop)."""
+        if self.journal is not None and self.journal.dirty:
+            self.journal.commit()
 
     # -- activation and power -------------------------------------------------------------
 
     def _wake(self, device: Esme) -> None:
+        if self.journal is not None:
+            self.journal.touch(device)
         faults = device.profile.faults
         boot_ok = True
         before = device.state
@@ -363,6 +433,8 @@ class FleetHost:
         self._power_cut(self.devices[device_id], off_seconds)
 
     def _power_on(self, device: Esme) -> None:
+        if self.journal is not None:
+            self.journal.touch(device)
         wake = device.power_on(self.clock.now())
         if wake is not None:
             self.clock.call_at(wake, self._wake, device)

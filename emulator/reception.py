@@ -14,9 +14,13 @@ from __future__ import annotations
 
 import itertools
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from smets1.wire import NO_BLOCK
+
+#: Told of every run of blocks written into a reception: (reception, first block, block
+#: count, the bytes written). The flash journal (emulator.flash_journal) is one.
+BlockSink = Callable[["Reception", int, int, memoryview], None]
 
 _ONE = b"\x01"
 
@@ -34,10 +38,18 @@ class Reception:
         "have",
         "image_size",
         "received",
+        "sink",
         "transfer_id",
     )
 
-    def __init__(self, transfer_id: int, image_size: int, block_size: int, firmware_hash: bytes):
+    def __init__(
+        self,
+        transfer_id: int,
+        image_size: int,
+        block_size: int,
+        firmware_hash: bytes,
+        sink: BlockSink | None = None,
+    ):
         self.transfer_id = transfer_id
         self.image_size = image_size
         self.block_size = block_size
@@ -50,6 +62,8 @@ class Reception:
         self.received = 0
         self.corrupt_blocks = 0
         self.duplicate_blocks = 0
+        #: Told of each run written, so that a flash journal can keep it (None: RAM only).
+        self.sink = sink
 
     @property
     def complete(self) -> bool:
@@ -107,6 +121,8 @@ class Reception:
             have[first_block : first_block + n] = _ONE * n
             self.duplicate_blocks += before
             self.received += n - before
+            if self.sink is not None:
+                self.sink(self, first_block, n, view)
             return n - before
         good = [
             crc32(view[o : o + bs]) == crc
@@ -118,6 +134,8 @@ class Reception:
             have[first_block : first_block + n] = _ONE * n
             self.duplicate_blocks += before
             self.received += n - before
+            if self.sink is not None:
+                self.sink(self, first_block, n, view)
             return n - before
         # Some blocks failed their CRC: take the good ones one by one.
         new = 0
@@ -132,6 +150,8 @@ class Reception:
                 self._writable()[start + lo : start + hi] = view[lo:hi]
                 have[b] = 1
                 new += 1
+                if self.sink is not None:
+                    self.sink(self, b, 1, view[lo:hi])
         self.duplicate_blocks += sum(good) - new
         self.received += new
         return new

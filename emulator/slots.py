@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from emulator.reception import BlockSink
+
 
 @dataclass(frozen=True, slots=True)
 class SlotImage:
@@ -29,10 +31,12 @@ class SlotImage:
 class FlashStore:
     """Interned image contents, shared by every slot that holds the same bytes."""
 
-    __slots__ = ("_images",)
+    __slots__ = ("_images", "sink")
 
     def __init__(self) -> None:
         self._images: dict[bytes, bytes] = {}
+        #: Given to every reception of the devices on this store (None: flash is RAM only).
+        self.sink: BlockSink | None = None
 
     def intern(self, sha256: bytes, contents: bytes | bytearray | memoryview) -> bytes:
         """The shared copy of `contents`, whose SHA-256 the caller has just computed."""

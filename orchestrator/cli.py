@@ -1,6 +1,6 @@
 """The `smets1` command line.
 
-    smets1 run CONFIG [--out DIR] [--quiet]     a whole campaign in one process
+    smets1 run CONFIG [--out DIR] [--state-dir DIR] [--quiet]   a whole campaign in one process
     smets1 image build|inspect|verify|keygen    firmware images (orchestrator.image_cli)
     smets1 dco|fleet|scheduler|distributed      roles as processes of their own (roles_cli)
 
@@ -38,7 +38,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         config = load_config(args.config)
         preflight(config, args.config)
         out = Path(args.out) if args.out else Path("runs") / config.name
-        summary = run_config(config, out, progress=None if args.quiet else sys.stderr)
+        flash_dir = Path(args.state_dir) if args.state_dir else None
+        summary = run_config(
+            config, out, progress=None if args.quiet else sys.stderr, flash_dir=flash_dir
+        )
     except Smets1Error as exc:
         return _fail(str(exc))
     except OSError as exc:
@@ -70,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("config", help="YAML fleet config, e.g. fleet_configs/demo.yaml")
     run.add_argument("--out", help="folder for summary.json (default runs/<config name>/)")
     run.add_argument("--quiet", action="store_true", help="no progress lines")
+    run.add_argument(
+        "--state-dir",
+        help="keep the fleet's flash in this folder, as `smets1 fleet` does (default: in RAM)",
+    )
     run.set_defaults(func=cmd_run)
     add_image_commands(sub)
     add_role_commands(sub)

@@ -144,7 +144,7 @@ def run_distributed(
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob("*.json"):
         stale.unlink()
-    for state in [out / "scheduler-state", *out.glob("w[0-9]*")]:
+    for state in [out / "scheduler-state", *out.glob("w[0-9]*"), *out.glob("fleet-*-state")]:
         shutil.rmtree(state, ignore_errors=True)
     mosquitto: Mosquitto | None = None
     services: list[Service] = []
@@ -184,6 +184,7 @@ def run_distributed(
                     *role,
                     *("fleet", str(config), *clock, *net),
                     *("--shard", str(s), "--shards", str(shards), "--port", str(port)),
+                    *("--state-dir", str(out / f"fleet-{s}-state")),
                 ],
                 out,
             )

@@ -22,8 +22,11 @@ from aiohttp import web
 from dco_mock.http_api import make_app as make_dco_app
 from dco_mock.metrics import DCO_METRICS
 from dco_mock.service import Dco
+from emulator.device import Esme
+from emulator.flash_journal import FlashJournal
 from emulator.fleet import FleetHost, build_devices
 from emulator.metrics import FLEET_METRICS
+from emulator.slots import FlashStore
 from orchestrator.campaign import (
     build_scheduler,
     campaign_devices,
@@ -159,14 +162,48 @@ async def run_dco(
 # -- the fleet shard ---------------------------------------------------------------------
 
 
-async def run_fleet(opts: RoleOptions, broker: BrokerUrl, shard: int, shards: int) -> FleetStatus:
+async def run_fleet(
+    opts: RoleOptions,
+    broker: BrokerUrl,
+    shard: int,
+    shards: int,
+    state_dir: Path | None = None,
+) -> FleetStatus:
+    """Serve one shard's devices; with `state_dir`, their flash lives there
+    (emulator.flash_journal) and a restarted shard resumes each device from it."""
     cfg = opts.config
     role = f"fleet shard {shard}/{shards}"
     install_stop(opts.stop)
-    devices = build_devices(cfg, shard, shards)
+    flash = FlashStore()
+    devices = build_devices(cfg, shard, shards, flash=flash)
+    journal = None
+    if state_dir is not None:
+        journal = FlashJournal.open(
+            state_dir, devices, flash, fleet=cfg.name, shard=shard, shards=shards
+        )
+        log.info(
+            "%s: flash in %s, %d device(s) not as built", role, state_dir, journal.loaded_devices
+        )
+    try:
+        return await _serve_fleet(opts, broker, shard, shards, devices, journal)
+    finally:
+        if journal is not None:
+            journal.close()
+
+
+async def _serve_fleet(
+    opts: RoleOptions,
+    broker: BrokerUrl,
+    shard: int,
+    shards: int,
+    devices: dict[int, Esme],
+    journal: FlashJournal | None,
+) -> FleetStatus:
+    cfg = opts.config
+    role = f"fleet shard {shard}/{shards}"
     mqtt = MqttBus(broker, client_id(cfg.name, f"fleet-{shard}"), connect_timeout_seconds=None)
     bus = ShardBus(mqtt, cfg.name, shard)
-    host = FleetHost(opts.clock, bus, cfg.name, devices, shard=shard)
+    host = FleetHost(opts.clock, bus, cfg.name, devices, shard=shard, journal=journal)
     lag = LagMonitor(opts.clock, role, mqtt)
     registry = role_registry(
         "fleet",
@@ -191,6 +228,7 @@ async def run_fleet(opts: RoleOptions, broker: BrokerUrl, shard: int, shards: in
     host.start()
     log.info("%s: %d devices, connecting to %s", role, len(devices), broker)
     await _serve_until_stopped(opts, bus, lag, health_app(health, registry), f"{role} ready")
+    host.flush()
     doc = status()
     await bus.close()
     write_status(opts.status_file, doc)

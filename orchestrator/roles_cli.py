@@ -1,7 +1,7 @@
 """`smets1 dco | fleet | scheduler | distributed`: the roles as services of their own.
 
     smets1 dco CONFIG --shards N [--worker ID] [--port 8081] [--state-dir DIR]
-    smets1 fleet CONFIG --shard I --shards N [--port P]
+    smets1 fleet CONFIG --shard I --shards N [--port P] [--state-dir DIR]
     smets1 scheduler CONFIG --dco URL [--dco URL ...] [--exit-when-done] [--out DIR]
     smets1 distributed CONFIG [--broker URL] [--shards N] [--dco-workers K] [--out DIR]
 
@@ -10,7 +10,8 @@ seconds per wall second) and `--wall0` (the Unix time at which simulated time is
 config's epoch). Processes of one run must share speed and wall0. Each option has an
 environment default, for Kubernetes: SMETS1_BROKER, SMETS1_SPEED, SMETS1_WALL0,
 SMETS1_SHARD (else the trailing ordinal of the host name, as a StatefulSet pod has),
-SMETS1_SHARDS, SMETS1_DCO_WORKER, SMETS1_DCO_URLS (comma separated), SMETS1_LOG_LEVEL.
+SMETS1_SHARDS, SMETS1_DCO_WORKER, SMETS1_DCO_URLS (comma separated), SMETS1_LOG_LEVEL,
+SMETS1_STATE_DIR (the fleet shard's flash).
 
 A bad flag is argparse's error naming the flag; a bad environment value is one line
 naming the variable; both exit 2. Flags and variables are checked before the config is
@@ -278,7 +279,12 @@ def _run_role(args: argparse.Namespace) -> int:
                 raise ConfigError(f"--shard must be in 0..{args.shards - 1}, got {shard}")
             opts.http_port = args.port
             opts.status_file = out / f"fleet-{shard}.json" if out else None
-            clock.run(roles.run_fleet(opts, broker, shard, args.shards))
+            state = (
+                Path(args.state_dir)
+                if args.state_dir
+                else Path("runs") / config.name / f"fleet-{shard}-state"
+            )
+            clock.run(roles.run_fleet(opts, broker, shard, args.shards, state))
         else:
             given = args.dco or [args.dco_urls]
             urls = [u for arg in given for u in arg.split(",") if u]
@@ -375,6 +381,12 @@ def add_role_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     fleet.add_argument("--shard", type=_shard, default=_env("SMETS1_SHARD", _shard))
     fleet.add_argument("--shards", type=_shards, default=_env("SMETS1_SHARDS", _shards, 1))
     fleet.add_argument("--port", type=_port, default=None, help="HTTP port for /health, /metrics")
+    fleet.add_argument(
+        "--state-dir",
+        default=os.environ.get("SMETS1_STATE_DIR") or None,
+        help="the shard's flash: a restarted shard resumes from it "
+        "(default runs/<name>/fleet-<shard>-state)",
+    )
     fleet.add_argument("--out", help="folder for the fleet-<shard>.json status at exit")
     fleet.set_defaults(func=_run_role)
 

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from dco_mock.service import Dco
+from emulator.device import Esme
+from emulator.flash_journal import FlashJournal
 from emulator.fleet import FleetHost, build_devices
 from emulator.slots import FlashStore
 from orchestrator.campaign import (
@@ -51,9 +53,17 @@ def peak_rss_bytes() -> int:
 class Run:
     """One run of a fleet config: builds every part, drives the campaigns, sums up."""
 
-    def __init__(self, config: FleetConfig, out_dir: Path, progress: TextIO | None = sys.stderr):
+    def __init__(
+        self,
+        config: FleetConfig,
+        out_dir: Path,
+        progress: TextIO | None = sys.stderr,
+        flash_dir: Path | None = None,
+    ):
         self.config = config
         self.out_dir = out_dir
+        #: Where the fleet keeps its flash (emulator.flash_journal); None: in RAM only.
+        self.flash_dir = flash_dir
         self.progress = progress
         self.clock: Clock = VirtualClock(config.epoch_seconds)
         self.activations_per_hour: list[int] = []
@@ -73,7 +83,26 @@ class Run:
         bus = InProcessBus()
         flash = FlashStore()
         devices = build_devices(cfg, flash=flash)
-        host = FleetHost(self.clock, bus, cfg.name, devices)
+        journal = None
+        if self.flash_dir is not None:
+            journal = FlashJournal.open(self.flash_dir, devices, flash, fleet=cfg.name)
+        try:
+            return await self._campaigns(wall0, state_dir, images, bus, devices, journal)
+        finally:
+            if journal is not None:
+                journal.close()
+
+    async def _campaigns(
+        self,
+        wall0: float,
+        state_dir: Path,
+        images: dict[str, bytes],
+        bus: InProcessBus,
+        devices: dict[int, Esme],
+        journal: FlashJournal | None,
+    ) -> dict[str, Any]:
+        cfg = self.config
+        host = FleetHost(self.clock, bus, cfg.name, devices, journal=journal)
         dco = Dco(
             self.clock,
             bus,
@@ -112,6 +141,7 @@ class Run:
             await scheduler.close()
             await dco.close()
             await bus.close()
+            host.flush()
         simulated = self.clock.now() - started
         self.activations_per_hour = hourly_counts(
             (r.completed_at for r in scheduler.requests if r.completed_at is not None), started
@@ -171,11 +201,15 @@ class Run:
 
 
 def run_config(
-    config: FleetConfig, out_dir: Path, progress: TextIO | None = sys.stderr
+    config: FleetConfig,
+    out_dir: Path,
+    progress: TextIO | None = sys.stderr,
+    flash_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Run a config and write `summary.json` into `out_dir`."""
+    """Run a config and write `summary.json` into `out_dir`; with `flash_dir`, the
+    fleet's flash is kept there (and resumed from it, if it holds the same fleet)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    run = Run(config, out_dir, progress)
+    run = Run(config, out_dir, progress, flash_dir)
     summary = run.execute()
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     write_report(out_dir / "report.html", summary, run.activations_per_hour)
