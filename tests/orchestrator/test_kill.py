@@ -1,14 +1,16 @@
 """kill -9 of each role in turn, as separate processes through mosquitto (issue 10).
 
 The scheduler is killed mid-campaign and between its two campaigns, then the DCO with
-11.3s open; each is started again with the same arguments and state directory. At the
-end, read from outside the code under test (the scheduler's SQLite file, and every
-device's version through the DCO's 11.2):
+11.3s open, then a fleet shard with some of its devices done and others under way; each
+is started again with the same arguments and state directory. At the end, read from
+outside the code under test (the scheduler's SQLite file, every device's version through
+the DCO's 11.2, and the shards' flash journals):
 
 - every accepted request ends in exactly one final state, one request per device;
 - each device runs the version the scheduler reports for it;
 - the counts add up;
-- the later campaign was submitted once, not lost to the kill.
+- the later campaign was submitted once, not lost to the kill;
+- no device was flashed twice (its flash counts one activation).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from emulator.flash_journal import JOURNAL_NAME, read_journal
 from orchestrator.distributed import Service, run_distributed
 from orchestrator.mosquitto import Mosquitto
 from smets1.config import load_config
@@ -75,7 +78,7 @@ def _wait_for(what: Any, timeout: float = 20.0) -> None:
         time.sleep(0.02)
 
 
-def test_kill_9_of_the_scheduler_and_the_dco_loses_nothing(
+def test_kill_9_of_each_role_in_turn_loses_nothing(
     broker: Mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SMETS1_DCO_TOKEN", TOKEN)  # the launcher hands it to DCO and scheduler
@@ -98,6 +101,16 @@ def test_kill_9_of_the_scheduler_and_the_dco_loses_nothing(
         _wait_for(transfers_open)
         seen["dco_killed_with"] = _in_flight(dco)
         dco.crash_and_restart(down_seconds=0.5)
+        shard = services["fleet-1"]
+
+        def shard_mid_campaign() -> bool:
+            """fleet-1 has devices done and devices under way"""
+            states = _get(f"http://127.0.0.1:{_port(shard)}/health").get("device_states", {})
+            seen["shard_states"] = states
+            return bool(states.get("active")) and bool(set(states) - {"active"})
+
+        _wait_for(shard_mid_campaign)
+        shard.crash_and_restart(down_seconds=0.5)
 
     def read_every_device(services: dict[str, Service]) -> None:
         base = f"http://127.0.0.1:{_port(services['dco-w0'])}"
@@ -118,6 +131,9 @@ def test_kill_9_of_the_scheduler_and_the_dco_loses_nothing(
         on_finished=read_every_device,
     )
     assert seen["dco_killed_with"] > 0
+    assert (
+        KILLED in (out / "fleet-1.log").read_text() and KILLED in (out / "dco-w0.log").read_text()
+    )
     # The first life submitted the first campaign only; the second life the second only.
     before, after = (out / "scheduler.log").read_text().split(KILLED)
     assert "campaign acme-rollout" in before and "campaign zeta-rollout" not in before
@@ -152,3 +168,10 @@ def test_kill_9_of_the_scheduler_and_the_dco_loses_nothing(
     assert summary["trt_met"] + summary["trt_missed"] == states["done"] + states["failed"]
     assert summary["unfinished"] == 0
     assert summary["images_activated"] == len(device_ids), summary["failed"]
+    # No device was flashed twice: each shard's flash counts one activation a device.
+    activations: dict[int, int] = {}
+    for s in range(2):
+        path = out / f"fleet-{s}-state" / JOURNAL_NAME
+        for device_id, (head, _, _) in read_journal(path.read_bytes(), str(path)).devices.items():
+            activations[device_id] = head[5]
+    assert activations == dict.fromkeys(device_ids, 1)
