@@ -41,6 +41,9 @@ _S = TypeVar("_S", bound=BaseModel)
 #: Simulated time starts this long after launch, so the scheduler submits on time.
 STARTUP_ALLOWANCE_SECONDS = 3.0
 READY_TIMEOUT_SECONDS = 30.0
+#: A free port found by `free_port` may be taken by another program before the role
+#: binds it: the role is started again on another port this many times.
+PORT_RETRIES = 3
 
 
 class Service:
@@ -70,6 +73,20 @@ class Service:
         self._log.flush()
         self.proc = self._start()
 
+    @property
+    def port(self) -> int:
+        return int(self.argv[self.argv.index("--port") + 1])
+
+    def port_was_taken(self) -> bool:
+        return self.proc.poll() is not None and "Address already in use" in self.tail(40)
+
+    def restart_on(self, port: int) -> None:
+        """Start the exited process again, listening on `port` instead."""
+        self.argv[self.argv.index("--port") + 1] = str(port)
+        self._log.write(b"--- its port was taken: started again on another ---\n")
+        self._log.flush()
+        self.proc = self._start()
+
     def tail(self, lines: int = 15) -> str:
         try:
             text = self.log_path.read_text(errors="replace").splitlines()
@@ -89,11 +106,20 @@ class Service:
 
 
 def wait_healthy(services: list[tuple[Service, str]], timeout: float) -> None:
-    """Until every service's /health answers 200; a service that exits is an error."""
+    """Until every service's /health answers 200; a service that exits is an error, but
+    for one whose port another program took first: that one starts again on another."""
     deadline = time.monotonic() + timeout
     pending = list(services)
+    retries = dict.fromkeys((svc.name for svc, _ in services), PORT_RETRIES)
     while pending:
         svc, url = pending[0]
+        if svc.port_was_taken() and retries[svc.name] > 0:
+            retries[svc.name] -= 1
+            old = svc.port
+            svc.restart_on(free_port())
+            url = url.replace(f":{old}/", f":{svc.port}/")
+            pending[0] = (svc, url)
+            continue
         if svc.proc.poll() is not None:
             raise DistributedError(
                 f"{svc.name} exited with code {svc.proc.returncode}:\n{svc.tail()}"
@@ -160,7 +186,6 @@ def run_distributed(
         clock = ["--speed", repr(speed), "--wall0", repr(wall0), "--log-level", log_level]
         net = ["--broker", broker, "--host", "127.0.0.1", "--out", str(out)]
         ready: list[tuple[Service, str]] = []
-        dco_urls = []
         for w in range(dco_workers):
             port = free_port()
             svc = Service(
@@ -174,8 +199,7 @@ def run_distributed(
                 with_token,
             )
             services.append(svc)
-            dco_urls.append(f"http://127.0.0.1:{port}")
-            ready.append((svc, f"{dco_urls[-1]}/health"))
+            ready.append((svc, f"http://127.0.0.1:{port}/health"))
         for s in range(shards):
             port = free_port()
             svc = Service(
@@ -191,6 +215,10 @@ def run_distributed(
             services.append(svc)
             ready.append((svc, f"http://127.0.0.1:{port}/health"))
         wait_healthy(ready, READY_TIMEOUT_SECONDS)
+        # Read after the wait: a worker whose port was taken listens on another now.
+        dco_urls = [
+            f"http://127.0.0.1:{svc.port}" for svc in services if svc.name.startswith("dco")
+        ]
         started = time.monotonic()
         sched = Service(
             "scheduler",

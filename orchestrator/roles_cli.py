@@ -314,9 +314,25 @@ def _run_role(args: argparse.Namespace) -> int:
     except Smets1Error as exc:
         return _fail(str(exc))
     except OSError as exc:  # a port in use, a host that does not resolve, a folder
-        where = f"{exc.filename}: " if exc.filename else ""
-        return _fail(f"{where}{exc.strerror or exc}")
+        return _fail(_os_error(exc))
+    except ExceptionGroup as group:  # the same, raised inside a role's task group
+        leaf = _first_leaf(group)
+        if isinstance(leaf, Smets1Error):
+            return _fail(str(leaf))
+        if isinstance(leaf, OSError):
+            return _fail(_os_error(leaf))
+        raise
     return 0
+
+
+def _os_error(exc: OSError) -> str:
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"{where}{exc.strerror or exc}"
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 def _run_distributed(args: argparse.Namespace) -> int:

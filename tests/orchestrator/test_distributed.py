@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -12,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.distributed import Service, run_distributed
+from orchestrator.distributed import Service, run_distributed, wait_healthy
 from orchestrator.mosquitto import Mosquitto
 from orchestrator.runner import run_config
 from smets1.config import load_config
@@ -133,3 +135,26 @@ def test_campaign_completes_across_a_dco_crash(broker: Mosquitto, tmp_path: Path
     assert summary["images_activated"] == summary["requests"] == DEVICES, summary["failed"]
     assert summary["failed"] == {}
     assert summary["device_states"] == {"active": DEVICES}
+
+
+def test_a_role_whose_port_was_taken_first_starts_again_on_another(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    """`free_port` finds a port, and another program may bind it before the role does
+    (other test runs on a shared machine did): the launcher starts that role again."""
+    with socket.socket() as squatter:
+        squatter.bind(("0.0.0.0", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        argv = [sys.executable, "-m", "orchestrator.cli", "fleet", str(CONFIG)]
+        argv += ["--wall0", repr(time.time())]
+        argv += ["--broker", broker.url, "--shard", "0", "--shards", "1", "--port", str(taken)]
+        argv += ["--state-dir", str(tmp_path / "state")]
+        svc = Service("fleet-0", argv, tmp_path)
+        try:
+            wait_healthy([(svc, f"http://127.0.0.1:{taken}/health")], 30.0)
+            assert svc.port != taken
+            log = svc.log_path.read_text()
+            assert "Address already in use" in log and "Traceback" not in log
+        finally:
+            svc.stop()
