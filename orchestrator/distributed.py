@@ -1,8 +1,10 @@
 """`smets1 distributed`: one config run as separate processes through a real MQTT broker.
 
-It starts (or is given) a broker, then the DCO worker(s), the fleet shards and last the
-scheduler, each as `python -m orchestrator.cli ROLE ...` (`smets1 ROLE`) with the same speed and
-wall0, waits for the scheduler to finish the config's campaigns, stops the services, and
+It starts (or is given) a broker, then the DCO worker(s), the fleet shards and the
+scheduler, each as `python -m orchestrator.cli ROLE ...` (`smets1 ROLE`). The scheduler
+leads the clock and announces it on the broker; the others wait for it before they take
+work (smets1.shared_clock), so nothing wires a start time by hand. It waits for the
+scheduler to finish the config's campaigns, stops the services, and
 merges every process's status document (orchestrator.status) into one summary: the same
 outcome counts `smets1 run` reports, plus the broker traffic, each process's CPU and lag.
 The private broker is orchestrator.mosquitto's.
@@ -38,8 +40,6 @@ from smets1.dco_http import TOKEN_ENV
 
 _S = TypeVar("_S", bound=BaseModel)
 
-#: Simulated time starts this long after launch, so the scheduler submits on time.
-STARTUP_ALLOWANCE_SECONDS = 3.0
 READY_TIMEOUT_SECONDS = 30.0
 #: A free port found by `free_port` may be taken by another program before the role
 #: binds it: the role is started again on another port this many times.
@@ -105,15 +105,24 @@ class Service:
         self._log.close()
 
 
-def wait_healthy(services: list[tuple[Service, str]], timeout: float) -> None:
-    """Until every service's /health answers 200; a service that exits is an error, but
-    for one whose port another program took first: that one starts again on another."""
+def wait_healthy(
+    services: list[tuple[Service, str]], timeout: float, leader: Service | None = None
+) -> None:
+    """Until every service's /health answers 200; a service that exits is an error, and
+    so is a `leader` (the scheduler) that fails meanwhile. A fleet shard whose port
+    another program took first starts again on another (no one else needs its port; a
+    DCO worker's is in the scheduler's arguments already)."""
     deadline = time.monotonic() + timeout
     pending = list(services)
     retries = dict.fromkeys((svc.name for svc, _ in services), PORT_RETRIES)
     while pending:
+        if leader is not None and leader.proc.poll() not in (None, 0, 1):
+            raise DistributedError(
+                f"{leader.name} exited with code {leader.proc.returncode}:\n{leader.tail()}"
+            )
         svc, url = pending[0]
-        if svc.port_was_taken() and retries[svc.name] > 0:
+        movable = not svc.name.startswith("dco")
+        if movable and svc.port_was_taken() and retries[svc.name] > 0:
             retries[svc.name] -= 1
             old = svc.port
             svc.restart_on(free_port())
@@ -179,11 +188,10 @@ def run_distributed(
             mosquitto = Mosquitto(out / "mosquitto")
             mosquitto.start()
             broker = mosquitto.url
-        wall0 = time.time() + STARTUP_ALLOWANCE_SECONDS
         # Given to the DCO and the scheduler only: the fleet never calls the HTTP API.
         with_token = {**os.environ, TOKEN_ENV: os.environ.get(TOKEN_ENV) or secrets.token_hex(32)}
         role = [python, "-m", "orchestrator.cli"]
-        clock = ["--speed", repr(speed), "--wall0", repr(wall0), "--log-level", log_level]
+        logs = ["--log-level", log_level]
         net = ["--broker", broker, "--host", "127.0.0.1", "--out", str(out)]
         ready: list[tuple[Service, str]] = []
         for w in range(dco_workers):
@@ -192,7 +200,7 @@ def run_distributed(
                 f"dco-w{w}",
                 [
                     *role,
-                    *("dco", str(config), *clock, *net, "--shards", str(shards)),
+                    *("dco", str(config), *logs, *net, "--shards", str(shards)),
                     *("--worker", f"w{w}", "--port", str(port), "--state-dir", str(out / f"w{w}")),
                 ],
                 out,
@@ -206,7 +214,7 @@ def run_distributed(
                 f"fleet-{s}",
                 [
                     *role,
-                    *("fleet", str(config), *clock, *net),
+                    *("fleet", str(config), *logs, *net),
                     *("--shard", str(s), "--shards", str(shards), "--port", str(port)),
                     *("--state-dir", str(out / f"fleet-{s}-state")),
                 ],
@@ -214,21 +222,21 @@ def run_distributed(
             )
             services.append(svc)
             ready.append((svc, f"http://127.0.0.1:{port}/health"))
-        wait_healthy(ready, READY_TIMEOUT_SECONDS)
-        # Read after the wait: a worker whose port was taken listens on another now.
         dco_urls = [
             f"http://127.0.0.1:{svc.port}" for svc in services if svc.name.startswith("dco")
         ]
+        # The services wait for the scheduler's clock before they serve: start it now.
         started = time.monotonic()
         sched = Service(
             "scheduler",
-            [*role, "scheduler", str(config), *clock, "--host", "127.0.0.1", "--out", str(out)]
+            [*role, "scheduler", str(config), *logs, *net, "--speed", repr(speed)]
             + [a for url in dco_urls for a in ("--dco", url)]
             + ["--state-dir", str(out / "scheduler-state"), "--exit-when-done"],
             out,
             with_token,
         )
         services.append(sched)
+        wait_healthy(ready, READY_TIMEOUT_SECONDS, leader=sched)
         if on_scheduler_started is not None:
             on_scheduler_started(sched)
         if on_started is not None:

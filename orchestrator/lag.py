@@ -1,9 +1,9 @@
 """How far a role process runs behind the clock it shares with the others.
 
-Every role of a distributed run runs on a `ScaledClock` that all processes share (epoch,
-speed, wall0). `LagMonitor` watches how far its process falls behind that clock and says
-so in the log, on /health and in /metrics when it cannot keep up, rather than silently
-stretching time.
+Every role of a distributed run runs on a `ScaledClock` that all processes share (the
+scheduler announces it: smets1.shared_clock). `LagMonitor` watches how far its process
+falls behind that clock and says so in the log, on /health and in /metrics when it
+cannot keep up, rather than silently stretching time.
 """
 
 from __future__ import annotations
@@ -52,9 +52,9 @@ class LagMonitor:
             tg.create_task(self._report())
 
     async def _report(self) -> None:
-        speed = self.clock.speed
         while True:
             await asyncio.sleep(LAG_CHECK_WALL_SECONDS)
+            speed = self.clock.speed  # the leader may change it while the run goes on
             if self.bus is not None:
                 self.transport_delay_seconds = self.bus.take_worst_delay() * speed
             lag = self.lag_seconds
@@ -79,6 +79,7 @@ class LagMonitor:
             self.lagging = behind
 
     def status(self) -> ClockStatus:
+        now = self.clock.now()
         return ClockStatus(
             lag_seconds=round(self.lag_seconds, 3),
             loop_lag_seconds=round(self.clock.lag_seconds, 3),
@@ -87,7 +88,9 @@ class LagMonitor:
             worst_lag_seconds=round(self.worst_lag_seconds, 3),
             lag_episodes=self.lag_episodes,
             speed=self.clock.speed,
-            simulated_time=to_datetime(self.clock.now()).isoformat(),
+            simulated_time=to_datetime(now).isoformat(),
+            simulated_seconds=round(now, 3),
+            clock_sequence=self.clock.sequence,
         )
 
 
@@ -97,5 +100,23 @@ LAG_METRICS: tuple[Metric[LagMonitor], ...] = (
         "clock_lag_seconds",
         "How far the process runs behind the shared clock, simulated seconds",
         lambda lag: lag.lag_seconds,
+    ),
+    Metric(
+        "gauge",
+        "clock_simulated_seconds",
+        "Simulated time of the shared clock, Unix seconds",
+        lambda lag: lag.clock.now(),
+    ),
+    Metric(
+        "gauge",
+        "clock_speed",
+        "Speed of the shared clock in force, simulated seconds per wall second",
+        lambda lag: lag.clock.speed,
+    ),
+    Metric(
+        "gauge",
+        "clock_sequence",
+        "The leader's clock announcement this process follows (0: none yet)",
+        lambda lag: lag.clock.sequence,
     ),
 )

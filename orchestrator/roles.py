@@ -1,8 +1,10 @@
 """The three long-running roles of a distributed run: DCO worker, fleet shard, scheduler.
 
 Each wires its role's component to the transports of a process of its own, on a
-`ScaledClock` that all processes share (epoch, speed, wall0), and writes a status
-document (orchestrator.status) when it stops:
+`ScaledClock` that all processes share, and writes a status document
+(orchestrator.status) when it stops. The scheduler leads the clock and announces it on
+the broker; the DCO and the fleet follow it, and wait for it before they take any work
+(smets1.shared_clock):
 
     fleet shard ──MQTT── broker ──MQTT── DCO worker(s) ──HTTP── scheduler
 """
@@ -13,6 +15,7 @@ import asyncio
 import json
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,15 +52,17 @@ from orchestrator.serving import (
     write_status,
 )
 from orchestrator.status import BusStatus, DcoStatus, FleetStatus, SchedulerStatus
+from scheduler.api import REGISTRY
 from scheduler.api import make_app as make_scheduler_app
 from scheduler.summary import SchedulerSummary
 from smets1.broker_url import BrokerUrl
 from smets1.clock import ScaledClock, wall_seconds
 from smets1.config import CampaignConfig, FleetConfig
 from smets1.dco_http import in_flight_limit
-from smets1.metrics import BUS_METRICS, role_registry, sampler
+from smets1.metrics import BUS_METRICS, RoleCollector, role_registry, sampler
 from smets1.mqtt import MqttBus
 from smets1.routing import DcoWorkerBus, ShardBus
+from smets1.shared_clock import FOLLOW_WAIT_SECONDS, ClockFollower, ClockLeader
 
 log = logging.getLogger("orchestrator.roles")
 
@@ -79,23 +84,43 @@ class RoleOptions:
     status_file: Path | None = None
     #: The bearer token of the DCO's HTTP API (dco.token, or SMETS1_DCO_TOKEN).
     dco_token: str = ""
+    #: A follower gives up when no clock is announced in this long, wall seconds.
+    clock_wait_seconds: float = FOLLOW_WAIT_SECONDS
+    #: The leader only: start a new clock whose simulated time is the epoch at this
+    #: Unix time, instead of now or the run's saved clock (--wall0).
+    wall0: float | None = None
     stop: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 async def _serve_until_stopped(
     opts: RoleOptions,
     bus: DcoWorkerBus | ShardBus,
+    follower: ClockFollower,
     lag: LagMonitor,
     app: web.Application,
     ready: str,
+    start: Callable[[], None],
 ) -> None:
-    """Connect (as long as it takes), serve `app`, watch the lag, until told to stop."""
+    """Connect (as long as it takes), join the shared clock (ClockError past
+    `opts.clock_wait_seconds`), then `start` the component, serve `app` and watch the
+    lag until told to stop."""
+    if not await start_unless_stopped(bus, opts.stop):
+        return
+    joining = asyncio.create_task(follower.wait(opts.clock_wait_seconds))
+    stopping = asyncio.create_task(opts.stop.wait())
+    await asyncio.wait({joining, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    for t in (joining, stopping):
+        t.cancel()
+    await asyncio.gather(joining, stopping, return_exceptions=True)
+    if not joining.done() or joining.cancelled():
+        return
+    joining.result()  # ClockError: no clock in time
+    start()
     async with asyncio.TaskGroup() as tg:
         lag_task = tg.create_task(lag.run())
-        if await start_unless_stopped(bus, opts.stop):
-            async with serve_http(app, opts.listen_host, opts.http_port):
-                log.info("%s", ready)
-                await opts.stop.wait()
+        async with serve_http(app, opts.listen_host, opts.http_port):
+            log.info("%s", ready)
+            await opts.stop.wait()
         lag_task.cancel()
 
 
@@ -119,6 +144,7 @@ async def run_dco(
         state_dir=state_dir,
         block_size=cfg.block_size_bytes,
     )
+    follower = ClockFollower(opts.clock, mqtt, cfg.name, role)
     lag = LagMonitor(opts.clock, role, mqtt)
     registry = role_registry(
         "dco",
@@ -148,10 +174,9 @@ async def run_dco(
             cfg.dco.http_max_in_flight,
         )
     app = make_dco_app(dco, health, registry, token=opts.dco_token, max_in_flight=limit)
-    dco.start()
     log.info("%s: connecting to %s", role, broker)
     ready = f"{role} ready: fleet {cfg.name}, {shards} shard(s)"
-    await _serve_until_stopped(opts, bus, lag, app, ready)
+    await _serve_until_stopped(opts, bus, follower, lag, app, ready, dco.start)
     doc = status()
     await dco.close()
     await bus.close()
@@ -204,6 +229,7 @@ async def _serve_fleet(
     mqtt = MqttBus(broker, client_id(cfg.name, f"fleet-{shard}"), connect_timeout_seconds=None)
     bus = ShardBus(mqtt, cfg.name, shard)
     host = FleetHost(opts.clock, bus, cfg.name, devices, shard=shard, journal=journal)
+    follower = ClockFollower(opts.clock, mqtt, cfg.name, role)
     lag = LagMonitor(opts.clock, role, mqtt)
     registry = role_registry(
         "fleet",
@@ -225,9 +251,9 @@ async def _serve_fleet(
     def health() -> tuple[bool, dict[str, Any]]:
         return mqtt.connected, status().model_dump(mode="json")
 
-    host.start()
     log.info("%s: %d devices, connecting to %s", role, len(devices), broker)
-    await _serve_until_stopped(opts, bus, lag, health_app(health, registry), f"{role} ready")
+    app = health_app(health, registry)
+    await _serve_until_stopped(opts, bus, follower, lag, app, f"{role} ready", host.start)
     host.flush()
     doc = status()
     await bus.close()
@@ -240,6 +266,7 @@ async def _serve_fleet(
 
 async def run_scheduler(
     opts: RoleOptions,
+    broker: BrokerUrl,
     dco_urls: list[str],
     state_dir: Path,
     exit_when_done: bool,
@@ -258,13 +285,40 @@ async def run_scheduler(
     the log says so at error level and /healthz answers 503 with the reason. With
     `exit_when_done`, a DCO unreachable for `dco_give_up_seconds` ends the run with
     DcoGaveUp (its status written as it stands, no summary).
+
+    The scheduler leads the run's clock: before anything time-based it connects to
+    `broker` and announces the clock (a new one, or the one its state folder saved, so
+    a restarted scheduler goes on with the same clock).
     """
     cfg = opts.config
-    clock = opts.clock
     install_stop(opts.stop)
+    mqtt = MqttBus(broker, client_id(cfg.name, "scheduler"))
+    leader = ClockLeader(opts.clock, mqtt, cfg.name, state_dir, wall0=opts.wall0)
+    log.info("scheduler: connecting to %s to lead the clock", broker)
+    await mqtt.start()  # BusError when the broker cannot be reached in time
+    try:
+        await leader.start()
+        return await _schedule(
+            opts, leader, dco_urls, state_dir, exit_when_done, summary_file, dco_give_up_seconds
+        )
+    finally:
+        await mqtt.close()
+
+
+async def _schedule(
+    opts: RoleOptions,
+    leader: ClockLeader,
+    dco_urls: list[str],
+    state_dir: Path,
+    exit_when_done: bool,
+    summary_file: Path | None,
+    dco_give_up_seconds: float,
+) -> SchedulerStatus:
+    cfg = opts.config
+    clock = opts.clock
     images = make_images(cfg)
     by_model = devices_by_model(cfg)
-    lag = LagMonitor(clock, "scheduler")
+    lag = LagMonitor(clock, "scheduler", leader.bus)
     wall0 = wall_seconds()
     done: SchedulerStatus
     client = DcoClient(
@@ -319,9 +373,11 @@ async def run_scheduler(
         started = max(clock.epoch, clock.now())
         # The scheduler's own HTTP face: DUIS, the JSON API, /healthz, /metrics.
         app = make_scheduler_app(scheduler, problem=dco.problem)
+        app[REGISTRY].register(RoleCollector("scheduler", [sampler(lag, LAG_METRICS)]))
         async with serve_http(app, opts.listen_host, opts.http_port):
             background = [
                 asyncio.create_task(lag.run()),
+                asyncio.create_task(leader.run()),
                 asyncio.create_task(scheduler.run()),
                 asyncio.create_task(progress()),
             ]

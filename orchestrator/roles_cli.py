@@ -4,14 +4,18 @@
     smets1 fleet CONFIG --shard I --shards N [--port P] [--state-dir DIR]
     smets1 scheduler CONFIG --dco URL [--dco URL ...] [--exit-when-done] [--out DIR]
     smets1 distributed CONFIG [--broker URL] [--shards N] [--dco-workers K] [--out DIR]
+    smets1 clock CONFIG [--speed N]
 
-Every role takes `--broker mqtt://user:pass@host:port` (or mqtts://), `--speed` (simulated
-seconds per wall second) and `--wall0` (the Unix time at which simulated time is the
-config's epoch). Processes of one run must share speed and wall0. Each option has an
-environment default, for Kubernetes: SMETS1_BROKER, SMETS1_SPEED, SMETS1_WALL0,
-SMETS1_SHARD (else the trailing ordinal of the host name, as a StatefulSet pod has),
-SMETS1_SHARDS, SMETS1_DCO_WORKER, SMETS1_DCO_URLS (comma separated), SMETS1_LOG_LEVEL,
-SMETS1_STATE_DIR (the fleet shard's flash).
+Every role takes `--broker mqtt://user:pass@host:port` (or mqtts://). The scheduler leads
+the run's clock and announces it on the broker (smets1.shared_clock); the DCO and the
+fleet follow it, waiting up to `--clock-wait` seconds for it. The scheduler's `--speed`
+(simulated seconds per wall second) is the speed a new clock starts at, and `--wall0`
+(the Unix time at which simulated time is the config's epoch) overrides the start of a
+new clock; `smets1 clock --speed N` changes the speed while a run goes on. Each option
+has an environment default, for Kubernetes: SMETS1_BROKER, SMETS1_SPEED, SMETS1_WALL0,
+SMETS1_CLOCK_WAIT, SMETS1_SHARD (else the trailing ordinal of the host name, as a
+StatefulSet pod has), SMETS1_SHARDS, SMETS1_DCO_WORKER, SMETS1_DCO_URLS (comma
+separated), SMETS1_LOG_LEVEL, SMETS1_STATE_DIR (the fleet shard's flash).
 
 A bad flag is argparse's error naming the flag; a bad environment value is one line
 naming the variable; both exit 2. Flags and variables are checked before the config is
@@ -47,6 +51,7 @@ from smets1.config import FleetConfig, load_config
 from smets1.dco_http import TOKEN_ENV, check_token
 from smets1.errors import ConfigError, Smets1Error
 from smets1.limits import MAX_SHARDS
+from smets1.shared_clock import FOLLOW_WAIT_SECONDS, check_speed
 
 EXIT_USAGE = 2
 EXIT_DCO_GAVE_UP = 3
@@ -187,12 +192,16 @@ def _setup_logging(level: str) -> None:
 
 
 def _clock(args: argparse.Namespace, epoch: float) -> ScaledClock:
-    if args.wall0 is None:
-        logging.getLogger("orchestrator.roles").warning(
-            "no --wall0 (or SMETS1_WALL0): this process starts its own clock; "
-            "give every process of a run the same --wall0 and --speed"
-        )
-    return ScaledClock(epoch, args.speed, args.wall0)
+    """The process's clock: the leader's own until it announces or a follower joins."""
+    return ScaledClock(epoch, getattr(args, "speed", DEFAULT_SPEED), getattr(args, "wall0", None))
+
+
+def _speed(text: str) -> float:
+    value = _positive_number(text)
+    problem = check_speed(value)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return value
 
 
 def shard_from_host(hostname: str | None = None) -> int | None:
@@ -209,27 +218,38 @@ def _dco_token(config: FleetConfig) -> str:
     return check_token(config.dco.token, "dco.token")
 
 
-def _common(p: argparse.ArgumentParser, broker: bool = True) -> None:
+def _common(p: argparse.ArgumentParser, leader: bool = False) -> None:
     p.add_argument("config", help="YAML fleet config (the same file for every role)")
-    if broker:
+    p.add_argument(
+        "--broker",
+        type=_broker,
+        default=_env("SMETS1_BROKER", _broker, DEFAULT_BROKER),
+        help=f"MQTT broker URL, mqtt:// or mqtts:// (default {DEFAULT_BROKER})",
+    )
+    if leader:
         p.add_argument(
-            "--broker",
-            type=_broker,
-            default=_env("SMETS1_BROKER", _broker, DEFAULT_BROKER),
-            help=f"MQTT broker URL, mqtt:// or mqtts:// (default {DEFAULT_BROKER})",
+            "--speed",
+            type=_speed,
+            default=_env("SMETS1_SPEED", _speed, DEFAULT_SPEED),
+            help=f"simulated seconds per wall second a new clock starts at (default "
+            f"{DEFAULT_SPEED:g}: a day a minute); a restarted scheduler keeps its run's",
         )
-    p.add_argument(
-        "--speed",
-        type=_positive_number,
-        default=_env("SMETS1_SPEED", _positive_number, DEFAULT_SPEED),
-        help=f"simulated seconds per wall second (default {DEFAULT_SPEED:g}: a day a minute)",
-    )
-    p.add_argument(
-        "--wall0",
-        type=_unix_time,
-        default=_env("SMETS1_WALL0", _unix_time),
-        help="Unix time at which simulated time equals the config's epoch (shared by all)",
-    )
+        p.add_argument(
+            "--wall0",
+            type=_unix_time,
+            default=_env("SMETS1_WALL0", _unix_time),
+            help="start a new clock whose simulated time is the config's epoch at this "
+            "Unix time (default: now, or the run's clock when the state folder has one)",
+        )
+    else:
+        p.add_argument(
+            "--clock-wait",
+            type=_positive_number,
+            default=_env("SMETS1_CLOCK_WAIT", _positive_number, FOLLOW_WAIT_SECONDS),
+            metavar="SECONDS",
+            help="how long to wait for the scheduler's clock announcement, wall seconds "
+            f"(default {FOLLOW_WAIT_SECONDS:g})",
+        )
     p.add_argument("--host", default="0.0.0.0", help="address the HTTP server listens on")
     p.add_argument(
         "--log-level",
@@ -258,10 +278,14 @@ def _run_role(args: argparse.Namespace) -> int:
         clock = _clock(args, config.epoch_seconds)
         out = Path(args.out) if getattr(args, "out", None) else None
         opts = roles.RoleOptions(config, clock, listen_host=args.host)
+        broker = parse_broker_url(args.broker)
+        if args.command == "scheduler":
+            opts.wall0 = args.wall0
+        else:
+            opts.clock_wait_seconds = args.clock_wait
         if args.command in ("dco", "scheduler"):
             opts.dco_token = _dco_token(config)
         if args.command == "dco":
-            broker = parse_broker_url(args.broker)
             opts.http_port = args.port
             opts.status_file = out / f"dco-{args.worker}.json" if out else None
             state = (
@@ -271,7 +295,6 @@ def _run_role(args: argparse.Namespace) -> int:
             )
             clock.run(roles.run_dco(opts, broker, args.shards, args.worker, state))
         elif args.command == "fleet":
-            broker = parse_broker_url(args.broker)
             shard = args.shard if args.shard is not None else shard_from_host()
             if shard is None:
                 raise ConfigError("--shard not given, no SMETS1_SHARD, no ordinal in host name")
@@ -299,6 +322,7 @@ def _run_role(args: argparse.Namespace) -> int:
             done = clock.run(
                 roles.run_scheduler(
                     opts,
+                    broker,
                     urls,
                     state,
                     args.exit_when_done,
@@ -374,6 +398,49 @@ def _run_distributed(args: argparse.Namespace) -> int:
     return 0 if not summary.get("unfinished") else 1
 
 
+async def _clock_command(args: argparse.Namespace, fleet: str) -> dict[str, Any]:
+    """Read the clock in force; with --speed, ask the leader for it and wait for it."""
+    from orchestrator.serving import client_id
+    from smets1.mqtt import MqttBus
+    from smets1.shared_clock import ClockFollower, SpeedRequest, speed_topic
+
+    bus = MqttBus(parse_broker_url(args.broker), client_id(fleet, "clock"))
+    clock = ScaledClock(0.0, 1.0)
+    follower = ClockFollower(clock, bus, fleet, "smets1 clock")
+    await bus.start()
+    try:
+        current = await follower.wait(args.wait)
+        if args.speed is not None:
+            follower.joined.clear()
+            bus.publish(speed_topic(fleet), SpeedRequest(args.speed).serialize())
+            while (current := await follower.wait(args.wait)).speed != args.speed:
+                follower.joined.clear()
+    finally:
+        await bus.close()
+    return {
+        "run_id": f"{current.run_id:016x}",
+        "sequence": current.sequence,
+        "speed": current.speed,
+        "origin_wall": current.origin_wall,
+        "origin_sim": current.origin_sim,
+        "simulated_time": clock.datetime().isoformat(),
+    }
+
+
+def _run_clock(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    try:
+        _resolve_env(args)
+        config = load_config(args.config)
+        doc = asyncio.run(_clock_command(args, config.name))
+    except Smets1Error as exc:
+        return _fail(str(exc))
+    print(json.dumps(doc))
+    return 0
+
+
 def add_role_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register `dco`, `fleet`, `scheduler` and `distributed` on the `smets1` command line."""
     dco = sub.add_parser("dco", help="run a DCO worker: MQTT to the fleet, HTTP to the scheduler")
@@ -407,7 +474,7 @@ def add_role_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     fleet.set_defaults(func=_run_role)
 
     sched = sub.add_parser("scheduler", help="run the scheduler against DCO worker(s) over HTTP")
-    _common(sched, broker=False)
+    _common(sched, leader=True)
     sched.add_argument(
         "--dco",
         action="append",
@@ -443,6 +510,29 @@ def add_role_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     sched.set_defaults(func=_run_role)
 
+    clk = sub.add_parser(
+        "clock",
+        help="show the clock a distributed run shares; --speed N: change its speed",
+    )
+    clk.add_argument("config", help="YAML fleet config (names the fleet's topics)")
+    clk.add_argument(
+        "--broker",
+        type=_broker,
+        default=_env("SMETS1_BROKER", _broker, DEFAULT_BROKER),
+        help=f"MQTT broker URL (default {DEFAULT_BROKER})",
+    )
+    clk.add_argument(
+        "--speed", type=_speed, help="ask the scheduler to go on at this speed from now"
+    )
+    clk.add_argument(
+        "--wait",
+        type=_positive_number,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long to wait for the clock (and the change), wall seconds (default 30)",
+    )
+    clk.set_defaults(func=_run_clock)
+
     dist = sub.add_parser(
         "distributed",
         help="run a config as separate processes (scheduler, DCO, fleet shards) over MQTT",
@@ -453,7 +543,7 @@ def add_role_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     dist.add_argument("--shards", type=_shards, default=2)
     dist.add_argument("--dco-workers", type=_shards, default=1)
-    dist.add_argument("--speed", type=_positive_number, default=DEFAULT_SPEED)
+    dist.add_argument("--speed", type=_speed, default=DEFAULT_SPEED)
     dist.add_argument("--out", help="folder for summary.json and each process's status and log")
     dist.add_argument(
         "--timeout", type=_positive_number, default=600.0, help="give up after, wall seconds"

@@ -25,7 +25,9 @@ class _Doc(BaseModel):
 
 
 class ClockStatus(_Doc):
-    """How far a process runs behind the shared clock, in simulated seconds."""
+    """The shared clock as a process follows it (simulated time, the speed in force, the
+    leader's announcement it follows) and how far the process runs behind it, in
+    simulated seconds."""
 
     lag_seconds: float
     loop_lag_seconds: float
@@ -35,6 +37,10 @@ class ClockStatus(_Doc):
     lag_episodes: int
     speed: float
     simulated_time: str
+    #: Simulated Unix seconds when the document was made.
+    simulated_seconds: float = 0.0
+    #: The leader's announcement in force (smets1.shared_clock): 0 before the first.
+    clock_sequence: int = 0
 
 
 class BusStatus(_Doc):

@@ -5,8 +5,9 @@ Three kinds, one interface:
 * `VirtualClock`: one process, in-process bus. It runs its coroutines on an event
   loop whose time jumps to the next timer whenever nothing is ready, so a simulated
   day runs as fast as the CPU allows and a seeded run repeats exactly.
-* `ScaledClock`: several processes; simulated = epoch + (wall - wall0) * speed, with the
-  same epoch and speed everywhere. It measures how far the loop lags behind it.
+* `ScaledClock`: several processes; simulated = origin_sim + (wall - origin_wall) * speed,
+  the same three numbers everywhere (the scheduler announces them: smets1.shared_clock).
+  A new speed re-plans its timers; it measures how far the loop lags behind it.
 * `RealClock`: a scaled clock at speed 1 whose epoch is now.
 
 Simulated time is Unix seconds (float, UTC). Timers go through the asyncio loop, so an
@@ -16,6 +17,8 @@ idle device costs a `TimerHandle`, not a task.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import math
 import selectors
 import time
 from abc import ABC, abstractmethod
@@ -176,22 +179,52 @@ class VirtualClock(Clock):
         return seconds
 
 
-class ScaledClock(Clock):
-    """simulated = epoch + (wall - wall0) * speed; the same epoch and speed in every process.
+def _run_simulated(_t: float, callback: Callable[..., Any], *args: Any) -> None:
+    """The callback of every loop timer a `ScaledClock` plans: the simulated deadline `_t`
+    rides along, so that a change of speed can find the timer and plan it again."""
+    callback(*args)
 
-    `wall0` is the wall-clock Unix time at which simulated time equals `epoch`; every
-    process given the same three numbers agrees on the simulated time.
+
+class ScaledClock(Clock):
+    """simulated = origin_sim + (wall - origin_wall) * speed, in every process alike.
+
+    `origin_wall` is a wall-clock Unix time and `origin_sim` the simulated time at that
+    moment; every process given the same three numbers agrees on the simulated time. A
+    distributed run shares them through the scheduler's announcement
+    (smets1.shared_clock), and `retime` moves to a new announcement: a new speed that goes
+    on from the same simulated moment, or the leader's clock for a follower that joins.
+
+    Timers are planned in simulated time: every `call_at`, `call_later`, `sleep` and
+    `timeout` is a loop timer whose callback is `_run_simulated`, holding its simulated
+    deadline, so `retime` finds each one on the loop and moves it to the loop time its
+    deadline now falls at. Nothing is kept per timer besides the loop's own handle.
+    `epoch` stays the config's epoch (campaigns count from it); it is not the origin.
     """
 
-    def __init__(self, epoch: float, speed: float, wall0: float | None = None) -> None:
-        if speed <= 0:
-            raise ValueError("speed must be positive")
+    def __init__(
+        self,
+        epoch: float,
+        speed: float,
+        wall0: float | None = None,
+        *,
+        origin_sim: float | None = None,
+    ) -> None:
+        if not speed > 0 or not math.isfinite(speed):
+            raise ValueError(f"speed must be a finite number above 0, got {speed!r}")
         self.epoch = epoch
         self.speed = speed
-        self.wall0 = time.time() if wall0 is None else wall0
+        self.origin_wall = time.time() if wall0 is None else wall0
+        self.origin_sim = epoch if origin_sim is None else origin_sim
+        #: The leader's announcement this clock follows (smets1.shared_clock); 0: none yet.
+        self.sequence = 0
         self._lag = 0.0
         # Loop time and Unix wall time differ by a constant; measured once.
         self._loop_offset: float | None = None
+
+    @property
+    def wall0(self) -> float:
+        """The wall-clock Unix time at which simulated time is (or was) `epoch`."""
+        return self.origin_wall + (self.epoch - self.origin_sim) / self.speed
 
     def new_event_loop(self) -> asyncio.AbstractEventLoop:
         return asyncio.new_event_loop()
@@ -202,13 +235,63 @@ class ScaledClock(Clock):
         return self._loop_offset
 
     def now(self) -> float:
-        return self.epoch + (time.time() - self.wall0) * self.speed
+        return self.origin_sim + (time.time() - self.origin_wall) * self.speed
 
     def _to_loop(self, t: float) -> float:
-        return self.wall0 + (t - self.epoch) / self.speed + self._wall_to_loop()
+        return self.origin_wall + (t - self.origin_sim) / self.speed + self._wall_to_loop()
 
     def _to_loop_delay(self, seconds: float) -> float:
         return seconds / self.speed
+
+    def call_at(self, t: float, callback: Callable[..., Any], *args: Any) -> asyncio.TimerHandle:
+        loop = asyncio.get_running_loop()
+        return loop.call_at(self._to_loop(t), _run_simulated, t, callback, *args)
+
+    def call_later(
+        self, seconds: float, callback: Callable[..., Any], *args: Any
+    ) -> asyncio.TimerHandle:
+        return self.call_at(self.now() + max(0.0, seconds), callback, *args)
+
+    async def sleep(self, seconds: float) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        handle = self.call_later(seconds, _resolve, future)
+        try:
+            await future
+        finally:
+            handle.cancel()
+
+    async def timeout(self, seconds: float, aw: Coroutine[Any, Any, T]) -> T:
+        async with asyncio.timeout(None) as scope:
+            loop = asyncio.get_running_loop()
+            handle = self.call_later(seconds, lambda: scope.reschedule(loop.time()))
+            try:
+                return await aw
+            finally:
+                handle.cancel()
+
+    def retime(
+        self, origin_wall: float, origin_sim: float, speed: float, sequence: int = 0
+    ) -> None:
+        """Follow a new (origin, simulated time at origin, speed), and move every timer
+        of this clock on the running loop (if any) to where its simulated deadline falls."""
+        if not speed > 0 or not math.isfinite(speed):
+            raise ValueError(f"speed must be a finite number above 0, got {speed!r}")
+        self.origin_wall, self.origin_sim, self.speed = origin_wall, origin_sim, speed
+        self.sequence = sequence
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        scheduled = getattr(loop, "_scheduled", None)
+        if not isinstance(scheduled, list):
+            return  # not a loop of asyncio's own: nothing of ours to move
+        moved = False
+        for handle in scheduled:
+            if handle._callback is _run_simulated and not handle._cancelled:
+                handle._when = self._to_loop(handle._args[0])
+                moved = True
+        if moved:
+            heapq.heapify(scheduled)
 
     @property
     def lag_seconds(self) -> float:
@@ -221,6 +304,11 @@ class ScaledClock(Clock):
             due = loop.time() + interval_wall_seconds
             await asyncio.sleep(interval_wall_seconds)
             self._lag = max(0.0, loop.time() - due) * self.speed
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class RealClock(ScaledClock):

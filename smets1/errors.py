@@ -7,10 +7,12 @@ Smets1Error                 root of everything the project raises on purpose
 ├── DecodeError             bytes that do not decode: which field, at which offset, why
 │   ├── ImageError          ... a firmware image
 │   ├── WireError           ... a binary frame between the DCO and a device
-│   └── EnvelopeError       ... an MQTT envelope or batch (also a BusError)
+│   ├── EnvelopeError       ... an MQTT envelope or batch (also a BusError)
+│   └── ClockAnnouncementError ... the shared clock's announcement (also a ClockError)
 ├── SigningError            a key or signature file that cannot be used
 ├── ConfigError             a fleet config that does not validate (file, field)
 ├── BusError                a transport that cannot deliver or connect
+├── ClockError              the shared clock: no announcement in time, a bad speed
 ├── EmulatorError           emulator.errors: the fleet's devices
 ├── DcoError                dco_mock.errors: the DCO
 ├── SchedulerError          scheduler.errors: the DCC side
@@ -59,3 +61,12 @@ class BusError(Smets1Error):
 
 class EnvelopeError(DecodeError, BusError):
     """An MQTT message from an MqttBus whose envelope or batch does not decode."""
+
+
+class ClockError(Smets1Error):
+    """The clock a distributed run shares (smets1.shared_clock): no announcement from the
+    leader in time, or a speed that cannot be used."""
+
+
+class ClockAnnouncementError(DecodeError, ClockError):
+    """A clock announcement (or speed request) whose bytes do not decode."""

@@ -177,6 +177,7 @@ class _Outgoing:
     frame_count: int = 1
     frame_bytes: int = 0
     sender: int = 0
+    retain: bool = False  # the broker keeps it for later subscribers (publish_retained)
 
     def close_batch(self) -> None:
         """Freeze the frames into the payload."""
@@ -305,6 +306,20 @@ class MqttBus(Bus):
             whole = join_batch(self._sender, self._seq & 0xFFFF_FFFF, [payload])
             msg = _Outgoing(self._seq, topic, whole, now, None, 1, size, self._sender)
             self._open.pop(topic, None)  # later frames must not overtake this one
+        self._queue.put_nowait(msg)
+
+    def publish_retained(self, topic: str, payload: bytes) -> None:
+        """Publish one frame, alone, that the broker keeps for whoever subscribes later
+        (the shared clock's announcement); queued as `publish` does."""
+        if self._closed:
+            raise BusError(f"publish on closed bus (topic {topic})")
+        self._pending_frames += 1
+        self._drained_event.clear()
+        self._seq += 1
+        whole = join_batch(self._sender, self._seq & 0xFFFF_FFFF, [payload])
+        now = asyncio.get_running_loop().time()
+        msg = _Outgoing(self._seq, topic, whole, now, None, 1, len(payload), self._sender, True)
+        self._open.pop(topic, None)  # later frames must not overtake this one
         self._queue.put_nowait(msg)
 
     def subscribe(self, topic_filter: str, handler: Handler) -> None:
@@ -506,7 +521,9 @@ class MqttBus(Bus):
         self, client: aiomqtt.Client, msg: _Outgoing, window: asyncio.Semaphore
     ) -> None:
         try:
-            await client.publish(msg.topic, msg.payload, qos=QOS, timeout=PUBLISH_TIMEOUT_SECONDS)
+            await client.publish(
+                msg.topic, msg.payload, qos=QOS, retain=msg.retain, timeout=PUBLISH_TIMEOUT_SECONDS
+            )
         finally:
             window.release()
         if self._unacked.pop(msg.seq, None) is not None:

@@ -33,6 +33,7 @@ from smets1.dco_http import (
     bearer,
 )
 from tests.factories import make_image, tiny_config
+from tests.smets1.test_shared_clock import announce_clock
 
 pytestmark = pytest.mark.mqtt
 
@@ -116,8 +117,9 @@ def test_a_burst_beyond_the_file_limit_is_answered_not_crashed(
         sys.executable,
         *("-m", "orchestrator.cli", "dco", str(config), "--broker", broker.url),
         *("--host", "127.0.0.1", "--port", str(port), "--state-dir", str(tmp_path / "state")),
-        *("--speed", "1440", "--wall0", repr(time.time())),
     ]
+    # No scheduler runs: lead the clock the DCO waits for, and leave it on the broker.
+    announce_clock(broker.url, raw["name"], tmp_path / "clock")
     env = {**os.environ, TOKEN_ENV: TOKEN}
     with log.open("wb") as out:
         proc = subprocess.Popen(

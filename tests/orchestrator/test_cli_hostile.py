@@ -195,9 +195,15 @@ def test_every_variable_with_hostile_values(
         (["dco", "c.yaml", "--port", "70000"], "argument --port: expected 1-65535, got 70000"),
         (["fleet", "c.yaml", "--shards", "0"], "argument --shards: expected 1-1024, got 0"),
         (["fleet", "c.yaml", "--shard", "-1"], "argument --shard: expected 0-1023"),
-        (["dco", "c.yaml", "--speed", "0"], "argument --speed: expected a number above 0"),
-        (["dco", "c.yaml", "--speed", "nan"], "argument --speed: expected a finite number"),
-        (["dco", "c.yaml", "--wall0", "-5"], "argument --wall0: expected a Unix time"),
+        (["scheduler", "c.yaml", "--speed", "0"], "argument --speed: expected a number above 0"),
+        (["scheduler", "c.yaml", "--speed", "nan"], "argument --speed: expected a finite number"),
+        (["scheduler", "c.yaml", "--speed", "1e9"], "argument --speed: expected a speed above 0"),
+        (["scheduler", "c.yaml", "--wall0", "-5"], "argument --wall0: expected a Unix time"),
+        # Followers take their clock from the scheduler: no speed or wall0 of their own.
+        (["dco", "c.yaml", "--wall0", "5"], "unrecognized arguments: --wall0 5"),
+        (["fleet", "c.yaml", "--speed", "5"], "unrecognized arguments: --speed 5"),
+        (["fleet", "c.yaml", "--clock-wait", "0"], "argument --clock-wait: expected a number"),
+        (["clock", "c.yaml", "--speed", "-1"], "argument --speed: expected a number above 0"),
         (["dco", "c.yaml", "--worker", "a/b"], "argument --worker: expected 1-64 letters"),
         (["dco", "c.yaml", "--log-level", "loud"], "argument --log-level: expected one of"),
         (["scheduler", "c.yaml", "--dco", "ftp://x"], "argument --dco: expected http://"),
@@ -238,9 +244,10 @@ def test_bad_flags_name_the_flag_and_what_was_expected(
         ("SMETS1_SHARDS", "four", "fleet", "SMETS1_SHARDS='four': expected a whole number"),
         ("SMETS1_SHARDS", "0", "dco", "SMETS1_SHARDS='0': expected 1-1024, got 0"),
         ("SMETS1_SHARD", "x", "fleet", "SMETS1_SHARD='x': expected a whole number"),
-        ("SMETS1_SPEED", "0", "fleet", "SMETS1_SPEED='0': expected a number above 0"),
+        ("SMETS1_SPEED", "0", "scheduler", "SMETS1_SPEED='0': expected a number above 0"),
+        ("SMETS1_CLOCK_WAIT", "soon", "fleet", "SMETS1_CLOCK_WAIT='soon': expected a number"),
         ("SMETS1_SPEED", "fast", "scheduler", "SMETS1_SPEED='fast': expected a number"),
-        ("SMETS1_WALL0", "yesterday", "dco", "SMETS1_WALL0='yesterday': expected a number"),
+        ("SMETS1_WALL0", "yesterday", "scheduler", "SMETS1_WALL0='yesterday': expected a num"),
         ("SMETS1_BROKER", "mqtt://[::1", "fleet", "SMETS1_BROKER='mqtt://[::1': broker URL"),
         ("SMETS1_DCO_WORKER", "w/0", "dco", "SMETS1_DCO_WORKER='w/0': expected 1-64"),
         ("SMETS1_DCO_URLS", "http://a,nope", "scheduler", "SMETS1_DCO_URLS='http://a,nope'"),
@@ -267,7 +274,7 @@ def test_speed_zero_in_the_environment_is_not_taken_for_the_default(
 ) -> None:
     """It used to become 1440 silently (`_env_float(...) or DEFAULT_SPEED`)."""
     monkeypatch.setenv("SMETS1_SPEED", "0")
-    assert main(["fleet", "c.yaml", "--shard", "0"]) == 2
+    assert main(["scheduler", "c.yaml", "--dco", "http://127.0.0.1:1"]) == 2
     assert "SMETS1_SPEED='0'" in capsys.readouterr().err
 
 

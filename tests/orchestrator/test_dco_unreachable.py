@@ -22,7 +22,7 @@ from aiohttp.test_utils import TestServer
 from dco_mock.http_api import make_app
 from orchestrator.cli import main
 from orchestrator.dco_client import DcoClient
-from orchestrator.mosquitto import free_port
+from orchestrator.mosquitto import Mosquitto, free_port
 from orchestrator.roles_cli import EXIT_DCO_GAVE_UP
 from smets1.dco_http import TOKEN_ENV
 from tests.dco_mock.test_http_guard import DEVICE, GatedDco
@@ -31,15 +31,18 @@ CONFIG = Path(__file__).parent / "files" / "tiny.yaml"
 TOKEN = "scheduler-and-dco"
 
 
-def _scheduler(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[bytes], int, Path]:
-    """`smets1 scheduler` against a DCO port nothing listens on."""
+def _scheduler(
+    tmp_path: Path, broker: Mosquitto, *extra: str
+) -> tuple[subprocess.Popen[bytes], int, Path]:
+    """`smets1 scheduler` against a DCO port nothing listens on (it leads the clock on
+    `broker`)."""
     port = free_port()
     log = tmp_path / "scheduler.log"
     argv = [
         sys.executable,
         *("-m", "orchestrator.cli", "scheduler", str(CONFIG), "--host", "127.0.0.1"),
         *("--dco", f"http://127.0.0.1:{free_port()}", "--port", str(port)),
-        *("--out", str(tmp_path / "out"), "--speed", "50", "--wall0", repr(time.time())),
+        *("--out", str(tmp_path / "out"), "--speed", "50", "--broker", broker.url),
         *extra,
     ]
     with log.open("wb") as out:
@@ -49,8 +52,11 @@ def _scheduler(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[bytes], in
     return proc, port, log
 
 
-def test_an_unreachable_dco_makes_the_scheduler_unhealthy_not_refusing(tmp_path: Path) -> None:
-    proc, port, log = _scheduler(tmp_path)
+@pytest.mark.mqtt
+def test_an_unreachable_dco_makes_the_scheduler_unhealthy_not_refusing(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    proc, port, log = _scheduler(tmp_path, broker)
     try:
         deadline = time.monotonic() + 60.0
         answer: tuple[int, dict[str, str]] | None = None
@@ -78,8 +84,11 @@ def test_an_unreachable_dco_makes_the_scheduler_unhealthy_not_refusing(tmp_path:
     assert "Traceback" not in log.read_text()
 
 
-def test_told_to_exit_when_done_it_gives_up_with_status_3_and_one_line(tmp_path: Path) -> None:
-    proc, _, log = _scheduler(tmp_path, "--exit-when-done", "--dco-give-up", "0.5")
+@pytest.mark.mqtt
+def test_told_to_exit_when_done_it_gives_up_with_status_3_and_one_line(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    proc, _, log = _scheduler(tmp_path, broker, "--exit-when-done", "--dco-give-up", "0.5")
     assert proc.wait(60) == EXIT_DCO_GAVE_UP
     text = log.read_text()
     last = text.strip().splitlines()[-1]

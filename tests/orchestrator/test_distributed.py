@@ -18,6 +18,7 @@ from orchestrator.distributed import Service, run_distributed, wait_healthy
 from orchestrator.mosquitto import Mosquitto
 from orchestrator.runner import run_config
 from smets1.config import load_config
+from tests.smets1.test_shared_clock import announce_clock
 
 pytestmark = pytest.mark.mqtt
 
@@ -146,8 +147,8 @@ def test_a_role_whose_port_was_taken_first_starts_again_on_another(
         squatter.bind(("0.0.0.0", 0))
         squatter.listen()
         taken = squatter.getsockname()[1]
+        announce_clock(broker.url, "tiny", tmp_path / "clock")
         argv = [sys.executable, "-m", "orchestrator.cli", "fleet", str(CONFIG)]
-        argv += ["--wall0", repr(time.time())]
         argv += ["--broker", broker.url, "--shard", "0", "--shards", "1", "--port", str(taken)]
         argv += ["--state-dir", str(tmp_path / "state")]
         svc = Service("fleet-0", argv, tmp_path)
@@ -158,3 +159,36 @@ def test_a_role_whose_port_was_taken_first_starts_again_on_another(
             assert "Address already in use" in log and "Traceback" not in log
         finally:
             svc.stop()
+
+
+def test_every_role_follows_a_speed_change_mid_run(
+    broker: Mosquitto, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No process is given a start time: the scheduler leads the clock, and when it is
+    asked for a new speed mid-run (`smets1 clock --speed`) every process goes on at it."""
+    from orchestrator.cli import main
+
+    shown: list[dict[str, Any]] = []
+
+    def speed_up(services: dict[str, Service]) -> None:
+        for svc in services.values():
+            assert "--wall0" not in svc.argv, svc.argv
+        assert main(["clock", str(CONFIG), "--broker", broker.url, "--speed", "100"]) == 0
+        shown.append(json.loads(capsys.readouterr().out))
+
+    out = tmp_path / "dist"
+    summary = run_distributed(
+        CONFIG,
+        out,
+        broker=broker.url,
+        shards=2,
+        speed=50.0,
+        timeout_seconds=60.0,
+        on_started=speed_up,
+    )
+    assert summary["images_activated"] == summary["requests"] == DEVICES, summary["failed"]
+    assert shown and shown[0]["speed"] == 100.0 and shown[0]["sequence"] == 2
+    for name in ("scheduler", "dco-w0", "fleet-0", "fleet-1"):
+        clock = json.loads((out / f"{name}.json").read_text())["clock"]
+        assert clock["speed"] == 100.0 and clock["clock_sequence"] == 2, (name, clock)
+    assert "the clock changes speed" in (out / "scheduler.log").read_text()

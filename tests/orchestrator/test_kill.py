@@ -139,6 +139,13 @@ def test_kill_9_of_each_role_in_turn_loses_nothing(
     assert "campaign acme-rollout" in before and "campaign zeta-rollout" not in before
     assert "campaign zeta-rollout" in after and "campaign acme-rollout" not in after
     assert "resuming 14 request(s)" in after
+    # The restarted scheduler goes on with the clock it started (its state folder and the
+    # broker's retained announcement hold it), and the restarted DCO joins that clock.
+    assert "a new clock: run " in before and "a new clock" not in after
+    run = before.split("a new clock: run ")[1].split()[0]
+    assert f"the clock goes on: run {run} #1" in after
+    dco_after = (out / "dco-w0.log").read_text().split(KILLED)[1]
+    assert f"follows the clock: run {run} #1" in dco_after
 
     db = sqlite3.connect(out / "scheduler-state" / "scheduler.sqlite")
     rows = db.execute(
