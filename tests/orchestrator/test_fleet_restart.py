@@ -100,7 +100,7 @@ def test_fleet_role_refuses_a_state_dir_of_another_shard(tmp_path: Path) -> None
         state, build_devices(cfg, 0, 2, flash=flash), flash, fleet=cfg.name, shard=0, shards=2
     ).close()
     argv = [sys.executable, "-m", "orchestrator.cli", "fleet", str(CONFIG)]
-    argv += ["--shard", "1", "--shards", "2", "--state-dir", str(state), "--wall0", "0"]
+    argv += ["--shard", "1", "--shards", "2", "--state-dir", str(state)]
     argv += ["--broker", "mqtt://127.0.0.1:9"]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, done.stderr
