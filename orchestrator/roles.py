@@ -52,6 +52,7 @@ from smets1.broker_url import BrokerUrl
 from smets1.clock import ScaledClock, wall_seconds
 from smets1.config import CampaignConfig, FleetConfig
 from smets1.dco_http import in_flight_limit
+from smets1.lateness import lateness_threshold_seconds
 from smets1.metrics import BUS_METRICS, role_registry, sampler
 from smets1.mqtt import MqttBus
 from smets1.routing import DcoWorkerBus, ShardBus
@@ -105,7 +106,12 @@ async def run_dco(
     cfg = opts.config
     role = f"dco {worker}"
     install_stop(opts.stop)
-    mqtt = MqttBus(broker, client_id(cfg.name, f"dco-{worker}"), connect_timeout_seconds=None)
+    mqtt = MqttBus(
+        broker,
+        client_id(cfg.name, f"dco-{worker}"),
+        connect_timeout_seconds=None,
+        clock=opts.clock,
+    )
     bus = DcoWorkerBus(mqtt, cfg.name, worker)
     dco = Dco(
         opts.clock,
@@ -116,7 +122,7 @@ async def run_dco(
         state_dir=state_dir,
         block_size=cfg.block_size_bytes,
     )
-    lag = LagMonitor(opts.clock, role, mqtt)
+    lag = LagMonitor(opts.clock, role, mqtt, threshold_seconds=lateness_threshold_seconds(cfg))
     registry = role_registry(
         "dco",
         [sampler(mqtt, BUS_METRICS), sampler(lag, LAG_METRICS), sampler(dco, DCO_METRICS)],
@@ -128,6 +134,7 @@ async def run_dco(
             shards=shards,
             cpu_seconds=cpu_seconds(),
             clock=lag.status(),
+            lateness=lag.lateness_status(),
             bus=BusStatus.of(mqtt),
             dco=dco.counters,
         )
@@ -164,10 +171,15 @@ async def run_fleet(opts: RoleOptions, broker: BrokerUrl, shard: int, shards: in
     role = f"fleet shard {shard}/{shards}"
     install_stop(opts.stop)
     devices = build_devices(cfg, shard, shards)
-    mqtt = MqttBus(broker, client_id(cfg.name, f"fleet-{shard}"), connect_timeout_seconds=None)
+    mqtt = MqttBus(
+        broker,
+        client_id(cfg.name, f"fleet-{shard}"),
+        connect_timeout_seconds=None,
+        clock=opts.clock,
+    )
     bus = ShardBus(mqtt, cfg.name, shard)
     host = FleetHost(opts.clock, bus, cfg.name, devices, shard=shard)
-    lag = LagMonitor(opts.clock, role, mqtt)
+    lag = LagMonitor(opts.clock, role, mqtt, threshold_seconds=lateness_threshold_seconds(cfg))
     registry = role_registry(
         "fleet",
         [sampler(mqtt, BUS_METRICS), sampler(lag, LAG_METRICS), sampler(host, FLEET_METRICS)],
@@ -180,6 +192,7 @@ async def run_fleet(opts: RoleOptions, broker: BrokerUrl, shard: int, shards: in
             cpu_seconds=cpu_seconds(),
             devices=len(devices),
             clock=lag.status(),
+            lateness=lag.lateness_status(),
             bus=BusStatus.of(mqtt),
             fleet=host.counters,
             device_states=dict(sorted(host.state_counts().items())),
@@ -226,7 +239,7 @@ async def run_scheduler(
     install_stop(opts.stop)
     images = make_images(cfg)
     by_model = devices_by_model(cfg)
-    lag = LagMonitor(clock, "scheduler")
+    lag = LagMonitor(clock, "scheduler", threshold_seconds=lateness_threshold_seconds(cfg))
     wall0 = wall_seconds()
     done: SchedulerStatus
     client = DcoClient(
@@ -274,6 +287,7 @@ async def run_scheduler(
                 wall_seconds=round(wall_seconds() - wall0, 3),
                 dco_urls=dco_urls,
                 clock=lag.status(),
+                lateness=lag.lateness_status(),
                 requests=by_state(),
                 summary=summary,
             )

@@ -55,6 +55,7 @@ import contextlib
 import logging
 import math
 import random
+import socket
 import ssl
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -450,6 +451,10 @@ class MqttBus(Bus):
             queue_type=_Dispatch,
             max_inflight_messages=PUBLISH_WINDOW,
             tls_context=_tls_context(b),
+            # Without it Nagle holds a small publish back until the broker ACKs the
+            # last one, which Linux's delayed ACK puts off by up to 40 ms: measured as
+            # 40-55 ms wall of lateness on most frames of a quiet run.
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
             logger=log,
         )
         # A full publish window is normal here, not a warning.
