@@ -74,8 +74,9 @@ def test_verdict_is_invalid_past_the_threshold_and_says_the_counts_do_not_count(
     assert set(bad) == VERDICT_KEYS and bad["status"] == "invalid"
     assert bad["threshold_seconds"] == 0.5
     assert "fleet-1's messages arrived up to 7 simulated s late" in bad["reason"]
-    assert "failed (offline 3), offline and TRT-missed (2) counts are not to be trusted" in (
-        bad["reason"]
+    assert (
+        "failed (offline 3), offline and TRT-missed (2) counts are not to be trusted"
+        in (bad["reason"])
     )
     good = verdict(lateness_document({"fleet-0": _status(0.5)}, 0.5), {}, 0)
     assert good["status"] == "valid"
