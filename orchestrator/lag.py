@@ -56,8 +56,11 @@ class LagMonitor:
         self.worst_lag_seconds = 0.0
         self.lag_episodes = 0
         self.transport_delay_seconds = 0.0
-        #: The bus's messages, or (without a bus) this process's timers.
-        self.lateness = bus.lateness if bus is not None else LatenessMeter()
+        #: How late this process's own timers fire (a frozen or starved process is late
+        #: here even when no message waits for it).
+        self.timers = LatenessMeter()
+        #: The bus's messages, or (without a bus) the timers.
+        self.lateness = bus.lateness if bus is not None else self.timers
         self.threshold_seconds = threshold_seconds
         self.late = False
         self.late_episodes = 0
@@ -73,12 +76,13 @@ class LagMonitor:
 
     async def _report(self) -> None:
         speed = self.clock.speed
+        loop = asyncio.get_running_loop()
         while True:
+            due = loop.time() + LAG_CHECK_WALL_SECONDS
             await asyncio.sleep(LAG_CHECK_WALL_SECONDS)
+            self.timers.add((loop.time() - due) * speed)
             if self.bus is not None:
                 self.transport_delay_seconds = self.bus.take_worst_delay() * speed
-            else:
-                self.lateness.add(self.clock.lag_seconds)
             self._check_lateness()
             lag = self.lag_seconds
             self.worst_lag_seconds = max(self.worst_lag_seconds, lag)
@@ -103,6 +107,8 @@ class LagMonitor:
 
     def _check_lateness(self) -> None:
         recent = self.lateness.take_recent_worst()
+        if self.timers is not self.lateness:
+            recent = max(recent, self.timers.take_recent_worst())
         late = recent > self.threshold_seconds
         if late and not self.late:
             self.late_episodes += 1
@@ -111,7 +117,7 @@ class LagMonitor:
                 "run's threshold of %g s: this run's timings, failures and TRT outcomes "
                 "cannot be trusted, and it will be marked invalid",
                 self.role,
-                "messages arrive" if self.bus is not None else "timers fire",
+                "messages arrive or timers fire" if self.bus is not None else "timers fire",
                 recent,
                 recent / self.clock.speed,
                 self.clock.speed,
@@ -127,6 +133,7 @@ class LagMonitor:
             self.threshold_seconds,
             self.late,
             "messages" if self.bus is not None else "timers",
+            timers_worst_seconds=self.timers.worst,
         )
 
     def status(self) -> ClockStatus:

@@ -52,6 +52,9 @@ class LatenessStatus(_Doc):
     mean_seconds: float
     #: The most a valid run may show (smets1.lateness.lateness_threshold_seconds).
     threshold_seconds: float
+    #: How late the process's own timers fired at worst (the watch's sleep, checked
+    #: every second): a process frozen or starved while no message waits for it.
+    timers_worst_seconds: float = 0.0
     #: Over the threshold in the last check.
     late: bool
     #: Samples per bucket index of smets1.lateness.BUCKET_BOUNDS_SECONDS (empty ones left
@@ -65,6 +68,7 @@ class LatenessStatus(_Doc):
         threshold_seconds: float,
         late: bool,
         of: Literal["messages", "timers"] = "messages",
+        timers_worst_seconds: float = 0.0,
     ) -> LatenessStatus:
         return cls(
             of=of,
@@ -73,6 +77,7 @@ class LatenessStatus(_Doc):
             p99_seconds=round(meter.p99, 6),
             mean_seconds=round(meter.total / meter.count, 6) if meter.count else 0.0,
             threshold_seconds=threshold_seconds,
+            timers_worst_seconds=round(timers_worst_seconds, 6),
             late=late,
             buckets={i: n for i, n in enumerate(meter.buckets) if n},
         )

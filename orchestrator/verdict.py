@@ -29,14 +29,16 @@ def lateness_document(roles: dict[str, LatenessStatus], threshold_seconds: float
         for i, n in status.buckets.items():
             if 0 <= i < len(buckets):
                 buckets[i] += n
-    worst = max((s.worst_seconds for s in roles.values()), default=0.0)
+    worst = max((max(s.worst_seconds, s.timers_worst_seconds) for s in roles.values()), default=0.0)
     return {
         "worst_seconds": worst,
         "p99_seconds": round(percentile(buckets, 0.99, worst), 6),
         "samples": sum(buckets),
         "threshold_seconds": threshold_seconds,
         "roles": {
-            name: s.model_dump(include={"of", "samples", "worst_seconds", "p99_seconds"})
+            name: s.model_dump(
+                include={"of", "samples", "worst_seconds", "p99_seconds", "timers_worst_seconds"}
+            )
             for name, s in roles.items()
         },
     }
@@ -54,8 +56,14 @@ def verdict(lateness: dict[str, Any], failed: dict[str, int], trt_missed: int) -
             "threshold_seconds": threshold,
         }
     roles = lateness["roles"]
-    name = max(roles, key=lambda r: roles[r]["worst_seconds"])
-    what = "timers fired" if roles[name]["of"] == "timers" else "messages arrived"
+
+    def worst_of(role: dict[str, Any]) -> float:
+        return max(role["worst_seconds"], role["timers_worst_seconds"])
+
+    name = max(roles, key=lambda r: worst_of(roles[r]))
+    role = roles[name]
+    timers = role["of"] == "timers" or role["timers_worst_seconds"] > role["worst_seconds"]
+    what = "timers fired" if timers else "messages arrived"
     outcomes = ", ".join(f"{k} {v}" for k, v in failed.items()) or "none"
     return {
         "status": INVALID,

@@ -4,9 +4,11 @@ summary's `verdict`, on one line at the end, and with exit status 4."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -129,8 +131,13 @@ def test_an_invalid_distributed_run_ends_with_one_line_and_exit_status_4(
 def test_a_run_that_keeps_up_is_valid_with_small_lateness(
     broker: Mosquitto, tmp_path: Path
 ) -> None:
+    """tiny.yaml at speed 2. Its links are fast (the default threshold is 0.0612 s, 31 ms
+    wall at speed 2, which one stall of a loaded test machine can pass): the config is
+    given a threshold of 0.25 s here, still under half of its shortest frame."""
+    config = tmp_path / "tiny.yaml"
+    config.write_text(CONFIG.read_text() + "max_lateness_seconds: 0.25\n")
     summary = run_distributed(
-        CONFIG,
+        config,
         tmp_path / "dist",
         broker=broker.url,
         shards=2,
@@ -141,7 +148,7 @@ def test_a_run_that_keeps_up_is_valid_with_small_lateness(
     assert summary["images_activated"] == DEVICES, summary["failed"]
     lateness = summary["lateness"]
     assert summary["verdict"]["status"] == "valid", summary["verdict"]["reason"]
-    assert lateness["worst_seconds"] <= lateness["threshold_seconds"] == pytest.approx(0.0612)
+    assert lateness["worst_seconds"] <= lateness["threshold_seconds"] == 0.25
     assert set(lateness["roles"]) == {"scheduler", "dco-w0", "fleet-0", "fleet-1"}
     for name in ("dco-w0", "fleet-0", "fleet-1"):
         assert lateness["roles"][name]["of"] == "messages"
@@ -155,18 +162,25 @@ def test_a_run_that_keeps_up_is_valid_with_small_lateness(
 
 
 @pytest.mark.mqtt
-def test_a_shard_stopped_mid_campaign_makes_the_run_invalid(
-    broker: Mosquitto, tmp_path: Path
-) -> None:
-    """Fleet shard 0 is frozen (SIGSTOP) for 3 wall seconds mid-campaign: the frames the
-    DCO sends it meanwhile wait in the broker, and arrive late by as much. The verdict
-    says the run is invalid, and why."""
+def test_a_dco_frozen_mid_campaign_makes_the_run_invalid(broker: Mosquitto, tmp_path: Path) -> None:
+    """The DCO worker is frozen (SIGSTOP) for 3 wall seconds mid-campaign: the devices'
+    answers sent meanwhile wait in the broker and reach it late by as much, which its
+    lateness shows though its own publishing never waited. The verdict says the run is
+    invalid, and why."""
     stopped = {"seconds": 0.0}
     speed = 2.0
 
     def freeze_a_shard(services: dict[str, Service]) -> None:
-        time.sleep(1.5)
-        proc = services["fleet-0"].proc
+        svc = services["dco-w0"]
+        url = f"http://127.0.0.1:{svc.argv[svc.argv.index('--port') + 1]}/health"
+        deadline = time.monotonic() + 20.0
+        while time.monotonic() < deadline:  # until transfers are under way
+            with contextlib.suppress(OSError, ValueError):
+                with urllib.request.urlopen(url, timeout=1.0) as resp:
+                    if json.loads(resp.read())["dco"]["in_flight"]:
+                        break
+            time.sleep(0.02)
+        proc = svc.proc
         proc.send_signal(signal.SIGSTOP)
         began = time.monotonic()
         try:
@@ -188,12 +202,13 @@ def test_a_shard_stopped_mid_campaign_makes_the_run_invalid(
     )
     assert stopped["seconds"] >= 3.0
     lateness = summary["lateness"]
-    fleet0 = lateness["roles"]["fleet-0"]
-    # At least one frame waited in the broker for a good part of the freeze.
-    assert fleet0["worst_seconds"] >= 1.0 * speed, lateness
-    assert lateness["worst_seconds"] == max(r["worst_seconds"] for r in lateness["roles"].values())
+    dco = lateness["roles"]["dco-w0"]
+    # At least one answer waited in the broker for a good part of the freeze.
+    assert dco["of"] == "messages" and dco["worst_seconds"] >= 1.0 * speed, lateness
+    assert lateness["worst_seconds"] >= dco["worst_seconds"]
     assert summary["verdict"]["status"] == "invalid"
+    assert summary["verdict"]["reason"].startswith("dco-w0's ")
     assert "not to be trusted" in summary["verdict"]["reason"]
-    status = json.loads((out / "fleet-0.json").read_text())
+    status = json.loads((out / "dco-w0.json").read_text())
     assert status["lateness"]["worst_seconds"] >= 1.0 * speed
-    assert "over the run's threshold" in (out / "fleet-0.log").read_text()
+    assert "over the run's threshold" in (out / "dco-w0.log").read_text()
