@@ -36,7 +36,10 @@ from pydantic import BaseModel, ValidationError
 from orchestrator.errors import DistributedError
 from orchestrator.mosquitto import STOP_TIMEOUT_SECONDS, Mosquitto, free_port
 from orchestrator.status import DcoStatus, FleetStatus, SchedulerStatus
+from orchestrator.verdict import lateness_document, verdict
+from smets1.config import load_config
 from smets1.dco_http import TOKEN_ENV
+from smets1.lateness import lateness_threshold_seconds
 
 _S = TypeVar("_S", bound=BaseModel)
 
@@ -261,7 +264,8 @@ def run_distributed(
     status = _read(out / "scheduler.json", SchedulerStatus)
     fleets = [_read(out / f"fleet-{s}.json", FleetStatus) for s in range(shards)]
     dcos = [_read(out / f"dco-w{w}.json", DcoStatus) for w in range(dco_workers)]
-    summary = merge(status, fleets, dcos, campaign_seconds)
+    threshold = lateness_threshold_seconds(load_config(config))
+    summary = merge(status, fleets, dcos, campaign_seconds, threshold)
     summary.update(
         shards=shards,
         dco_workers=dco_workers,
@@ -278,9 +282,12 @@ def merge(
     fleets: list[FleetStatus],
     dcos: list[DcoStatus],
     campaign_seconds: float,
+    threshold_seconds: float,
 ) -> dict[str, Any]:
     """One summary from every process's status: the scheduler's campaign summary with
-    what the fleet shards and DCO workers counted, the broker traffic, CPU and lag."""
+    what the fleet shards and DCO workers counted, the broker traffic, CPU and lag, the
+    end-to-end lateness of every process and the verdict it leads to
+    (orchestrator.verdict)."""
     states: Counter[str] = Counter()
     for f in fleets:
         states.update(f.device_states)
@@ -295,8 +302,17 @@ def merge(
         **{f"dco-w{w}": d.clock.worst_lag_seconds for w, d in enumerate(dcos)},
         **{f"fleet-{s}": f.clock.worst_lag_seconds for s, f in enumerate(fleets)},
     }
+    lateness = lateness_document(
+        {
+            "scheduler": scheduler.lateness,
+            **{f"dco-w{w}": d.lateness for w, d in enumerate(dcos)},
+            **{f"fleet-{s}": f.lateness for s, f in enumerate(fleets)},
+        },
+        threshold_seconds,
+    )
+    campaign = scheduler.summary_document()
     return {
-        **scheduler.summary_document(),
+        **campaign,
         "blocks_delivered": sum(f.fleet.blocks_received for f in fleets),
         "bytes_delivered": sum(f.fleet.block_bytes_received for f in fleets),
         "blocks_sent": sum(d.dco.blocks_sent for d in dcos),
@@ -324,4 +340,6 @@ def merge(
         "lag": lag,
         "lag_episodes": scheduler.clock.lag_episodes + sum(p.clock.lag_episodes for p in processes),
         "worst_lag_seconds": max(lag.values()),
+        "lateness": lateness,
+        "verdict": verdict(lateness, campaign["failed"], campaign["trt_missed"]),
     }

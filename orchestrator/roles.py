@@ -59,6 +59,7 @@ from smets1.broker_url import BrokerUrl
 from smets1.clock import ScaledClock, wall_seconds
 from smets1.config import CampaignConfig, FleetConfig
 from smets1.dco_http import in_flight_limit
+from smets1.lateness import lateness_threshold_seconds
 from smets1.metrics import BUS_METRICS, RoleCollector, role_registry, sampler
 from smets1.mqtt import MqttBus
 from smets1.routing import DcoWorkerBus, ShardBus
@@ -133,7 +134,12 @@ async def run_dco(
     cfg = opts.config
     role = f"dco {worker}"
     install_stop(opts.stop)
-    mqtt = MqttBus(broker, client_id(cfg.name, f"dco-{worker}"), connect_timeout_seconds=None)
+    mqtt = MqttBus(
+        broker,
+        client_id(cfg.name, f"dco-{worker}"),
+        connect_timeout_seconds=None,
+        clock=opts.clock,
+    )
     bus = DcoWorkerBus(mqtt, cfg.name, worker)
     dco = Dco(
         opts.clock,
@@ -145,7 +151,7 @@ async def run_dco(
         block_size=cfg.block_size_bytes,
     )
     follower = ClockFollower(opts.clock, mqtt, cfg.name, role)
-    lag = LagMonitor(opts.clock, role, mqtt)
+    lag = LagMonitor(opts.clock, role, mqtt, threshold_seconds=lateness_threshold_seconds(cfg))
     registry = role_registry(
         "dco",
         [sampler(mqtt, BUS_METRICS), sampler(lag, LAG_METRICS), sampler(dco, DCO_METRICS)],
@@ -157,6 +163,7 @@ async def run_dco(
             shards=shards,
             cpu_seconds=cpu_seconds(),
             clock=lag.status(),
+            lateness=lag.lateness_status(),
             bus=BusStatus.of(mqtt),
             dco=dco.counters,
         )
@@ -226,11 +233,16 @@ async def _serve_fleet(
 ) -> FleetStatus:
     cfg = opts.config
     role = f"fleet shard {shard}/{shards}"
-    mqtt = MqttBus(broker, client_id(cfg.name, f"fleet-{shard}"), connect_timeout_seconds=None)
+    mqtt = MqttBus(
+        broker,
+        client_id(cfg.name, f"fleet-{shard}"),
+        connect_timeout_seconds=None,
+        clock=opts.clock,
+    )
     bus = ShardBus(mqtt, cfg.name, shard)
     host = FleetHost(opts.clock, bus, cfg.name, devices, shard=shard, journal=journal)
     follower = ClockFollower(opts.clock, mqtt, cfg.name, role)
-    lag = LagMonitor(opts.clock, role, mqtt)
+    lag = LagMonitor(opts.clock, role, mqtt, threshold_seconds=lateness_threshold_seconds(cfg))
     registry = role_registry(
         "fleet",
         [sampler(mqtt, BUS_METRICS), sampler(lag, LAG_METRICS), sampler(host, FLEET_METRICS)],
@@ -243,6 +255,7 @@ async def _serve_fleet(
             cpu_seconds=cpu_seconds(),
             devices=len(devices),
             clock=lag.status(),
+            lateness=lag.lateness_status(),
             bus=BusStatus.of(mqtt),
             fleet=host.counters,
             device_states=dict(sorted(host.state_counts().items())),
@@ -292,7 +305,7 @@ async def run_scheduler(
     """
     cfg = opts.config
     install_stop(opts.stop)
-    mqtt = MqttBus(broker, client_id(cfg.name, "scheduler"))
+    mqtt = MqttBus(broker, client_id(cfg.name, "scheduler"), clock=opts.clock)
     leader = ClockLeader(opts.clock, mqtt, cfg.name, state_dir, wall0=opts.wall0)
     log.info("scheduler: connecting to %s to lead the clock", broker)
     await mqtt.start()  # BusError when the broker cannot be reached in time
@@ -318,7 +331,8 @@ async def _schedule(
     clock = opts.clock
     images = make_images(cfg)
     by_model = devices_by_model(cfg)
-    lag = LagMonitor(clock, "scheduler", leader.bus)
+    # The scheduler takes no device traffic: its lateness is that of its own timers.
+    lag = LagMonitor(clock, "scheduler", threshold_seconds=lateness_threshold_seconds(cfg))
     wall0 = wall_seconds()
     done: SchedulerStatus
     client = DcoClient(
@@ -366,6 +380,7 @@ async def _schedule(
                 wall_seconds=round(wall_seconds() - wall0, 3),
                 dco_urls=dco_urls,
                 clock=lag.status(),
+                lateness=lag.lateness_status(),
                 requests=by_state(),
                 summary=summary,
             )

@@ -26,7 +26,9 @@ config, or SMETS1_DCO_TOKEN in the environment (which wins: a Kubernetes Secret)
 an option, so that it does not show in a process list.
 
 Exit status: 0 done, 1 requests left unfinished (`--exit-when-done`), 2 a usage or config
-error, 3 the scheduler gave up on a DCO it could not reach (`--dco-give-up`).
+error, 3 the scheduler gave up on a DCO it could not reach (`--dco-give-up`), 4 (from
+`distributed`) the run finished but is invalid: some process ran later than the config's
+lateness threshold allows (orchestrator.verdict), so its results are not to be trusted.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ from smets1.shared_clock import FOLLOW_WAIT_SECONDS, check_speed
 
 EXIT_USAGE = 2
 EXIT_DCO_GAVE_UP = 3
+EXIT_INVALID_RUN = 4
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
 #: A simulated day per wall minute.
 DEFAULT_SPEED = 1440.0
@@ -395,6 +398,15 @@ def _run_distributed(args: argparse.Namespace) -> int:
         f"over {bus['seconds']} s of campaign)\n"
         f"  summary: {out / 'summary.json'}"
     )
+    lateness, verdict = summary["lateness"], summary["verdict"]
+    print(
+        f"  lateness: worst {lateness['worst_seconds']:g} simulated s, p99 "
+        f"{lateness['p99_seconds']:g} s, threshold {verdict['threshold_seconds']:g} s"
+    )
+    if verdict["status"] != "valid":
+        # Last, on one line: whatever the counts above say, they do not count.
+        print(f"smets1: invalid run: {verdict['reason']}", file=sys.stderr)
+        return EXIT_INVALID_RUN
     return 0 if not summary.get("unfinished") else 1
 
 

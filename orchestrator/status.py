@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 from dco_mock.service import DcoCounters
 from emulator.fleet import FleetCounters
 from scheduler.summary import SchedulerSummary
+from smets1.lateness import LatenessMeter
 from smets1.mqtt import MqttBus, MqttCounters
 
 
@@ -43,6 +44,51 @@ class ClockStatus(_Doc):
     clock_sequence: int = 0
 
 
+class LatenessStatus(_Doc):
+    """How late what a process handles arrives, end to end, in simulated seconds
+    (smets1.lateness): MQTT messages for a DCO worker and a fleet shard (sender's queue,
+    broker, network and this process's loop together), its own timers for the scheduler,
+    which takes no messages."""
+
+    #: What was measured: "messages" or "timers".
+    of: Literal["messages", "timers"]
+    samples: int
+    worst_seconds: float
+    p99_seconds: float
+    mean_seconds: float
+    #: The most a valid run may show (smets1.lateness.lateness_threshold_seconds).
+    threshold_seconds: float
+    #: How late the process's own timers fired at worst (the watch's sleep, checked
+    #: every second): a process frozen or starved while no message waits for it.
+    timers_worst_seconds: float = 0.0
+    #: Over the threshold in the last check.
+    late: bool
+    #: Samples per bucket index of smets1.lateness.BUCKET_BOUNDS_SECONDS (empty ones left
+    #: out), so that the launcher adds the histograms of every process exactly.
+    buckets: dict[int, int]
+
+    @classmethod
+    def of_meter(
+        cls,
+        meter: LatenessMeter,
+        threshold_seconds: float,
+        late: bool,
+        of: Literal["messages", "timers"] = "messages",
+        timers_worst_seconds: float = 0.0,
+    ) -> LatenessStatus:
+        return cls(
+            of=of,
+            samples=meter.count,
+            worst_seconds=round(meter.worst, 6),
+            p99_seconds=round(meter.p99, 6),
+            mean_seconds=round(meter.total / meter.count, 6) if meter.count else 0.0,
+            threshold_seconds=threshold_seconds,
+            timers_worst_seconds=round(timers_worst_seconds, 6),
+            late=late,
+            buckets={i: n for i, n in enumerate(meter.buckets) if n},
+        )
+
+
 class BusStatus(_Doc):
     """An MQTT bus: the connection, and what went through it (frames and MQTT messages)."""
 
@@ -63,6 +109,7 @@ class DcoStatus(_Doc):
     shards: int
     cpu_seconds: float
     clock: ClockStatus
+    lateness: LatenessStatus
     bus: BusStatus
     #: The DCO's own counters (dco_mock.service), as they are.
     dco: DcoCounters
@@ -77,6 +124,7 @@ class FleetStatus(_Doc):
     cpu_seconds: float
     devices: int
     clock: ClockStatus
+    lateness: LatenessStatus
     bus: BusStatus
     #: The fleet host's own counters (emulator.fleet), as they are.
     fleet: FleetCounters
@@ -92,6 +140,7 @@ class SchedulerStatus(_Doc):
     wall_seconds: float
     dco_urls: list[str]
     clock: ClockStatus
+    lateness: LatenessStatus
     requests: dict[str, int]
     summary: SchedulerSummary
 
@@ -104,5 +153,6 @@ class SchedulerStatus(_Doc):
             "dco_urls": self.dco_urls,
             "wall_seconds": self.wall_seconds,
             "clock": self.clock.model_dump(),
+            "lateness": self.lateness.model_dump(exclude={"buckets"}),
             "cpu_seconds": self.cpu_seconds,
         }

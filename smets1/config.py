@@ -62,6 +62,10 @@ class FleetConfig(Strict):
     campaigns: list[CampaignConfig] = []
     scheduler: SchedulerConfig = SchedulerConfig()
     dco: DcoConfig = DcoConfig()
+    #: The worst end-to-end lateness of a frame (simulated seconds) a distributed run may
+    #: show and still be valid; default: a tenth of one run of blocks over the fastest
+    #: link (smets1.lateness).
+    max_lateness_seconds: float | None = Field(None, gt=0)
 
     @field_validator("epoch")
     @classmethod

@@ -16,12 +16,19 @@ Delivery guarantees, and why:
   copes with a duplicate (a device ignores blocks it holds and answers a repeated
   INITIATE, QUERY or ACTIVATE as it stands; the DCO drops answers to closed requests),
   but a stale frame replayed after a restart is still a surprise worth avoiding: each
-  payload travels in a 9-byte `Envelope`, `0xE5, sender u32, seq u32` (big-endian), and
-  a receiver drops a (sender, seq) it has seen. Handlers see the frame alone. (An MQTT v5
-  user property would do the same, but paho builds and parses those at half the rate.)
+  payload travels in a 17-byte `Envelope`, `0xE7, sender u32, seq u32, sent_at f64`
+  (big-endian), and a receiver drops a (sender, seq) it has seen. Handlers see the frame
+  alone. (An MQTT v5 user property would do the same, but paho builds and parses those at
+  half the rate.)
+* **Every message says when it was sent, in simulated time.** `sent_at` is the sender's
+  clock when `publish()` took the (first) frame; the receiver's clock when it hands the
+  frames to their handlers, less `sent_at`, is the message's end-to-end lateness: the
+  sender's queue, the broker's, the network and the receiver's event loop together
+  (smets1.lateness). `lateness` keeps it. Version 1 envelopes (`0xE5`, `0xE6`, without a
+  send time) are refused by name.
 * **Small frames that queue up travel together.** A frame published while an earlier one
   for the same topic still waits in the queue joins it, up to `BATCH_MAX_BYTES`: envelope
-  `0xE6, sender u32, seq u32`, then a `BatchEntry` (`length u32, frame`) per frame
+  `0xE8, sender u32, seq u32, sent_at f64`, then a `BatchEntry` (`length u32, frame`) per frame
   (`join_batch`, `split_batch`). aiomqtt and paho spend about as much per message as on
   64 KiB of payload, and a DCO day is mostly small frames (initiate, status, query, activate:
   ten a device against one or a few runs of blocks), so under load this halves the work
@@ -46,7 +53,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
+import socket
 import ssl
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -59,8 +68,10 @@ from paho.mqtt.properties import Properties
 
 from smets1.broker_url import BrokerUrl
 from smets1.bus import Bus, BusCounters, Handler, topic_matches
+from smets1.clock import Clock, RealClock
 from smets1.errors import BusError, EnvelopeError
-from smets1.structs import Field, LVBytes, Struct, binary, u8, u32
+from smets1.lateness import LatenessMeter
+from smets1.structs import Field, LVBytes, Struct, binary, f64, u8, u32
 
 log = logging.getLogger("smets1.mqtt")
 
@@ -77,10 +88,13 @@ PUBLISH_TIMEOUT_SECONDS = 60.0
 #: Message numbers remembered per sender to drop redeliveries.
 DEDUP_WINDOW = 16_384
 #: First byte of the envelope (a frame starts with its format version, smets1.wire's
-#: FRAME_VERSION, far below).
-ENVELOPE_MAGIC = 0xE5
+#: FRAME_VERSION, far below). It is the envelope's version too: 0xE5 and 0xE6 were
+#: version 1, without `sent_at`.
+ENVELOPE_MAGIC = 0xE7
 #: First byte of the envelope of several frames, each behind its length (u32, big-endian).
-BATCH_MAGIC = 0xE6
+BATCH_MAGIC = 0xE8
+#: The magics of version 1, named in the error that refuses them.
+OLD_MAGICS = (0xE5, 0xE6)
 #: Frames join a queued message for their topic while it stays under this many bytes;
 #: a frame this large or larger always travels alone (runs of blocks do).
 BATCH_MAX_BYTES = 64 * 1024
@@ -110,18 +124,27 @@ class MqttCounters(BusCounters):
 def _known_magic(magic: int, _: Mapping[str, Any]) -> str | None:
     if magic in (ENVELOPE_MAGIC, BATCH_MAGIC):
         return None
-    return f"expected 0x{ENVELOPE_MAGIC:02X} or 0x{BATCH_MAGIC:02X}, got 0x{magic:02X}"
+    old = " (a version 1 envelope, without a send time)" if magic in OLD_MAGICS else ""
+    return f"expected 0x{ENVELOPE_MAGIC:02X} or 0x{BATCH_MAGIC:02X}, got 0x{magic:02X}{old}"
+
+
+def _finite_time(sent_at: float, _: Mapping[str, Any]) -> str | None:
+    if math.isfinite(sent_at):
+        return None
+    return f"expected a finite simulated time, got {sent_at!r}"
 
 
 @binary(endian=">", error=EnvelopeError)
 class Envelope(Struct):
     """What an MqttBus puts in front of the frames of a message: one frame alone
     (`ENVELOPE_MAGIC`, the frame follows) or several (`BATCH_MAGIC`, `BatchEntry`s follow),
-    and who sent it with which number, to drop redeliveries."""
+    who sent it with which number, to drop redeliveries, and when (simulated Unix
+    seconds), to measure how late it arrives."""
 
     magic: Annotated[int, u8, Field(check=_known_magic)]
     sender: Annotated[int, u32]
     seq: Annotated[int, u32]
+    sent_at: Annotated[float, f64, Field(check=_finite_time)]
 
 
 @binary(endian=">", error=EnvelopeError)
@@ -134,12 +157,13 @@ class BatchEntry(Struct):
 ENVELOPE_BYTES = Envelope.LAYOUT.size()
 
 
-def join_batch(sender: int, seq: int, frames: Sequence[bytes]) -> bytes:
-    """One MQTT message carrying `frames`: a lone frame in the plain envelope, several
-    each behind its length. `split_batch` takes it apart."""
+def join_batch(sender: int, seq: int, frames: Sequence[bytes], sent_at: float) -> bytes:
+    """One MQTT message carrying `frames`, sent at simulated time `sent_at`: a lone
+    frame in the plain envelope, several each behind its length. `split_batch` takes it
+    apart."""
     if len(frames) == 1:
-        return Envelope(ENVELOPE_MAGIC, sender, seq).serialize() + frames[0]
-    parts = [Envelope(BATCH_MAGIC, sender, seq).serialize()]
+        return Envelope(ENVELOPE_MAGIC, sender, seq, sent_at).serialize() + frames[0]
+    parts = [Envelope(BATCH_MAGIC, sender, seq, sent_at).serialize()]
     parts += [BatchEntry(frame).serialize() for frame in frames]
     return b"".join(parts)
 
@@ -178,13 +202,14 @@ class _Outgoing:
     frame_bytes: int = 0
     sender: int = 0
     retain: bool = False  # the broker keeps it for later subscribers (publish_retained)
+    sent_at: float = 0.0  # simulated time of the first frame's publish()
 
     def close_batch(self) -> None:
         """Freeze the frames into the payload."""
         frames = self.frames
         if frames is not None:
             self.frames = None
-            self.payload = join_batch(self.sender, self.seq & 0xFFFF_FFFF, frames)
+            self.payload = join_batch(self.sender, self.seq & 0xFFFF_FFFF, frames, self.sent_at)
 
 
 @dataclass(slots=True)
@@ -234,7 +259,10 @@ def _tls_context(broker: BrokerUrl) -> ssl.SSLContext | None:
 
 
 class MqttBus(Bus):
-    """Publish/subscribe of binary frames through an MQTT broker; reconnects by itself."""
+    """Publish/subscribe of binary frames through an MQTT broker; reconnects by itself.
+
+    `clock` stamps each message's send time and measures its lateness on arrival; the
+    processes of a run share one (default: wall time, as speed 1 would)."""
 
     counters: MqttCounters
 
@@ -244,11 +272,18 @@ class MqttBus(Bus):
         client_id: str,
         *,
         connect_timeout_seconds: float | None = 30.0,
+        clock: Clock | None = None,
     ) -> None:
         self.broker = broker
         self.client_id = client_id
         self.connect_timeout_seconds = connect_timeout_seconds
+        self.clock: Clock = clock if clock is not None else RealClock()
         self.counters = MqttCounters()
+        #: End-to-end lateness of every message received (smets1.lateness).
+        self.lateness = LatenessMeter()
+        #: While False, messages are not measured: a follower's clock is not the run's
+        #: until the leader's announcement arrives (smets1.shared_clock sets it).
+        self.measuring = True
         self.last_error: str | None = None
         self._queue: asyncio.Queue[_Outgoing] = asyncio.Queue()
         #: Per topic, the queued message that later small frames may still join.
@@ -299,12 +334,17 @@ class MqttBus(Bus):
                     return
         self._seq += 1
         now = asyncio.get_running_loop().time()
+        sent_at = self.clock.now()
         if size < BATCH_MAX_BYTES:
-            msg = _Outgoing(self._seq, topic, b"", now, [bytes(payload)], 1, size, self._sender)
+            msg = _Outgoing(
+                self._seq, topic, b"", now, [bytes(payload)], 1, size, self._sender, sent_at=sent_at
+            )
             self._open[topic] = msg
         else:
-            whole = join_batch(self._sender, self._seq & 0xFFFF_FFFF, [payload])
-            msg = _Outgoing(self._seq, topic, whole, now, None, 1, size, self._sender)
+            whole = join_batch(self._sender, self._seq & 0xFFFF_FFFF, [payload], sent_at)
+            msg = _Outgoing(
+                self._seq, topic, whole, now, None, 1, size, self._sender, sent_at=sent_at
+            )
             self._open.pop(topic, None)  # later frames must not overtake this one
         self._queue.put_nowait(msg)
 
@@ -316,9 +356,21 @@ class MqttBus(Bus):
         self._pending_frames += 1
         self._drained_event.clear()
         self._seq += 1
-        whole = join_batch(self._sender, self._seq & 0xFFFF_FFFF, [payload])
+        sent_at = self.clock.now()
+        whole = join_batch(self._sender, self._seq & 0xFFFF_FFFF, [payload], sent_at)
         now = asyncio.get_running_loop().time()
-        msg = _Outgoing(self._seq, topic, whole, now, None, 1, len(payload), self._sender, True)
+        msg = _Outgoing(
+            self._seq,
+            topic,
+            whole,
+            now,
+            None,
+            1,
+            len(payload),
+            self._sender,
+            retain=True,
+            sent_at=sent_at,
+        )
         self._open.pop(topic, None)  # later frames must not overtake this one
         self._queue.put_nowait(msg)
 
@@ -431,6 +483,10 @@ class MqttBus(Bus):
             queue_type=_Dispatch,
             max_inflight_messages=PUBLISH_WINDOW,
             tls_context=_tls_context(b),
+            # Without it Nagle holds a small publish back until the broker ACKs the
+            # last one, which Linux's delayed ACK puts off by up to 40 ms: measured as
+            # 40-55 ms wall of lateness on most frames of a quiet run.
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
             logger=log,
         )
         # A full publish window is normal here, not a warning.
@@ -565,6 +621,10 @@ class MqttBus(Bus):
             if not recent.is_new(envelope.seq):
                 c.duplicates_dropped += 1
                 return
+            # Handlers run below, now: this is the lateness at handling. A retained
+            # message (the clock's announcement) is old by design, not late.
+            if self.measuring and not message.retain:
+                self.lateness.add(self.clock.now() - envelope.sent_at)
             frames, broken = split_batch(payload)
             if broken is not None:
                 c.bad_batches += 1

@@ -136,6 +136,7 @@ class ClockFollower:
         self.current: ClockAnnouncement | None = None
         self.bad_announcements = 0
         self.joined = asyncio.Event()
+        bus.measuring = False  # until the clock is the run's: see _on_announcement
         bus.subscribe(self.topic, self._on_announcement)
 
     def _decode(self, data: bytes) -> ClockAnnouncement | None:
@@ -159,6 +160,7 @@ class ClockFollower:
             return  # a copy of one applied already, or an older one
         self.current = announcement
         announcement.apply(self.clock)
+        self.bus.measuring = True
         log.info("%s follows the clock: %s", self.role, announcement.describe())
         self.joined.set()
 

@@ -12,6 +12,7 @@ flipped, and length fields pointing past the end or declaring gigabytes. For eac
 
 from __future__ import annotations
 
+import math
 import struct
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -97,8 +98,8 @@ FRAMES: list[bytes] = [
 ]
 
 MESSAGES: list[bytes] = [
-    join_batch(7, 9, [FRAMES[0]]),
-    join_batch(7, 10, FRAMES[:4]),
+    join_batch(7, 9, [FRAMES[0]], 1.74e9),
+    join_batch(7, 10, FRAMES[:4], 1.74e9 + 0.25),
 ]
 
 
@@ -340,7 +341,8 @@ def _split(payload: bytes) -> None:
 @FAST
 @given(st.binary(max_size=300))
 @example(b"")
-@example(bytes([BATCH_MAGIC]) + b"\x00" * 8 + b"\xff\xff\xff\xff")
+@example(bytes([BATCH_MAGIC]) + b"\x00" * 16 + b"\xff\xff\xff\xff")
+@example(bytes([ENVELOPE_MAGIC]) + b"\x00" * 8 + b"\x7f\xf8" + b"\x00" * 6)  # NaN sent_at
 def test_envelope_arbitrary_bytes(payload: bytes) -> None:
     _split(payload)
     try:
@@ -374,7 +376,7 @@ def test_envelope_bit_flips(message: bytes, bit: int, more: int) -> None:
 @settings(max_examples=60, deadline=None)
 @given(st.integers(0, 0xFFFF_FFFF), st.binary(max_size=200))
 def test_batch_entry_length_past_the_end(declared: int, rest: bytes) -> None:
-    payload = Envelope(BATCH_MAGIC, 7, 9).serialize() + struct.pack(">I", declared) + rest
+    payload = Envelope(BATCH_MAGIC, 7, 9, 0.0).serialize() + struct.pack(">I", declared) + rest
     with _bounded_allocation(payload):
         frames, error = split_batch(payload)
     if declared > len(rest):
@@ -386,10 +388,28 @@ def test_batch_entry_length_past_the_end(declared: int, rest: bytes) -> None:
 
 
 def test_unknown_envelope_magic_names_field_and_offset() -> None:
-    frames, error = split_batch(b"\x42" + b"\x00" * 8 + FRAMES[2])
+    frames, error = split_batch(b"\x42" + b"\x00" * 16 + FRAMES[2])
     assert frames == [] and error is not None
     assert (error.field, error.offset) == ("magic", 0)
     assert f"expected 0x{ENVELOPE_MAGIC:02X} or 0x{BATCH_MAGIC:02X}" in error.message
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_a_send_time_that_is_not_finite_names_field_and_offset(bad: float) -> None:
+    payload = bytes([ENVELOPE_MAGIC]) + bytes(8) + struct.pack(">d", bad) + FRAMES[2]
+    frames, error = split_batch(payload)
+    assert frames == [] and error is not None
+    assert (error.field, error.offset) == ("sent_at", 9)
+    assert error.message == f"expected a finite simulated time, got {bad!r}"
+
+
+@pytest.mark.parametrize("old", [0xE5, 0xE6])
+def test_a_version_1_envelope_is_refused_by_name(old: int) -> None:
+    """0xE5 and 0xE6 carried no send time: a receiver cannot tell how late they are."""
+    frames, error = split_batch(bytes([old]) + bytes(8) + FRAMES[2])
+    assert frames == [] and error is not None
+    assert (error.field, error.offset) == ("magic", 0)
+    assert error.message.endswith(f"got 0x{old:02X} (a version 1 envelope, without a send time)")
 
 
 DECODERS: list[tuple[str, Callable[[bytes], Any]]] = [

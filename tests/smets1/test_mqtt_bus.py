@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import struct
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -173,9 +174,10 @@ def test_redelivered_message_numbers_are_dropped() -> None:
 
 def test_batch_envelope_round_trip_and_a_broken_length() -> None:
     frames = [b"", b"\x01", b"frame" * 300]
-    payload = join_batch(7, 42, frames)
+    payload = join_batch(7, 42, frames, 1_740_787_200.125)
     envelope, rest = Envelope.deserialize(payload)
     assert (envelope.magic, envelope.sender, envelope.seq) == (BATCH_MAGIC, 7, 42)
+    assert envelope.sent_at == 1_740_787_200.125
     assert bytes(rest) == b"".join(BatchEntry(f).serialize() for f in frames)
     assert split_batch(payload) == (frames, None)
     # A length that runs past the end keeps the frames before it and says where.
@@ -184,18 +186,21 @@ def test_batch_envelope_round_trip_and_a_broken_length() -> None:
     assert broken is not None
     # The third frame's data starts after three lengths and the first two frames.
     assert (broken.field, broken.offset) == ("frame", ENVELOPE_BYTES + 3 * 4 + 0 + 1)
-    assert str(broken).endswith("expected at least 1522 bytes, got 1521")
+    assert str(broken).endswith("expected at least 1530 bytes, got 1529")
     # One frame alone keeps the plain envelope.
-    single = join_batch(7, 43, [b"abc"])
-    assert single == Envelope(ENVELOPE_MAGIC, 7, 43).serialize() + b"abc"
+    single = join_batch(7, 43, [b"abc"], -1.5)
+    assert single == Envelope(ENVELOPE_MAGIC, 7, 43, -1.5).serialize() + b"abc"
+    assert ENVELOPE_BYTES == 17 and single[9:17] == struct.pack(">d", -1.5)
     assert split_batch(single) == ([b"abc"], None)
 
 
 def test_what_is_not_an_envelope_says_why() -> None:
     frames, empty = split_batch(b"")
     assert frames == [] and empty is not None and (empty.field, empty.offset) == ("magic", 0)
-    _, short = split_batch(b"\xe5\x00")
+    _, short = split_batch(b"\xe7\x00")
     assert short is not None and (short.field, short.offset) == ("sender", 1)
     _, foreign = split_batch(b"\x01" + bytes(20))
     assert foreign is not None
-    assert str(foreign) == "magic at offset 0: expected 0xE5 or 0xE6, got 0x01"
+    assert str(foreign) == "magic at offset 0: expected 0xE7 or 0xE8, got 0x01"
+    _, no_time = split_batch(b"\xe7" + bytes(8) + b"\x41\xd9")
+    assert no_time is not None and (no_time.field, no_time.offset) == ("sent_at", 9)
