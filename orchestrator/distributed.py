@@ -162,7 +162,7 @@ def run_distributed(
     broker: str | None = None,
     shards: int = 2,
     dco_workers: int = 1,
-    speed: float = 1440.0,
+    speed: float | str = 1440.0,
     timeout_seconds: float = 600.0,
     log_level: str = "info",
     python: str = sys.executable,
@@ -232,7 +232,7 @@ def run_distributed(
         started = time.monotonic()
         sched = Service(
             "scheduler",
-            [*role, "scheduler", str(config), *logs, *net, "--speed", repr(speed)]
+            [*role, "scheduler", str(config), *logs, *net, "--speed", str(speed)]
             + [a for url in dco_urls for a in ("--dco", url)]
             + ["--state-dir", str(out / "scheduler-state"), "--exit-when-done"],
             out,
@@ -270,6 +270,7 @@ def run_distributed(
         shards=shards,
         dco_workers=dco_workers,
         speed=speed,
+        speed_control=None if status.speed_control is None else status.speed_control.model_dump(),
         broker=broker if mosquitto is None else "private mosquitto",
     )
     summary["cpu_seconds"]["mosquitto"] = None if mosquitto is None else mosquitto.cpu_seconds

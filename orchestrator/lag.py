@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
+from orchestrator.autospeed import LatenessReport
 from orchestrator.status import ClockStatus, LatenessStatus
 from smets1.clock import ScaledClock, to_datetime
 from smets1.lateness import LatenessMeter
@@ -48,6 +50,7 @@ class LagMonitor:
         bus: MqttBus | None = None,
         *,
         threshold_seconds: float = float("inf"),
+        on_report: Callable[[LatenessReport], None] | None = None,
     ) -> None:
         self.clock = clock
         self.role = role
@@ -64,6 +67,9 @@ class LagMonitor:
         self.threshold_seconds = threshold_seconds
         self.late = False
         self.late_episodes = 0
+        #: Called every check with the recent lateness (`--speed auto`: a follower
+        #: publishes it to the leader, the leader's own goes to its controller).
+        self.on_report = on_report
 
     @property
     def lag_seconds(self) -> float:
@@ -83,7 +89,7 @@ class LagMonitor:
             self.timers.add((loop.time() - due) * speed)
             if self.bus is not None:
                 self.transport_delay_seconds = self.bus.take_worst_delay() * speed
-            self._check_lateness()
+            recent = self._check_lateness()
             lag = self.lag_seconds
             self.worst_lag_seconds = max(self.worst_lag_seconds, lag)
             behind = lag > LAG_WARN_SIMULATED_SECONDS and lag / speed > LAG_WARN_WALL_SECONDS
@@ -104,8 +110,11 @@ class LagMonitor:
             elif self.lagging and not behind:
                 log.info("%s caught up with its clock (lag %.1f simulated s)", self.role, lag)
             self.lagging = behind
+            if self.on_report is not None:
+                report = LatenessReport(self.role, recent, behind, self.clock.sequence)
+                self.on_report(report)
 
-    def _check_lateness(self) -> None:
+    def _check_lateness(self) -> float:
         recent = self.lateness.take_recent_worst()
         if self.timers is not self.lateness:
             recent = max(recent, self.timers.take_recent_worst())
@@ -126,6 +135,7 @@ class LagMonitor:
         elif self.late and not late:
             log.info("%s: on time again (%.3f simulated s late at worst)", self.role, recent)
         self.late = late
+        return recent
 
     def lateness_status(self) -> LatenessStatus:
         return LatenessStatus.of_meter(

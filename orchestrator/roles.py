@@ -16,7 +16,7 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,13 @@ from emulator.flash_journal import FlashJournal
 from emulator.fleet import FleetHost, build_devices
 from emulator.metrics import FLEET_METRICS
 from emulator.slots import FlashStore
+from orchestrator.autospeed import (
+    SPEED_METRICS,
+    TICK_WALL_SECONDS,
+    LatenessReport,
+    SpeedController,
+    lateness_topic,
+)
 from orchestrator.campaign import (
     build_scheduler,
     campaign_devices,
@@ -90,6 +97,9 @@ class RoleOptions:
     #: The leader only: start a new clock whose simulated time is the epoch at this
     #: Unix time, instead of now or the run's saved clock (--wall0).
     wall0: float | None = None
+    #: The leader only: `--speed auto` (orchestrator.autospeed) slows and speeds the
+    #: clock to what every role keeps up with.
+    auto_speed: bool = False
     stop: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -125,6 +135,17 @@ async def _serve_until_stopped(
         lag_task.cancel()
 
 
+def _reporter(mqtt: MqttBus, fleet: str, name: str) -> Callable[[LatenessReport], None]:
+    """A follower's recent lateness, every check, to the leader (for `--speed auto`)."""
+    topic = lateness_topic(fleet, name)
+
+    def report(r: LatenessReport) -> None:
+        if r.sequence:  # not before the run's clock is known
+            mqtt.publish(topic, replace(r, role=name).encode())
+
+    return report
+
+
 # -- the DCO worker ----------------------------------------------------------------------
 
 
@@ -151,7 +172,13 @@ async def run_dco(
         block_size=cfg.block_size_bytes,
     )
     follower = ClockFollower(opts.clock, mqtt, cfg.name, role)
-    lag = LagMonitor(opts.clock, role, mqtt, threshold_seconds=lateness_threshold_seconds(cfg))
+    lag = LagMonitor(
+        opts.clock,
+        role,
+        mqtt,
+        threshold_seconds=lateness_threshold_seconds(cfg),
+        on_report=_reporter(mqtt, cfg.name, f"dco-{worker}"),
+    )
     registry = role_registry(
         "dco",
         [sampler(mqtt, BUS_METRICS), sampler(lag, LAG_METRICS), sampler(dco, DCO_METRICS)],
@@ -242,7 +269,13 @@ async def _serve_fleet(
     bus = ShardBus(mqtt, cfg.name, shard)
     host = FleetHost(opts.clock, bus, cfg.name, devices, shard=shard, journal=journal)
     follower = ClockFollower(opts.clock, mqtt, cfg.name, role)
-    lag = LagMonitor(opts.clock, role, mqtt, threshold_seconds=lateness_threshold_seconds(cfg))
+    lag = LagMonitor(
+        opts.clock,
+        role,
+        mqtt,
+        threshold_seconds=lateness_threshold_seconds(cfg),
+        on_report=_reporter(mqtt, cfg.name, f"fleet-{shard}"),
+    )
     registry = role_registry(
         "fleet",
         [sampler(mqtt, BUS_METRICS), sampler(lag, LAG_METRICS), sampler(host, FLEET_METRICS)],
@@ -307,20 +340,68 @@ async def run_scheduler(
     install_stop(opts.stop)
     mqtt = MqttBus(broker, client_id(cfg.name, "scheduler"), clock=opts.clock)
     leader = ClockLeader(opts.clock, mqtt, cfg.name, state_dir, wall0=opts.wall0)
+    control = None
+    if opts.auto_speed:
+        control = SpeedController(lateness_threshold_seconds(cfg))
+
+        def on_report(_topic: str, data: bytes) -> None:
+            try:
+                report = LatenessReport.decode(data)
+            except ValueError as exc:
+                log.warning("a lateness report that does not decode: %s", exc)
+                return
+            if control is not None and leader.current is not None:
+                control.observe(report, leader.current.sequence)
+
+        mqtt.subscribe(lateness_topic(cfg.name), on_report)
     log.info("scheduler: connecting to %s to lead the clock", broker)
     await mqtt.start()  # BusError when the broker cannot be reached in time
     try:
         await leader.start()
         return await _schedule(
-            opts, leader, dco_urls, state_dir, exit_when_done, summary_file, dco_give_up_seconds
+            opts,
+            leader,
+            control,
+            dco_urls,
+            state_dir,
+            exit_when_done,
+            summary_file,
+            dco_give_up_seconds,
         )
     finally:
         await mqtt.close()
 
 
+async def _auto_speed(leader: ClockLeader, control: SpeedController) -> None:
+    """`--speed auto`: every tick, the controller's decision, through the leader."""
+    clock = leader.clock
+    control.record(clock.now(), clock.speed, "start")
+    log.info(
+        "automatic speed: starting at %g (ceiling %g, floor %g; slower when a role is "
+        "late by over %g s, faster after %d calm ticks under %g s)",
+        clock.speed,
+        control.ceiling,
+        control.floor,
+        control.decrease_fraction * control.threshold_seconds,
+        control.calm_ticks,
+        control.calm_fraction * control.threshold_seconds,
+    )
+    while True:
+        await asyncio.sleep(TICK_WALL_SECONDS)  # wall time: reports come once a second
+        if leader.speed_requests:
+            control.disable(f"a speed was asked for by hand ({clock.speed:g}); it is kept")
+        change = control.tick(clock.speed)
+        if change is None:
+            continue
+        announcement = leader.set_speed(change.speed)
+        control.record(announcement.origin_sim, change.speed, change.reason)
+        log.info("automatic speed: %s", change.reason)
+
+
 async def _schedule(
     opts: RoleOptions,
     leader: ClockLeader,
+    control: SpeedController | None,
     dco_urls: list[str],
     state_dir: Path,
     exit_when_done: bool,
@@ -331,8 +412,18 @@ async def _schedule(
     clock = opts.clock
     images = make_images(cfg)
     by_model = devices_by_model(cfg)
+
     # The scheduler takes no device traffic: its lateness is that of its own timers.
-    lag = LagMonitor(clock, "scheduler", threshold_seconds=lateness_threshold_seconds(cfg))
+    def own_report(report: LatenessReport) -> None:
+        if control is not None and leader.current is not None:
+            control.observe(replace(report, role="scheduler"), leader.current.sequence)
+
+    lag = LagMonitor(
+        clock,
+        "scheduler",
+        threshold_seconds=lateness_threshold_seconds(cfg),
+        on_report=own_report,
+    )
     wall0 = wall_seconds()
     done: SchedulerStatus
     client = DcoClient(
@@ -383,12 +474,24 @@ async def _schedule(
                 lateness=lag.lateness_status(),
                 requests=by_state(),
                 summary=summary,
+                speed_control=None if control is None else control.status(clock.speed),
             )
+
+        def health_clock() -> dict[str, Any]:
+            doc: dict[str, Any] = {"speed": clock.speed, "speed_mode": "fixed"}
+            if control is not None:
+                doc.update(
+                    speed_mode="auto", speed_control=control.state(), changes=control.changes
+                )
+            return doc
 
         started = max(clock.epoch, clock.now())
         # The scheduler's own HTTP face: DUIS, the JSON API, /healthz, /metrics.
-        app = make_scheduler_app(scheduler, problem=dco.problem)
-        app[REGISTRY].register(RoleCollector("scheduler", [sampler(lag, LAG_METRICS)]))
+        app = make_scheduler_app(scheduler, problem=dco.problem, clock=health_clock)
+        samplers = [sampler(lag, LAG_METRICS)]
+        if control is not None:
+            samplers.append(sampler(control, SPEED_METRICS))
+        app[REGISTRY].register(RoleCollector("scheduler", samplers))
         async with serve_http(app, opts.listen_host, opts.http_port):
             background = [
                 asyncio.create_task(lag.run()),
@@ -396,6 +499,8 @@ async def _schedule(
                 asyncio.create_task(scheduler.run()),
                 asyncio.create_task(progress()),
             ]
+            if control is not None:
+                background.append(asyncio.create_task(_auto_speed(leader, control)))
             stopped = asyncio.create_task(opts.stop.wait())
             working = asyncio.create_task(work())
             gave_up = asyncio.create_task(dco.gave_up.wait())

@@ -46,12 +46,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from orchestrator.autospeed import AUTO, SpeedController
 from orchestrator.preflight import check_images_fit_memory, preflight
 from smets1.broker_url import parse_broker_url
 from smets1.clock import ScaledClock
 from smets1.config import FleetConfig, load_config
 from smets1.dco_http import TOKEN_ENV, check_token
 from smets1.errors import ConfigError, Smets1Error
+from smets1.lateness import lateness_threshold_seconds
 from smets1.limits import MAX_SHARDS
 from smets1.shared_clock import FOLLOW_WAIT_SECONDS, check_speed
 
@@ -59,8 +61,10 @@ EXIT_USAGE = 2
 EXIT_DCO_GAVE_UP = 3
 EXIT_INVALID_RUN = 4
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
-#: A simulated day per wall minute.
-DEFAULT_SPEED = 1440.0
+#: A simulated day per wall minute: where a fixed speed is needed and none is given.
+DEFAULT_FIXED_SPEED = 1440.0
+#: The scheduler's and `smets1 distributed`'s default: what every role keeps up with.
+DEFAULT_SPEED = AUTO
 DEFAULT_DCO_PORT = 8081
 
 
@@ -194,9 +198,23 @@ def _setup_logging(level: str) -> None:
     )
 
 
-def _clock(args: argparse.Namespace, epoch: float) -> ScaledClock:
-    """The process's clock: the leader's own until it announces or a follower joins."""
-    return ScaledClock(epoch, getattr(args, "speed", DEFAULT_SPEED), getattr(args, "wall0", None))
+def _clock(args: argparse.Namespace, config: FleetConfig) -> ScaledClock:
+    """The process's clock: the leader's own until it announces or a follower joins.
+    With `--speed auto` a new clock starts at the controller's conservative guess."""
+    speed = getattr(args, "speed", DEFAULT_FIXED_SPEED)
+    if speed == AUTO:
+        speed = SpeedController(lateness_threshold_seconds(config)).start_speed()
+    return ScaledClock(config.epoch_seconds, speed, getattr(args, "wall0", None))
+
+
+def _speed_or_auto(text: str) -> float | str:
+    """`auto` (the leader picks, orchestrator.autospeed) or a fixed speed."""
+    if text.strip().lower() == AUTO:
+        return AUTO
+    try:
+        return _speed(text)
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number: {exc}") from None
 
 
 def _speed(text: str) -> float:
@@ -232,10 +250,12 @@ def _common(p: argparse.ArgumentParser, leader: bool = False) -> None:
     if leader:
         p.add_argument(
             "--speed",
-            type=_speed,
-            default=_env("SMETS1_SPEED", _speed, DEFAULT_SPEED),
-            help=f"simulated seconds per wall second a new clock starts at (default "
-            f"{DEFAULT_SPEED:g}: a day a minute); a restarted scheduler keeps its run's",
+            type=_speed_or_auto,
+            default=_env("SMETS1_SPEED", _speed_or_auto, DEFAULT_SPEED),
+            help="simulated seconds per wall second, or 'auto' (the default): start "
+            "conservatively, slow down when any role falls behind, speed up while all keep "
+            "up (up to 1440, a day a minute); a number keeps that speed; a restarted "
+            "scheduler goes on from its run's clock",
         )
         p.add_argument(
             "--wall0",
@@ -278,12 +298,13 @@ def _run_role(args: argparse.Namespace) -> int:
             preflight(config, args.config, args.shards, "--shards")
         else:
             check_images_fit_memory(config, args.config)
-        clock = _clock(args, config.epoch_seconds)
+        clock = _clock(args, config)
         out = Path(args.out) if getattr(args, "out", None) else None
         opts = roles.RoleOptions(config, clock, listen_host=args.host)
         broker = parse_broker_url(args.broker)
         if args.command == "scheduler":
             opts.wall0 = args.wall0
+            opts.auto_speed = args.speed == AUTO
         else:
             opts.clock_wait_seconds = args.clock_wait
         if args.command in ("dco", "scheduler"):
@@ -403,6 +424,13 @@ def _run_distributed(args: argparse.Namespace) -> int:
         f"  lateness: worst {lateness['worst_seconds']:g} simulated s, p99 "
         f"{lateness['p99_seconds']:g} s, threshold {verdict['threshold_seconds']:g} s"
     )
+    control = summary.get("speed_control")
+    if control is not None:
+        print(
+            f"  speed: auto, from {control['start_speed']:g} to {control['speed']:g} "
+            f"(between {control['min_speed']:g} and {control['max_speed']:g}, "
+            f"{control['changes']} change(s))"
+        )
     if verdict["status"] != "valid":
         # Last, on one line: whatever the counts above say, they do not count.
         print(f"smets1: invalid run: {verdict['reason']}", file=sys.stderr)
@@ -555,7 +583,13 @@ def add_role_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     dist.add_argument("--shards", type=_shards, default=2)
     dist.add_argument("--dco-workers", type=_shards, default=1)
-    dist.add_argument("--speed", type=_speed, default=DEFAULT_SPEED)
+    dist.add_argument(
+        "--speed",
+        type=_speed_or_auto,
+        default=DEFAULT_SPEED,
+        help="'auto' (default: the scheduler finds a speed every role keeps up with) or a "
+        "fixed speed, simulated seconds per wall second",
+    )
     dist.add_argument("--out", help="folder for summary.json and each process's status and log")
     dist.add_argument(
         "--timeout", type=_positive_number, default=600.0, help="give up after, wall seconds"

@@ -131,6 +131,23 @@ class FleetStatus(_Doc):
     device_states: dict[str, int]
 
 
+class SpeedControlStatus(_Doc):
+    """`--speed auto` (orchestrator.autospeed): the controller's state and the speeds
+    it set, each with the simulated moment and the reason."""
+
+    state: str
+    speed: float
+    start_speed: float
+    min_speed: float
+    max_speed: float
+    changes: int
+    ceiling: float
+    floor: float
+    ignored_reports: int = 0
+    disabled_reason: str | None = None
+    history: list[dict[str, Any]] = []
+
+
 class SchedulerStatus(_Doc):
     """The scheduler: `scheduler.json` at exit, holding the campaign summary it wrote
     to `summary.json` (scheduler.summary: the same keys as `smets1 run`'s summary)."""
@@ -143,6 +160,8 @@ class SchedulerStatus(_Doc):
     lateness: LatenessStatus
     requests: dict[str, int]
     summary: SchedulerSummary
+    #: `--speed auto` only.
+    speed_control: SpeedControlStatus | None = None
 
     def summary_document(self) -> dict[str, Any]:
         """The scheduler role's `summary.json`: the campaign summary, marked distributed,

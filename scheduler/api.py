@@ -73,6 +73,8 @@ ProblemFn = Callable[[], str | None]
 
 SCHEDULER = web.AppKey("scheduler", Scheduler)
 PROBLEM: web.AppKey[ProblemFn] = web.AppKey("problem")
+#: The clock /healthz shows (the distributed scheduler's speed; None: nothing to show).
+CLOCK: web.AppKey[Callable[[], dict[str, Any] | None]] = web.AppKey("clock")
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 DOCUMENTS = web.AppKey("documents", PromCounter)
 USER = web.RequestKey("user", int)
@@ -346,9 +348,10 @@ def _check_image(data: bytes, version: int | None, where: str) -> None:
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
     problem = request.app[PROBLEM]()
+    clock = request.app[CLOCK]()
     if problem is not None:
-        return _json(Health(status="unhealthy", reason=problem), 503)
-    return _json(Health(status="ok").model_dump(exclude_none=True))
+        return _json(Health(status="unhealthy", reason=problem, clock=clock), 503)
+    return _json(Health(status="ok", clock=clock).model_dump(exclude_none=True))
 
 
 @routes.get("/metrics")
@@ -627,7 +630,10 @@ async def get_duis_responses(request: web.Request) -> web.Response:
 
 
 def make_app(
-    scheduler: Scheduler, users: Iterable[UserConfig] = (), problem: ProblemFn | None = None
+    scheduler: Scheduler,
+    users: Iterable[UserConfig] = (),
+    problem: ProblemFn | None = None,
+    clock: Callable[[], dict[str, Any] | None] | None = None,
 ) -> web.Application:
     """The HTTP face of `scheduler`; `users` are registered beside the config's Users;
     `problem` is what /healthz reports (healthy while it returns None)."""
@@ -640,6 +646,7 @@ def make_app(
     )
     app[SCHEDULER] = scheduler
     app[PROBLEM] = problem or (lambda: None)
+    app[CLOCK] = clock or (lambda: None)
     registry = CollectorRegistry()
     registry.register(SchedulerCollector(scheduler))
     app[REGISTRY] = registry

@@ -35,6 +35,8 @@ class Health(BaseModel):
     status: Literal["ok", "unhealthy"]
     #: Why not ok (a DCO that cannot be reached); absent when ok.
     reason: str | None = None
+    #: The distributed scheduler's clock: the speed in force and how it is chosen.
+    clock: dict[str, Any] | None = None
 
 
 class ErrorOut(BaseModel):
