@@ -11,12 +11,16 @@ and the clock sequence it was following. The scheduler adds its own timers' late
   of wall-clock jitter, between floor and ceiling), because the verdict counts the worst
   lateness of the whole run: a fast start that overshoots cannot be taken back;
 - decrease at once when any role's recent lateness passes `decrease_fraction` (half) of
-  the threshold, or it lags: by half, or more when it is far over (to aim at the calm
-  level), never below the floor;
+  the threshold, or it lags: to speed x calm level / lateness (lateness grows with
+  speed; at most half the speed), never below the floor; for `settle_ticks` after a
+  decrease, lateness no worse than what caused it does not slow it again (frames queued
+  at the old speed still drain; the verdict still counts them);
 - increase slowly (x `increase_factor`) when every role heard from has stayed under
   `calm_fraction` (a fifth) of the threshold for `calm_ticks` ticks in a row, never above
-  the ceiling. A role that sent no report in a tick is not calm (a frozen process is
-  silent): the speed holds.
+  the ceiling, nor above `limit`: a step under the last speed found too fast (lateness
+  has a heavy tail: a speed that was calm for seconds can still spike), which relaxes by
+  a step after `relax_ticks` calm ticks at it. A role that sent no report in a tick is
+  not calm (a frozen process is silent): the speed holds.
 
 Reports made under an older clock announcement are ignored: they measure the speed that
 was just left. A speed asked for by hand (`smets1 clock --speed`) ends the controller:
@@ -107,6 +111,15 @@ class SpeedController:
     calm_fraction: float = 0.2
     calm_ticks: int = 5
     increase_factor: float = 1.25
+    #: Calm ticks at the learnt limit before it relaxes by one step.
+    relax_ticks: int = 30
+    #: A step under the last speed found too fast (None: none found yet).
+    limit: float | None = None
+    #: Ticks after a slow-down in which lateness no worse than what caused it is
+    #: excused (frames queued at the old speed still arrive).
+    settle_ticks: int = 2
+    settling: int = 0
+    last_trigger_seconds: float = 0.0
     enabled: bool = True
     #: Set once a speed is asked for by hand.
     disabled_reason: str | None = None
@@ -148,13 +161,21 @@ class SpeedController:
         high = self.decrease_fraction * self.threshold_seconds
         if worst_role is not None and (worst_role.worst_seconds > high or lagging):
             self.calm = 0
+            worst = worst_role.worst_seconds
+            if self.settling and worst <= self.last_trigger_seconds:
+                # Right after a slow-down: what was queued at the old speed drains now.
+                self.settling -= 1
+                return None
             if speed <= self.floor:
                 return None
-            worst = worst_role.worst_seconds
+            self.settling = self.settle_ticks
+            self.last_trigger_seconds = worst
             factor = 0.5
             if worst > 0:
                 factor = min(factor, self.calm_fraction * self.threshold_seconds / worst)
             new = max(self.floor, speed * factor)
+            # Not back within a step of a speed found too fast (until `relax_ticks` calm).
+            self.limit = max(self.floor, speed / self.increase_factor)
             if lagging and worst <= high:
                 why = f"{', '.join(sorted(lagging))} lagging behind the clock"
             else:
@@ -166,14 +187,22 @@ class SpeedController:
         quiet = worst_role is None or worst_role.worst_seconds >= (
             self.calm_fraction * self.threshold_seconds
         )
+        self.settling = 0
         if quiet or not self.roles or set(recent) != self.roles:
             self.calm = 0  # something over the calm level, or a role that did not report
             return None
         self.calm += 1
-        if self.calm < self.calm_ticks or speed >= self.ceiling:
+        top = self.ceiling if self.limit is None else min(self.ceiling, self.limit)
+        if speed >= top and self.limit is not None and self.calm >= self.relax_ticks:
+            # Calm for long at the learnt limit: it may have been a passing load.
+            self.limit *= self.increase_factor
+            self.calm = 0
+            log.info("automatic speed: the limit relaxes to %g", self.limit)
+            return None
+        if self.calm < self.calm_ticks or speed >= top:
             return None
         self.calm = 0
-        new = min(self.ceiling, speed * self.increase_factor)
+        new = min(top, speed * self.increase_factor)
         why = (
             f"every role under {self.calm_fraction:g} of the threshold for {self.calm_ticks} "
             f"ticks (worst {worst_role.worst_seconds:.3g} s)"
@@ -205,6 +234,7 @@ class SpeedController:
             changes=self.changes,
             ceiling=self.ceiling,
             floor=self.floor,
+            limit=self.limit,
             ignored_reports=self.ignored_reports,
             disabled_reason=self.disabled_reason,
             history=list(self.history),

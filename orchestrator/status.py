@@ -143,6 +143,7 @@ class SpeedControlStatus(_Doc):
     changes: int
     ceiling: float
     floor: float
+    limit: float | None = None
     ignored_reports: int = 0
     disabled_reason: str | None = None
     history: list[dict[str, Any]] = []
