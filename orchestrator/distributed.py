@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from orchestrator.autospeed import AUTO
 from orchestrator.errors import DistributedError
 from orchestrator.mosquitto import STOP_TIMEOUT_SECONDS, Mosquitto, free_port
 from orchestrator.status import DcoStatus, FleetStatus, SchedulerStatus
@@ -162,7 +163,7 @@ def run_distributed(
     broker: str | None = None,
     shards: int = 2,
     dco_workers: int = 1,
-    speed: float | str = 1440.0,
+    speed: float | str = AUTO,
     timeout_seconds: float = 600.0,
     log_level: str = "info",
     python: str = sys.executable,
@@ -233,6 +234,7 @@ def run_distributed(
         sched = Service(
             "scheduler",
             [*role, "scheduler", str(config), *logs, *net, "--speed", str(speed)]
+            + ["--port", str(free_port())]
             + [a for url in dco_urls for a in ("--dco", url)]
             + ["--state-dir", str(out / "scheduler-state"), "--exit-when-done"],
             out,

@@ -3,10 +3,21 @@ and the CLI's `--speed`."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from orchestrator.autospeed import LatenessReport, SpeedController
 from orchestrator.cli import build_parser, main
+from orchestrator.distributed import Service, run_distributed
+from orchestrator.mosquitto import Mosquitto
+
+CONFIG = Path(__file__).parent / "files" / "tiny.yaml"
 
 THRESHOLD = 1.0
 ROLES = ("scheduler", "dco-w0", "fleet-0", "fleet-1")
@@ -158,3 +169,55 @@ def test_a_bad_speed_is_refused_in_one_line(
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert len(errors) == 1
     assert "--speed" in errors[0] and "'auto' or a number" in errors[0] and "fast" in errors[0]
+
+
+# -- through a real broker ------------------------------------------------------------------
+
+
+@pytest.mark.mqtt
+def test_a_default_distributed_run_finds_a_speed_and_is_valid(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    """tiny.yaml at the default speed (auto) and its own strict threshold (0.0612 s): the
+    scheduler starts slow, probes upward while every role keeps up and slows down when
+    one does not; the run is valid, and its summary, /healthz and /metrics show how."""
+    seen: dict[str, Any] = {}
+
+    def probe(services: dict[str, Service]) -> None:
+        base = f"http://127.0.0.1:{services['scheduler'].port}"
+        deadline = time.monotonic() + 20.0
+        while time.monotonic() < deadline and "health" not in seen:
+            with contextlib.suppress(OSError, ValueError):
+                with urllib.request.urlopen(base + "/healthz", timeout=2.0) as resp:
+                    seen["health"] = json.loads(resp.read())
+                with urllib.request.urlopen(base + "/metrics", timeout=2.0) as resp:
+                    seen["metrics"] = resp.read().decode()
+            time.sleep(0.2)
+
+    out = tmp_path / "dist"
+    summary = run_distributed(
+        CONFIG, out, broker=broker.url, shards=2, timeout_seconds=240.0, on_started=probe
+    )
+    assert summary["images_activated"] == 24, summary["failed"]
+    assert summary["verdict"]["status"] == "valid", summary["verdict"]["reason"]
+    assert summary["speed"] == "auto"
+    control = summary["speed_control"]
+    assert control["history"][0]["reason"] == "start"
+    assert control["start_speed"] == SpeedController(0.0612).start_speed() == 0.408
+    assert control["floor"] <= control["min_speed"] <= control["speed"]
+    assert control["speed"] <= control["max_speed"] <= control["ceiling"]
+    assert control["changes"] == len(control["history"]) - 1
+    if control["changes"]:
+        assert "automatic speed: speed " in (out / "scheduler.log").read_text()
+    # Every process followed the speed in force at the end.
+    for name in ("fleet-0", "fleet-1", "dco-w0"):
+        doc = json.loads((out / f"{name}.json").read_text())
+        assert doc["clock"]["speed"] == control["speed"], name
+    health = seen["health"]
+    assert health["status"] == "ok" and health["clock"]["speed_mode"] == "auto"
+    assert health["clock"]["speed"] > 0 and health["clock"]["speed_control"] in (
+        "calm",
+        "holding",
+    )
+    assert 'smets1_clock_speed_auto{role="scheduler"} 1.0' in seen["metrics"]
+    assert 'smets1_clock_speed{role="scheduler"}' in seen["metrics"]
