@@ -9,7 +9,9 @@
 Every role takes `--broker mqtt://user:pass@host:port` (or mqtts://). The scheduler leads
 the run's clock and announces it on the broker (smets1.shared_clock); the DCO and the
 fleet follow it, waiting up to `--clock-wait` seconds for it. The scheduler's `--speed`
-(simulated seconds per wall second) is the speed a new clock starts at, and `--wall0`
+(and `distributed`'s) is `auto` by default: the scheduler starts slow and slows or speeds
+the clock to what every role keeps up with (orchestrator.autospeed); a number (simulated
+seconds per wall second) is a fixed speed for a new clock. `--wall0`
 (the Unix time at which simulated time is the config's epoch) overrides the start of a
 new clock; `smets1 clock --speed N` changes the speed while a run goes on. Each option
 has an environment default, for Kubernetes: SMETS1_BROKER, SMETS1_SPEED, SMETS1_WALL0,
@@ -212,9 +214,10 @@ def _speed_or_auto(text: str) -> float | str:
     if text.strip().lower() == AUTO:
         return AUTO
     try:
-        return _speed(text)
-    except argparse.ArgumentTypeError as exc:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a number: {exc}") from None
+        float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
+    return _speed(text)
 
 
 def _speed(text: str) -> float:

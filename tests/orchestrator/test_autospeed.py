@@ -168,7 +168,11 @@ def test_a_bad_speed_is_refused_in_one_line(
     assert exc.value.code == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert len(errors) == 1
-    assert "--speed" in errors[0] and "'auto' or a number" in errors[0] and "fast" in errors[0]
+    assert (
+        "--speed" in errors[0]
+        and "expected a number or 'auto'" in errors[0]
+        and "fast" in errors[0]
+    )
 
 
 # -- through a real broker ------------------------------------------------------------------
