@@ -105,6 +105,8 @@ class DcoCounters:
     retries: int = 0
     #: Transfers picked up again from the device's bitmap after a round went unanswered.
     resumes: int = 0
+    #: Frames that waited for room on the bus (its outbound queue was over its bound).
+    room_waits: int = 0
 
 
 class _Failed(Exception):
@@ -220,10 +222,33 @@ class Dco:
             return
         inbox.put_nowait(frame)
 
-    def _send(self, session: _Session, frame: Frame) -> None:
+    async def _send(self, session: _Session, frame: Frame) -> None:
+        """Publish `frame` once the bus has room for it: a session whose frames the broker
+        is slow to take slows down, instead of piling its bytes up in memory."""
         payload = frame.serialize()
+        bus = self.bus
+        if not bus.has_room(len(payload)):
+            self.counters.room_waits += 1
+            await bus.wait_for_room(len(payload))
         self.counters.frames_sent += 1
-        self.bus.publish(session.topic, payload)
+        bus.publish(session.topic, payload)
+
+    @property
+    def free_slots(self) -> int:
+        """Transfer slots free now."""
+        return self._slots._value
+
+    def no_room_for(self, execution_time: float = IMMEDIATE) -> str | None:
+        """Why a new 11.3 would have to wait now (None: it has room): every transfer slot
+        is taken, or the outbound queue is over its bound. A cancellation moves no image
+        and always has room. The HTTP API turns an 11.3 away (503) while it has none."""
+        if is_cancellation(execution_time, self.clock.now()):
+            return None
+        if self._slots.locked() or self.counters.waiting_for_slot:
+            return f"all {self.config.max_concurrent_transfers} transfer slots taken"
+        if not self.bus.has_room():
+            return "outbound queue over its bound"
+        return None
 
     async def _receive(
         self, inbox: asyncio.Queue[Frame], kind: type[_F], timeout: float
@@ -419,7 +444,7 @@ class Dco:
             if renew:
                 self._renew(s)
             renew = True
-            self._send(
+            await self._send(
                 s,
                 Initiate(s.device_id, s.tid, info.size_bytes, held.block_size, info.firmware_hash),
             )
@@ -466,12 +491,12 @@ class Dco:
             if not status.complete:
                 for first, count in missing_runs(status, cfg.run_blocks):
                     crcs, data, run_crc = held.run(first, count)
-                    self._send(s, Blocks(device_id, tid, first, crcs, data, run_crc))
+                    await self._send(s, Blocks(device_id, tid, first, crcs, data, run_crc))
                     s.blocks += count
                     s.bytes += len(data)
                     c.blocks_sent += count
                     c.bytes_sent += len(data)
-            self._send(s, Query(device_id, tid))
+            await self._send(s, Query(device_id, tid))
             answer = await self._receive(s.inbox, Status, cfg.reply_timeout_seconds)
             if answer is None:
                 c.resumes += 1
@@ -497,7 +522,7 @@ class Dco:
             deadline = max(deadline, execution_time + self.recovery.give_up_seconds)
         last: Activation | None = None
         while True:
-            self._send(s, Activate(s.device_id, s.tid, execution_time, firmware_hash))
+            await self._send(s, Activate(s.device_id, s.tid, execution_time, firmware_hash))
             wait = timeout
             if scheduled:
                 wait += max(0.0, execution_time - self.clock.now())
@@ -521,7 +546,7 @@ class Dco:
         delay = self.recovery.retry_initial_seconds
         try:
             while True:
-                self._send(s, ReadVersion(device_id, s.tid))
+                await self._send(s, ReadVersion(device_id, s.tid))
                 answer = await self._receive(s.inbox, Version, self.config.reply_timeout_seconds)
                 if answer is not None or self.clock.now() + delay >= deadline:
                     break

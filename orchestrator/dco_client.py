@@ -127,6 +127,9 @@ class _Worker:
     next_busy_report: float = 0.0
     #: Calls waiting to be sent again after a failed connection.
     waiting: int = 0
+    #: Wall time (loop.time) until which the worker has no room for a new 11.3: it
+    #: turned one away (503) with this Retry-After.
+    no_room_until: float = 0.0
 
 
 class DcoClient:
@@ -178,6 +181,22 @@ class DcoClient:
                 headers=self._headers,
             )
         return self._session
+
+    def room_for_release(self) -> bool:
+        """False while a worker that turned an 11.3 away (503) has not yet reached the
+        Retry-After it gave: the scheduler holds its releases meanwhile
+        (scheduler.release.ReleaseRoom)."""
+        now = asyncio.get_running_loop().time()
+        return all(w.no_room_until <= now for w in self._workers.values())
+
+    async def wait_for_release_room(self) -> None:
+        """Until `room_for_release()`: the longest Retry-After still running."""
+        loop = asyncio.get_running_loop()
+        while True:
+            wait = max(w.no_room_until for w in self._workers.values()) - loop.time()
+            if wait <= 0:
+                return
+            await asyncio.sleep(wait)  # wall time, as the DCO asked
 
     def problem(self) -> str | None:
         """Why the DCO cannot be used now, in one line (None: every worker answers)."""
@@ -360,7 +379,13 @@ class DcoClient:
                 data=body,
                 headers={"Content-Type": "application/json"},
             ) as resp:
-                return await self._answer(base, resp, ACTIVATION_OUTCOME)
+                try:
+                    return await self._answer(base, resp, ACTIVATION_OUTCOME)
+                except _Busy as busy:
+                    w = self._workers[base]
+                    until = asyncio.get_running_loop().time() + busy.retry_after
+                    w.no_room_until = max(w.no_room_until, until)
+                    raise
 
         async def resume() -> ActivationOutcome | None:
             return await self._activated_already(device_id, firmware_hash, execution_time)

@@ -46,6 +46,7 @@ from orchestrator.serving import (
     cpu_seconds,
     health_app,
     install_stop,
+    peak_rss_bytes,
     serve_http,
     start_unless_stopped,
     write_atomically,
@@ -139,6 +140,7 @@ async def run_dco(
         client_id(cfg.name, f"dco-{worker}"),
         connect_timeout_seconds=None,
         clock=opts.clock,
+        max_queued_bytes=cfg.dco.max_outbound_bytes,
     )
     bus = DcoWorkerBus(mqtt, cfg.name, worker)
     dco = Dco(
@@ -162,6 +164,7 @@ async def run_dco(
             worker=worker,
             shards=shards,
             cpu_seconds=cpu_seconds(),
+            peak_rss_bytes=peak_rss_bytes(),
             clock=lag.status(),
             lateness=lag.lateness_status(),
             bus=BusStatus.of(mqtt),
@@ -169,7 +172,9 @@ async def run_dco(
         )
 
     def health() -> tuple[bool, dict[str, Any]]:
-        return mqtt.connected, status().model_dump(mode="json")
+        # `room`: whether a new 11.3 is taken now (else the reason it is turned away).
+        room = {"room": dco.no_room_for() or "ok", "free_transfer_slots": dco.free_slots}
+        return mqtt.connected, {**status().model_dump(mode="json"), **room}
 
     limit = in_flight_limit(cfg.dco.http_max_in_flight)
     if limit < cfg.dco.http_max_in_flight:
@@ -180,7 +185,9 @@ async def run_dco(
             limit,
             cfg.dco.http_max_in_flight,
         )
-    app = make_dco_app(dco, health, registry, token=opts.dco_token, max_in_flight=limit)
+    app = make_dco_app(
+        dco, health, registry, token=opts.dco_token, max_in_flight=limit, room=dco.no_room_for
+    )
     log.info("%s: connecting to %s", role, broker)
     ready = f"{role} ready: fleet {cfg.name}, {shards} shard(s)"
     await _serve_until_stopped(opts, bus, follower, lag, app, ready, dco.start)
@@ -253,6 +260,7 @@ async def _serve_fleet(
             shard=shard,
             shards=shards,
             cpu_seconds=cpu_seconds(),
+            peak_rss_bytes=peak_rss_bytes(),
             devices=len(devices),
             clock=lag.status(),
             lateness=lag.lateness_status(),
@@ -377,11 +385,14 @@ async def _schedule(
         def status(summary: SchedulerSummary) -> SchedulerStatus:
             return SchedulerStatus(
                 cpu_seconds=cpu_seconds(),
+                peak_rss_bytes=peak_rss_bytes(),
                 wall_seconds=round(wall_seconds() - wall0, 3),
                 dco_urls=dco_urls,
                 clock=lag.status(),
                 lateness=lag.lateness_status(),
                 requests=by_state(),
+                releases_held=scheduler.releases_held[0],
+                releases_held_seconds=round(scheduler.releases_held[1], 3),
                 summary=summary,
             )
 

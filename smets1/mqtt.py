@@ -99,6 +99,10 @@ OLD_MAGICS = (0xE5, 0xE6)
 #: a frame this large or larger always travels alone (runs of blocks do).
 BATCH_MAX_BYTES = 64 * 1024
 
+#: Outbound bytes (frames accepted by `publish` and not yet acknowledged by the broker)
+#: a bus holds before `has_room` says no; producers await `wait_for_room` (default).
+MAX_QUEUED_BYTES = 32 * 2**20
+
 #: How long `close()` waits for queued messages to go out.
 FLUSH_SECONDS = 5.0
 
@@ -119,6 +123,13 @@ class MqttCounters(BusCounters):
     connection_losses: int = 0
     handler_errors: int = 0
     bad_batches: int = 0
+    #: Frame bytes accepted by `publish` and not yet acknowledged by the broker, now and
+    #: at most; `max_queued_bytes` is the bound producers wait for room under.
+    queued_bytes: int = 0
+    peak_queued_bytes: int = 0
+    max_queued_bytes: int = 0
+    #: Times a producer waited for room (`wait_for_room` found the queue over its bound).
+    room_waits: int = 0
 
 
 def _known_magic(magic: int, _: Mapping[str, Any]) -> str | None:
@@ -273,12 +284,19 @@ class MqttBus(Bus):
         *,
         connect_timeout_seconds: float | None = 30.0,
         clock: Clock | None = None,
+        max_queued_bytes: int = MAX_QUEUED_BYTES,
     ) -> None:
+        if max_queued_bytes < 1:
+            raise ValueError(f"max_queued_bytes must be at least 1, got {max_queued_bytes}")
         self.broker = broker
         self.client_id = client_id
         self.connect_timeout_seconds = connect_timeout_seconds
         self.clock: Clock = clock if clock is not None else RealClock()
-        self.counters = MqttCounters()
+        self.counters = MqttCounters(max_queued_bytes=max_queued_bytes)
+        self.max_queued_bytes = max_queued_bytes
+        #: Set while the queued bytes are under the bound; `wait_for_room` waits on it.
+        self._room = asyncio.Event()
+        self._room.set()
         #: End-to-end lateness of every message received (smets1.lateness).
         self.lateness = LatenessMeter()
         #: While False, messages are not measured: a follower's clock is not the run's
@@ -318,12 +336,34 @@ class MqttBus(Bus):
         """Frames accepted by `publish` and not yet acknowledged by the broker."""
         return self._pending_frames
 
+    def has_room(self, nbytes: int = 0) -> bool:
+        """Whether `nbytes` more stay within `max_queued_bytes`; a message larger than
+        the bound has room only when nothing is queued (it then goes alone)."""
+        queued = self.counters.queued_bytes
+        return queued + nbytes <= self.max_queued_bytes or queued == 0
+
+    async def wait_for_room(self, nbytes: int = 0) -> None:
+        """Until `has_room(nbytes)`: as the broker acknowledges queued messages."""
+        if self.has_room(nbytes):
+            return
+        self.counters.room_waits += 1
+        while not self.has_room(nbytes):
+            self._room.clear()
+            await self._room.wait()
+
+    def _queue_bytes(self, size: int) -> None:
+        c = self.counters
+        c.queued_bytes += size
+        if c.queued_bytes > c.peak_queued_bytes:
+            c.peak_queued_bytes = c.queued_bytes
+
     def publish(self, topic: str, payload: bytes) -> None:
         if self._closed:
             raise BusError(f"publish on closed bus (topic {topic})")
         size = len(payload)
         self._pending_frames += 1
         self._drained_event.clear()
+        self._queue_bytes(size)
         if size < BATCH_MAX_BYTES:
             batch = self._open.get(topic)
             if batch is not None and batch.frames is not None:
@@ -355,6 +395,7 @@ class MqttBus(Bus):
             raise BusError(f"publish on closed bus (topic {topic})")
         self._pending_frames += 1
         self._drained_event.clear()
+        self._queue_bytes(len(payload))
         self._seq += 1
         sent_at = self.clock.now()
         whole = join_batch(self._sender, self._seq & 0xFFFF_FFFF, [payload], sent_at)
@@ -590,6 +631,9 @@ class MqttBus(Bus):
             if not self._pending_frames:
                 self._drained_event.set()
             c = self.counters
+            c.queued_bytes -= msg.frame_bytes
+            if not self._room.is_set():
+                self._room.set()  # each waiter checks its own size again
             c.mqtt_publishes += 1
             c.messages_published += msg.frame_count
             c.bytes_published += msg.frame_bytes
