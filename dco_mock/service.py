@@ -246,8 +246,9 @@ class Dco:
             return None
         if self._slots.locked() or self.counters.waiting_for_slot:
             return f"all {self.config.max_concurrent_transfers} transfer slots taken"
-        if not self.bus.has_room():
-            return "outbound queue over its bound"
+        # Room for one more run of blocks: a queue that cannot take one is full.
+        if not self.bus.has_room(self.config.run_blocks * self.block_size):
+            return "outbound queue full"
         return None
 
     async def _receive(
