@@ -294,9 +294,10 @@ class MqttBus(Bus):
         self.clock: Clock = clock if clock is not None else RealClock()
         self.counters = MqttCounters(max_queued_bytes=max_queued_bytes)
         self.max_queued_bytes = max_queued_bytes
-        #: Set while the queued bytes are under the bound; `wait_for_room` waits on it.
-        self._room = asyncio.Event()
-        self._room.set()
+        #: Producers waiting for room, in turn: (bytes, woken when they fit).
+        self._room_waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+        #: Bytes of waiters woken and not yet back to publish them.
+        self._room_reserved = 0
         #: End-to-end lateness of every message received (smets1.lateness).
         self.lateness = LatenessMeter()
         #: While False, messages are not measured: a follower's clock is not the run's
@@ -337,19 +338,47 @@ class MqttBus(Bus):
         return self._pending_frames
 
     def has_room(self, nbytes: int = 0) -> bool:
-        """Whether `nbytes` more stay within `max_queued_bytes`; a message larger than
-        the bound has room only when nothing is queued (it then goes alone)."""
-        queued = self.counters.queued_bytes
+        """Whether `nbytes` more stay within `max_queued_bytes` now, after the producers
+        already waiting; a message larger than the bound has room only when nothing is
+        queued (it then goes alone)."""
+        if self._room_waiters:
+            return False
+        queued = self.counters.queued_bytes + self._room_reserved
         return queued + nbytes <= self.max_queued_bytes or queued == 0
 
     async def wait_for_room(self, nbytes: int = 0) -> None:
-        """Until `has_room(nbytes)`: as the broker acknowledges queued messages."""
+        """Until `nbytes` more fit: as the broker acknowledges queued messages. Waiters are
+        served in turn, each woken only once its bytes fit (not all at each
+        acknowledgement); the caller is expected to publish them as soon as it returns."""
         if self.has_room(nbytes):
             return
         self.counters.room_waits += 1
-        while not self.has_room(nbytes):
-            self._room.clear()
-            await self._room.wait()
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._room_waiters.append((nbytes, waiter))
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._room_reserved -= nbytes  # woken, then cancelled: pass the room on
+                self._wake_room()
+            raise
+        self._room_reserved -= nbytes
+
+    def _wake_room(self) -> None:
+        """Wake the waiters at the head of the line whose bytes now fit."""
+        waiters = self._room_waiters
+        bound = self.max_queued_bytes
+        while waiters:
+            nbytes, waiter = waiters[0]
+            if waiter.done():  # cancelled while it waited
+                waiters.popleft()
+                continue
+            queued = self.counters.queued_bytes + self._room_reserved
+            if queued + nbytes > bound and queued != 0:
+                return
+            waiters.popleft()
+            self._room_reserved += nbytes
+            waiter.set_result(None)
 
     def _queue_bytes(self, size: int) -> None:
         c = self.counters
@@ -632,8 +661,8 @@ class MqttBus(Bus):
                 self._drained_event.set()
             c = self.counters
             c.queued_bytes -= msg.frame_bytes
-            if not self._room.is_set():
-                self._room.set()  # each waiter checks its own size again
+            if self._room_waiters:
+                self._wake_room()
             c.mqtt_publishes += 1
             c.messages_published += msg.frame_count
             c.bytes_published += msg.frame_bytes
