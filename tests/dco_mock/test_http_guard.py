@@ -254,7 +254,8 @@ async def test_an_11_3_without_room_is_turned_away_and_the_client_holds_releases
         async with DcoClient([str(server.make_url(""))], token=TOKEN) as client:
             assert client.room_for_release()
             call = asyncio.create_task(client.activate_firmware(DEVICE, HASH))
-            while client.busy_retries == 0:  # the first answer: 503, no room
+            # The first answer: 503, no room (the client has no event to await for it).
+            while client.busy_retries == 0:  # noqa: ASYNC110
                 await asyncio.sleep(0.01)
             assert not client.room_for_release()
             no_room[0] = None  # room again: the call goes through after Retry-After
