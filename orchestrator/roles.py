@@ -151,6 +151,7 @@ async def run_dco(
         cfg.dco,
         state_dir=state_dir,
         block_size=cfg.block_size_bytes,
+        max_in_flight_bytes=cfg.dco.max_in_flight_bytes,
     )
     follower = ClockFollower(opts.clock, mqtt, cfg.name, role)
     lag = LagMonitor(opts.clock, role, mqtt, threshold_seconds=lateness_threshold_seconds(cfg))
@@ -158,6 +159,8 @@ async def run_dco(
         "dco",
         [sampler(mqtt, BUS_METRICS), sampler(lag, LAG_METRICS), sampler(dco, DCO_METRICS)],
     )
+
+    budget = dco.in_flight
 
     def status() -> DcoStatus:
         return DcoStatus(
@@ -169,6 +172,9 @@ async def run_dco(
             lateness=lag.lateness_status(),
             bus=BusStatus.of(mqtt),
             dco=dco.counters,
+            in_flight_bytes_limit=budget.limit if budget else 0,
+            in_flight_bytes_peak=budget.peak if budget else 0,
+            in_flight_waits=budget.waits if budget else 0,
         )
 
     def health() -> tuple[bool, dict[str, Any]]:

@@ -115,6 +115,11 @@ class DcoStatus(_Doc):
     bus: BusStatus
     #: The DCO's own counters (dco_mock.service), as they are.
     dco: DcoCounters
+    #: Bytes of blocks out to devices unanswered (dco_mock.service.ByteBudget): the
+    #: bound, the most at once, and the rounds that waited for room under it.
+    in_flight_bytes_limit: int = 0
+    in_flight_bytes_peak: int = 0
+    in_flight_waits: int = 0
 
 
 class FleetStatus(_Doc):
