@@ -8,12 +8,12 @@ import asyncio
 
 import pytest
 
-from dco_mock.service import Dco
+from dco_mock.service import ByteBudget, Dco
 from emulator.fleet import FleetHost, build_devices
 from orchestrator.mosquitto import Mosquitto
 from smets1.broker_url import parse_broker_url
 from smets1.bus import InProcessBus
-from smets1.clock import ScaledClock
+from smets1.clock import ScaledClock, VirtualClock
 from smets1.mqtt import MqttBus
 from tests.dco_mock.harness import FIRST, Harness, fleet_config, run
 from tests.factories import make_image
@@ -92,3 +92,49 @@ def test_no_room_while_the_slots_are_taken_or_the_outbound_queue_is_full() -> No
     assert idle is None and after is None
     assert full is not None and "outbound" in full
     assert taken is not None and "slot" in taken
+
+
+def test_rounds_wait_for_the_in_flight_byte_budget_and_all_complete() -> None:
+    """With a budget of one round's bytes, three devices' rounds go one at a time (each
+    given back with its device's answer), and every transfer still completes."""
+    cfg = fleet_config([{"count": 3}])
+    clock = VirtualClock(cfg.epoch_seconds)
+    limit = 8_192  # the 8,000-byte image in 256-byte blocks: 32 blocks, one round
+
+    async def main() -> tuple[list[bool], int, int, int]:
+        bus = InProcessBus()
+        host = FleetHost(clock, bus, cfg.name, build_devices(cfg))
+        dco = Dco(clock, bus, cfg.name, 1, cfg.dco, block_size=cfg.block_size_bytes,
+                  max_in_flight_bytes=limit)  # fmt: skip
+        host.start()
+        dco.start()
+        stored = await dco.update_firmware(IMAGE)
+        outcomes = await asyncio.gather(
+            *(dco.activate_firmware(FIRST + i, stored.firmware_hash) for i in range(3))
+        )
+        budget = dco.in_flight
+        assert budget is not None
+        await dco.close()
+        return [o.ok for o in outcomes], budget.peak, budget.waits, budget.used
+
+    ok, peak, waits, used = clock.run(main())
+    assert ok == [True, True, True]
+    assert peak == limit and used == 0
+    assert waits >= 2  # the second and third device waited for the first's answer
+
+
+async def test_byte_budget_serves_waiters_in_turn_and_lets_a_large_round_go_alone() -> None:
+    budget = ByteBudget(100)
+    await budget.take(60)
+    second = asyncio.create_task(budget.take(60))  # waits: 120 > 100
+    third = asyncio.create_task(budget.take(10))  # fits, but waits its turn
+    await asyncio.sleep(0)
+    assert not second.done() and not third.done() and not budget.free()
+    budget.give(60)
+    await asyncio.gather(second, third)
+    assert budget.used == 70
+    budget.give(70)
+    await budget.take(500)  # larger than the whole budget: goes when nothing is out
+    assert budget.peak == 500
+    budget.give(500)
+    assert budget.used == 0 and budget.free()
