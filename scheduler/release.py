@@ -123,6 +123,8 @@ class Releaser:
                 await self.clock.sleep_until(cal.day_start(today + 1))
                 continue
             if self._room is not None and not self._room.room_for_release():
+                # Paced afresh after a hold: no catch-up burst into a DCO just freed.
+                pace_at = None
                 await self._hold(self._room)
                 continue
             req = queue.pick()
