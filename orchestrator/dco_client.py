@@ -22,7 +22,10 @@ already, the 11.3 is answered from that reading, without a transfer.
 Bounds: each worker gets at most `max_in_flight` calls at once (one pooled connection
 each; an 11.3 holds its connection for its whole transfer); more wait their turn in the
 client, holding no socket. A worker that is full answers 503 with Retry-After: the call
-waits that long and goes again, for as long as the worker keeps answering so.
+waits that long and goes again, for as long as the worker keeps answering so. An 11.3
+turned away so (the worker has no free transfer slot, or its outbound queue is full)
+also makes `room_for_release()` false until its Retry-After has passed: the scheduler's
+release loop holds its releases meanwhile (scheduler.release.ReleaseRoom).
 
 A worker that cannot be reached is logged at error level when it goes, every
 DOWN_REPORT_SECONDS while it stays away, and when it is back; `problem()` says which

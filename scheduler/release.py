@@ -6,6 +6,11 @@ day than the calendar's capacity. A released request is recorded (calendar, requ
 book, store) and then runs as one coroutine in the shared task set: 11.3 through the
 DCO, then 11.2 reads the version the device runs. Its answer is stored, counted in the
 book and posted to its User.
+
+Backpressure: with a DCO that can say it has no room (`ReleaseRoom`: over HTTP, a
+worker turned an 11.3 away with 503), the loop holds its releases until it has, and
+counts the holds; it does not release into tasks that would only wait. A small image,
+released at submission, is not held.
 """
 
 from __future__ import annotations
