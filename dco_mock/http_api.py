@@ -48,6 +48,8 @@ MAX_IMAGE_BYTES = 64 * 2**20
 
 #: (healthy, details) for /health.
 HealthFn = Callable[[], tuple[bool, Mapping[str, Any]]]
+#: Given an 11.3's execution time, why the DCO has no room for it now (None: it has).
+RoomFn = Callable[[float], str | None]
 
 
 @dataclass(slots=True)
@@ -61,6 +63,8 @@ class Gate:
     in_flight: int = 0
     refused_busy: int = 0
     refused_unauthenticated: int = 0
+    #: 11.3s answered 503 because the DCO had no room for them (slots, outbound bytes).
+    refused_no_room: int = 0
 
     def admits(self, authorization: str) -> bool:
         scheme, _, given = authorization.partition(" ")
@@ -82,12 +86,16 @@ HTTP_METRICS: tuple[Metric[Gate], ...] = (
     Metric("counter", "dco_http_refused_unauthenticated",
            "HTTP requests answered 401: no valid bearer token",
            lambda g: g.refused_unauthenticated),
+    Metric("counter", "dco_http_refused_no_room",
+           "11.3s answered 503 (Retry-After): no free transfer slot or outbound queue full",
+           lambda g: g.refused_no_room),
 )  # fmt: skip
 
 DCO_KEY = web.AppKey("dco", DcoApi)
 HEALTH_KEY: web.AppKey[HealthFn] = web.AppKey("health")
 REGISTRY_KEY = web.AppKey("registry", CollectorRegistry)
 GATE_KEY = web.AppKey("gate", Gate)
+ROOM_KEY: web.AppKey[RoomFn] = web.AppKey("room")
 
 routes = web.RouteTableDef()
 T = TypeVar("T")
@@ -149,6 +157,14 @@ async def activate_firmware(request: web.Request) -> web.Response:
         ask = ACTIVATION_ORDER.from_json(await request.read())
     except ValueError as exc:
         return _error(400, "bad_request", f"activation request: {exc}")
+    no_room = request.app[ROOM_KEY](ask.execution_time)
+    if no_room is not None:
+        # Backpressure: the scheduler holds its releases while 11.3s are turned away, so
+        # neither side piles up work it cannot move yet.
+        request.app[GATE_KEY].refused_no_room += 1
+        resp = _error(503, "no_room", f"{no_room}; send again after {RETRY_AFTER_SECONDS} s")
+        resp.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return resp
     try:
         outcome = await request.app[DCO_KEY].activate_firmware(
             ask.device_id, ask.firmware_hash, ask.execution_time, ask.originator
@@ -187,11 +203,13 @@ def make_app(
     *,
     token: str,
     max_in_flight: int = 1_000,
+    room: RoomFn | None = None,
 ) -> web.Application:
     """The HTTP face of `dco`; `registry` is what /metrics exposes (prometheus-client),
     with the HTTP guard's counters added. `token` is the bearer token every call but
     /health and /metrics must carry; `max_in_flight` the requests served at once (see
-    smets1.dco_http.in_flight_limit for a bound the process's file descriptors allow)."""
+    smets1.dco_http.in_flight_limit for a bound the process's file descriptors allow);
+    `room` says why a new 11.3 must wait (answered 503 with Retry-After), None if never."""
     if max_in_flight < 1:
         raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight}")
     app = web.Application(client_max_size=MAX_IMAGE_BYTES, middlewares=[_guard])
@@ -201,5 +219,6 @@ def make_app(
     app[REGISTRY_KEY] = registry if registry is not None else CollectorRegistry()
     app[REGISTRY_KEY].register(RoleCollector("dco", [sampler(gate, HTTP_METRICS)]))
     app[GATE_KEY] = gate
+    app[ROOM_KEY] = room or (lambda _execution_time: None)
     app.add_routes(routes)
     return app

@@ -21,7 +21,7 @@ same image.
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -105,6 +105,8 @@ class DcoCounters:
     retries: int = 0
     #: Transfers picked up again from the device's bitmap after a round went unanswered.
     resumes: int = 0
+    #: Frames that waited for room on the bus (its outbound queue was over its bound).
+    room_waits: int = 0
 
 
 class _Failed(Exception):
@@ -170,6 +172,66 @@ def missing_runs(status: Status, run_blocks: int) -> list[tuple[int, int]]:
     return runs
 
 
+class ByteBudget:
+    """Bytes a DCO has sent to devices and not yet heard back about, bounded: a round of
+    blocks takes its bytes before it is sent and gives them back when the device's answer
+    to its QUERY comes (or does not, in time). Over MQTT this bounds what the broker and
+    the fleet hold for devices whose links are slower than the DCO, end to end. A round
+    takes all its bytes at once, so no round holds a part while it waits for the rest
+    (which could leave every round waiting); a round larger than the whole budget goes
+    when nothing else is out. Waiters are served in turn."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"the in-flight byte budget must be at least 1, got {limit}")
+        self.limit = limit
+        self.used = 0
+        self.peak = 0
+        #: Rounds that waited for bytes.
+        self.waits = 0
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+
+    def _fits(self, nbytes: int) -> bool:
+        return self.used + nbytes <= self.limit or self.used == 0
+
+    def free(self) -> bool:
+        """Whether a new round could go now (nothing waits and some bytes are free)."""
+        return not self._waiters and self.used < self.limit
+
+    async def take(self, nbytes: int) -> None:
+        if not self._waiters and self._fits(nbytes):
+            self._use(nbytes)
+            return
+        self.waits += 1
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((nbytes, waiter))
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.give(nbytes)  # granted, then cancelled: pass the bytes on
+            raise
+
+    def _use(self, nbytes: int) -> None:
+        self.used += nbytes
+        if self.used > self.peak:
+            self.peak = self.used
+
+    def give(self, nbytes: int) -> None:
+        self.used -= nbytes
+        waiters = self._waiters
+        while waiters:
+            want, waiter = waiters[0]
+            if waiter.done():  # cancelled while it waited
+                waiters.popleft()
+                continue
+            if not self._fits(want):
+                return
+            waiters.popleft()
+            self._use(want)
+            waiter.set_result(None)
+
+
 class Dco:
     """The DCO mock on a bus."""
 
@@ -183,7 +245,11 @@ class Dco:
         state_dir: Path | None = None,
         block_size: int = 1024,
         recovery: Recovery | None = None,
+        max_in_flight_bytes: int | None = None,
     ) -> None:
+        """`max_in_flight_bytes`: the bytes of blocks out to devices at once, awaiting
+        their answers (`ByteBudget`); None, unbounded (in process, where nothing but the
+        emulated links holds them)."""
         self.clock = clock
         self.bus = bus
         self.fleet = fleet
@@ -198,6 +264,7 @@ class Dco:
         #: Non-cancelling 11.3s in flight, by device.
         self._orders: dict[int, list[_Order]] = {}
         self._slots = asyncio.Semaphore(config.max_concurrent_transfers)
+        self.in_flight = None if max_in_flight_bytes is None else ByteBudget(max_in_flight_bytes)
 
     def start(self) -> None:
         self.bus.subscribe(up_topic(self.fleet, "+"), self._on_payload)
@@ -220,10 +287,34 @@ class Dco:
             return
         inbox.put_nowait(frame)
 
-    def _send(self, session: _Session, frame: Frame) -> None:
+    async def _send(self, session: _Session, frame: Frame) -> None:
+        """Publish `frame` once the bus has room for it: a session whose frames the broker
+        is slow to take slows down, instead of piling its bytes up in memory."""
         payload = frame.serialize()
+        bus = self.bus
+        if not bus.has_room(len(payload)):
+            self.counters.room_waits += 1
+            await bus.wait_for_room(len(payload))
         self.counters.frames_sent += 1
-        self.bus.publish(session.topic, payload)
+        bus.publish(session.topic, payload)
+
+    @property
+    def free_slots(self) -> int:
+        """Transfer slots free now."""
+        return self._slots._value
+
+    def no_room_for(self, execution_time: float = IMMEDIATE) -> str | None:
+        """Why a new 11.3 would have to wait now (None: it has room): every transfer slot
+        is taken, or the outbound queue is over its bound. A cancellation moves no image
+        and always has room. The HTTP API turns an 11.3 away (503) while it has none."""
+        if is_cancellation(execution_time, self.clock.now()):
+            return None
+        if self._slots.locked() or self.counters.waiting_for_slot:
+            return f"all {self.config.max_concurrent_transfers} transfer slots taken"
+        # Room for one more run of blocks: a queue that cannot take one is full.
+        if not self.bus.has_room(self.config.run_blocks * self.block_size):
+            return "outbound queue full"
+        return None
 
     async def _receive(
         self, inbox: asyncio.Queue[Frame], kind: type[_F], timeout: float
@@ -419,7 +510,7 @@ class Dco:
             if renew:
                 self._renew(s)
             renew = True
-            self._send(
+            await self._send(
                 s,
                 Initiate(s.device_id, s.tid, info.size_bytes, held.block_size, info.firmware_hash),
             )
@@ -463,16 +554,24 @@ class Dco:
             s.rounds += 1
             c.rounds += 1
             tid = s.tid
-            if not status.complete:
-                for first, count in missing_runs(status, cfg.run_blocks):
+            runs = [] if status.complete else missing_runs(status, cfg.run_blocks)
+            budget = self.in_flight
+            out = sum(count for _, count in runs) * held.block_size
+            if budget is not None:
+                await budget.take(out)
+            try:
+                for first, count in runs:
                     crcs, data, run_crc = held.run(first, count)
-                    self._send(s, Blocks(device_id, tid, first, crcs, data, run_crc))
+                    await self._send(s, Blocks(device_id, tid, first, crcs, data, run_crc))
                     s.blocks += count
                     s.bytes += len(data)
                     c.blocks_sent += count
                     c.bytes_sent += len(data)
-            self._send(s, Query(device_id, tid))
-            answer = await self._receive(s.inbox, Status, cfg.reply_timeout_seconds)
+                await self._send(s, Query(device_id, tid))
+                answer = await self._receive(s.inbox, Status, cfg.reply_timeout_seconds)
+            finally:
+                if budget is not None:
+                    budget.give(out)
             if answer is None:
                 c.resumes += 1
                 answer = await self._initiate(s, held, deadline, status.state, resume=True)
@@ -497,7 +596,7 @@ class Dco:
             deadline = max(deadline, execution_time + self.recovery.give_up_seconds)
         last: Activation | None = None
         while True:
-            self._send(s, Activate(s.device_id, s.tid, execution_time, firmware_hash))
+            await self._send(s, Activate(s.device_id, s.tid, execution_time, firmware_hash))
             wait = timeout
             if scheduled:
                 wait += max(0.0, execution_time - self.clock.now())
@@ -521,7 +620,7 @@ class Dco:
         delay = self.recovery.retry_initial_seconds
         try:
             while True:
-                self._send(s, ReadVersion(device_id, s.tid))
+                await self._send(s, ReadVersion(device_id, s.tid))
                 answer = await self._receive(s.inbox, Version, self.config.reply_timeout_seconds)
                 if answer is not None or self.clock.now() + delay >= deadline:
                     break

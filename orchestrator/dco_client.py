@@ -22,7 +22,10 @@ already, the 11.3 is answered from that reading, without a transfer.
 Bounds: each worker gets at most `max_in_flight` calls at once (one pooled connection
 each; an 11.3 holds its connection for its whole transfer); more wait their turn in the
 client, holding no socket. A worker that is full answers 503 with Retry-After: the call
-waits that long and goes again, for as long as the worker keeps answering so.
+waits that long and goes again, for as long as the worker keeps answering so. An 11.3
+turned away so (the worker has no free transfer slot, or its outbound queue is full)
+also makes `room_for_release()` false until its Retry-After has passed: the scheduler's
+release loop holds its releases meanwhile (scheduler.release.ReleaseRoom).
 
 A worker that cannot be reached is logged at error level when it goes, every
 DOWN_REPORT_SECONDS while it stays away, and when it is back; `problem()` says which
@@ -127,6 +130,9 @@ class _Worker:
     next_busy_report: float = 0.0
     #: Calls waiting to be sent again after a failed connection.
     waiting: int = 0
+    #: Wall time (loop.time) until which the worker has no room for a new 11.3: it
+    #: turned one away (503) with this Retry-After.
+    no_room_until: float = 0.0
 
 
 class DcoClient:
@@ -178,6 +184,22 @@ class DcoClient:
                 headers=self._headers,
             )
         return self._session
+
+    def room_for_release(self) -> bool:
+        """False while a worker that turned an 11.3 away (503) has not yet reached the
+        Retry-After it gave: the scheduler holds its releases meanwhile
+        (scheduler.release.ReleaseRoom)."""
+        now = asyncio.get_running_loop().time()
+        return all(w.no_room_until <= now for w in self._workers.values())
+
+    async def wait_for_release_room(self) -> None:
+        """Until `room_for_release()`: the longest Retry-After still running."""
+        loop = asyncio.get_running_loop()
+        while True:
+            wait = max(w.no_room_until for w in self._workers.values()) - loop.time()
+            if wait <= 0:
+                return
+            await asyncio.sleep(wait)  # wall time, as the DCO asked
 
     def problem(self) -> str | None:
         """Why the DCO cannot be used now, in one line (None: every worker answers)."""
@@ -360,7 +382,13 @@ class DcoClient:
                 data=body,
                 headers={"Content-Type": "application/json"},
             ) as resp:
-                return await self._answer(base, resp, ACTIVATION_OUTCOME)
+                try:
+                    return await self._answer(base, resp, ACTIVATION_OUTCOME)
+                except _Busy as busy:
+                    w = self._workers[base]
+                    until = asyncio.get_running_loop().time() + busy.retry_after
+                    w.no_room_until = max(w.no_room_until, until)
+                    raise
 
         async def resume() -> ActivationOutcome | None:
             return await self._activated_already(device_id, firmware_hash, execution_time)

@@ -53,6 +53,7 @@ from orchestrator.serving import (
     cpu_seconds,
     health_app,
     install_stop,
+    peak_rss_bytes,
     serve_http,
     start_unless_stopped,
     write_atomically,
@@ -160,6 +161,7 @@ async def run_dco(
         client_id(cfg.name, f"dco-{worker}"),
         connect_timeout_seconds=None,
         clock=opts.clock,
+        max_queued_bytes=cfg.dco.max_outbound_bytes,
     )
     bus = DcoWorkerBus(mqtt, cfg.name, worker)
     dco = Dco(
@@ -170,6 +172,7 @@ async def run_dco(
         cfg.dco,
         state_dir=state_dir,
         block_size=cfg.block_size_bytes,
+        max_in_flight_bytes=cfg.dco.max_in_flight_bytes,
     )
     follower = ClockFollower(opts.clock, mqtt, cfg.name, role)
     lag = LagMonitor(
@@ -184,19 +187,27 @@ async def run_dco(
         [sampler(mqtt, BUS_METRICS), sampler(lag, LAG_METRICS), sampler(dco, DCO_METRICS)],
     )
 
+    budget = dco.in_flight
+
     def status() -> DcoStatus:
         return DcoStatus(
             worker=worker,
             shards=shards,
             cpu_seconds=cpu_seconds(),
+            peak_rss_bytes=peak_rss_bytes(),
             clock=lag.status(),
             lateness=lag.lateness_status(),
             bus=BusStatus.of(mqtt),
             dco=dco.counters,
+            in_flight_bytes_limit=budget.limit if budget else 0,
+            in_flight_bytes_peak=budget.peak if budget else 0,
+            in_flight_waits=budget.waits if budget else 0,
         )
 
     def health() -> tuple[bool, dict[str, Any]]:
-        return mqtt.connected, status().model_dump(mode="json")
+        # `room`: whether a new 11.3 is taken now (else the reason it is turned away).
+        room = {"room": dco.no_room_for() or "ok", "free_transfer_slots": dco.free_slots}
+        return mqtt.connected, {**status().model_dump(mode="json"), **room}
 
     limit = in_flight_limit(cfg.dco.http_max_in_flight)
     if limit < cfg.dco.http_max_in_flight:
@@ -207,7 +218,9 @@ async def run_dco(
             limit,
             cfg.dco.http_max_in_flight,
         )
-    app = make_dco_app(dco, health, registry, token=opts.dco_token, max_in_flight=limit)
+    app = make_dco_app(
+        dco, health, registry, token=opts.dco_token, max_in_flight=limit, room=dco.no_room_for
+    )
     log.info("%s: connecting to %s", role, broker)
     ready = f"{role} ready: fleet {cfg.name}, {shards} shard(s)"
     await _serve_until_stopped(opts, bus, follower, lag, app, ready, dco.start)
@@ -286,6 +299,7 @@ async def _serve_fleet(
             shard=shard,
             shards=shards,
             cpu_seconds=cpu_seconds(),
+            peak_rss_bytes=peak_rss_bytes(),
             devices=len(devices),
             clock=lag.status(),
             lateness=lag.lateness_status(),
@@ -468,11 +482,14 @@ async def _schedule(
         def status(summary: SchedulerSummary) -> SchedulerStatus:
             return SchedulerStatus(
                 cpu_seconds=cpu_seconds(),
+                peak_rss_bytes=peak_rss_bytes(),
                 wall_seconds=round(wall_seconds() - wall0, 3),
                 dco_urls=dco_urls,
                 clock=lag.status(),
                 lateness=lag.lateness_status(),
                 requests=by_state(),
+                releases_held=scheduler.releases_held[0],
+                releases_held_seconds=round(scheduler.releases_held[1], 3),
                 summary=summary,
                 speed_control=None if control is None else control.status(clock.speed),
             )

@@ -53,6 +53,11 @@ def cpu_seconds() -> float:
     return round(r.ru_utime + r.ru_stime, 3)
 
 
+def peak_rss_bytes() -> int:
+    """The most resident memory this process has held (Linux: ru_maxrss is KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 async def start_unless_stopped(bus: MqttBus | DcoWorkerBus | ShardBus, stop: asyncio.Event) -> bool:
     """Connect, waiting for the broker as long as it takes; False if told to stop first."""
     starting = asyncio.create_task(bus.start())

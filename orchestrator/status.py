@@ -108,11 +108,18 @@ class DcoStatus(_Doc):
     worker: str
     shards: int
     cpu_seconds: float
+    #: The most resident memory the process held so far (ru_maxrss).
+    peak_rss_bytes: int = 0
     clock: ClockStatus
     lateness: LatenessStatus
     bus: BusStatus
     #: The DCO's own counters (dco_mock.service), as they are.
     dco: DcoCounters
+    #: Bytes of blocks out to devices unanswered (dco_mock.service.ByteBudget): the
+    #: bound, the most at once, and the rounds that waited for room under it.
+    in_flight_bytes_limit: int = 0
+    in_flight_bytes_peak: int = 0
+    in_flight_waits: int = 0
 
 
 class FleetStatus(_Doc):
@@ -122,6 +129,8 @@ class FleetStatus(_Doc):
     shard: int
     shards: int
     cpu_seconds: float
+    #: The most resident memory the process held so far (ru_maxrss).
+    peak_rss_bytes: int = 0
     devices: int
     clock: ClockStatus
     lateness: LatenessStatus
@@ -155,11 +164,17 @@ class SchedulerStatus(_Doc):
 
     role: Literal["scheduler"] = "scheduler"
     cpu_seconds: float
+    #: The most resident memory the process held so far (ru_maxrss).
+    peak_rss_bytes: int = 0
     wall_seconds: float
     dco_urls: list[str]
     clock: ClockStatus
     lateness: LatenessStatus
     requests: dict[str, int]
+    #: Times the release loop held its releases because the DCO turned 11.3s away (503,
+    #: no room), and for how long in all, simulated seconds.
+    releases_held: int = 0
+    releases_held_seconds: float = 0.0
     summary: SchedulerSummary
     #: `--speed auto` only.
     speed_control: SpeedControlStatus | None = None
@@ -175,4 +190,5 @@ class SchedulerStatus(_Doc):
             "clock": self.clock.model_dump(),
             "lateness": self.lateness.model_dump(exclude={"buckets"}),
             "cpu_seconds": self.cpu_seconds,
+            "peak_rss_bytes": self.peak_rss_bytes,
         }

@@ -6,12 +6,18 @@ day than the calendar's capacity. A released request is recorded (calendar, requ
 book, store) and then runs as one coroutine in the shared task set: 11.3 through the
 DCO, then 11.2 reads the version the device runs. Its answer is stored, counted in the
 book and posted to its User.
+
+Backpressure: with a DCO that can say it has no room (`ReleaseRoom`: over HTTP, a
+worker turned an 11.3 away with 503), the loop holds its releases until it has, and
+counts the holds; it does not release into tasks that would only wait. A small image,
+released at submission, is not held.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import logging
+from typing import Any, Protocol, runtime_checkable
 
 from scheduler.book import RequestBook
 from scheduler.calendar import Calendar
@@ -28,6 +34,19 @@ from smets1.services import DcoApi
 
 #: How far behind its pace the release loop may catch up after running late.
 PACE_CATCH_UP_SECONDS = 3_600.0
+
+log = logging.getLogger("scheduler.release")
+
+
+@runtime_checkable
+class ReleaseRoom(Protocol):
+    """A DCO that can say it has no room for more 11.3s (orchestrator.dco_client: a
+    worker turned one away with 503 and Retry-After). The release loop holds its
+    releases while so, instead of piling up released requests that only wait."""
+
+    def room_for_release(self) -> bool: ...
+
+    async def wait_for_release_room(self) -> None: ...
 
 
 class Releaser:
@@ -55,6 +74,11 @@ class Releaser:
         self.tasks = tasks
         #: DCO calls that raised instead of answering.
         self.dco_errors = 0
+        #: Times the loop held its releases because the DCO had no room, and for how
+        #: long in all (simulated seconds).
+        self.releases_held = 0
+        self.releases_held_seconds = 0.0
+        self._room = dco if isinstance(dco, ReleaseRoom) else None
         # Released before a restart: re-issued when the loop starts.
         self._resume: list[ActivationRequest] = []
 
@@ -103,6 +127,11 @@ class Releaser:
                 pace_at = None
                 await self.clock.sleep_until(cal.day_start(today + 1))
                 continue
+            if self._room is not None and not self._room.room_for_release():
+                # Paced afresh after a hold: no catch-up burst into a DCO just freed.
+                pace_at = None
+                await self._hold(self._room)
+                continue
             req = queue.pick()
             if req is None:
                 continue
@@ -120,6 +149,19 @@ class Releaser:
                     await self.clock.sleep_until(pace_at)
             else:
                 pace_at = None
+
+    async def _hold(self, room: ReleaseRoom) -> None:
+        """Wait, releasing nothing, until the DCO has room for another 11.3."""
+        self.releases_held += 1
+        started = self.clock.now()
+        if self.releases_held == 1 or self.releases_held % 100 == 0:
+            log.info(
+                "DCO has no room for more 11.3s: releases held (%d time(s))", self.releases_held
+            )
+        try:
+            await room.wait_for_release_room()
+        finally:
+            self.releases_held_seconds += self.clock.now() - started
 
     def release(self, req: ActivationRequest) -> None:
         """Send `req` to the DCO now (the loop's pick, or a small image at submission)."""

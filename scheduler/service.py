@@ -200,6 +200,12 @@ class Scheduler:
         """DCO calls that raised instead of answering (released 11.3s and cancellations)."""
         return self._releaser.dco_errors + self._intake.dco_errors
 
+    @property
+    def releases_held(self) -> tuple[int, float]:
+        """Times the release loop held its releases for want of room at the DCO, and
+        how long in all (simulated seconds)."""
+        return self._releaser.releases_held, self._releaser.releases_held_seconds
+
     # -- restart ---------------------------------------------------------------------
 
     def _load(self) -> None:

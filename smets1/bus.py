@@ -72,6 +72,15 @@ class Bus(ABC):
     @abstractmethod
     def subscribe(self, topic_filter: str, handler: Handler) -> None: ...
 
+    def has_room(self, nbytes: int = 0) -> bool:
+        """Whether `nbytes` more may be published now without going over the bus's bound
+        on outbound bytes queued (a bus without a queue always has room)."""
+        return True
+
+    async def wait_for_room(self, nbytes: int = 0) -> None:  # noqa: B027 - no queue, no wait
+        """Until `has_room(nbytes)`: a producer awaits it before it publishes more, so a
+        slow broker slows the producer instead of piling bytes up in memory."""
+
     async def start(self) -> None:  # noqa: B027 - a transport without a connection needs nothing
         """Connect; the in-process bus has nothing to do."""
 
@@ -142,3 +151,9 @@ class LossyBus(Bus):
 
     def subscribe(self, topic_filter: str, handler: Handler) -> None:
         self.inner.subscribe(topic_filter, handler)
+
+    def has_room(self, nbytes: int = 0) -> bool:
+        return self.inner.has_room(nbytes)
+
+    async def wait_for_room(self, nbytes: int = 0) -> None:
+        await self.inner.wait_for_room(nbytes)

@@ -162,6 +162,12 @@ class DcoConfig(Strict):
     #: Consecutive blocks sent in one frame.
     run_blocks: int = Field(64, gt=0, le=4096)
     max_concurrent_transfers: int = Field(5_000, gt=0)
+    #: Over MQTT: outbound bytes queued (published, not yet acknowledged by the broker)
+    #: before the DCO's sessions wait for room and new 11.3s are turned away (503).
+    max_outbound_bytes: int = Field(32 * 2**20, gt=0)
+    #: Over MQTT: bytes of blocks out to devices at once, not yet answered by them (the
+    #: broker and the fleet hold them while the devices' links are slower than the DCO).
+    max_in_flight_bytes: int = Field(128 * 2**20, gt=0)
     #: How long the DCO waits for a device to answer a query before asking again.
     reply_timeout_seconds: float = Field(7_200.0, gt=0)
     max_rounds: int = Field(8, gt=0)

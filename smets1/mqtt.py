@@ -99,6 +99,10 @@ OLD_MAGICS = (0xE5, 0xE6)
 #: a frame this large or larger always travels alone (runs of blocks do).
 BATCH_MAX_BYTES = 64 * 1024
 
+#: Outbound bytes (frames accepted by `publish` and not yet acknowledged by the broker)
+#: a bus holds before `has_room` says no; producers await `wait_for_room` (default).
+MAX_QUEUED_BYTES = 32 * 2**20
+
 #: How long `close()` waits for queued messages to go out.
 FLUSH_SECONDS = 5.0
 
@@ -119,6 +123,13 @@ class MqttCounters(BusCounters):
     connection_losses: int = 0
     handler_errors: int = 0
     bad_batches: int = 0
+    #: Frame bytes accepted by `publish` and not yet acknowledged by the broker, now and
+    #: at most; `max_queued_bytes` is the bound producers wait for room under.
+    queued_bytes: int = 0
+    peak_queued_bytes: int = 0
+    max_queued_bytes: int = 0
+    #: Times a producer waited for room (`wait_for_room` found the queue over its bound).
+    room_waits: int = 0
 
 
 def _known_magic(magic: int, _: Mapping[str, Any]) -> str | None:
@@ -273,12 +284,20 @@ class MqttBus(Bus):
         *,
         connect_timeout_seconds: float | None = 30.0,
         clock: Clock | None = None,
+        max_queued_bytes: int = MAX_QUEUED_BYTES,
     ) -> None:
+        if max_queued_bytes < 1:
+            raise ValueError(f"max_queued_bytes must be at least 1, got {max_queued_bytes}")
         self.broker = broker
         self.client_id = client_id
         self.connect_timeout_seconds = connect_timeout_seconds
         self.clock: Clock = clock if clock is not None else RealClock()
-        self.counters = MqttCounters()
+        self.counters = MqttCounters(max_queued_bytes=max_queued_bytes)
+        self.max_queued_bytes = max_queued_bytes
+        #: Producers waiting for room, in turn: (bytes, woken when they fit).
+        self._room_waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+        #: Bytes of waiters woken and not yet back to publish them.
+        self._room_reserved = 0
         #: End-to-end lateness of every message received (smets1.lateness).
         self.lateness = LatenessMeter()
         #: While False, messages are not measured: a follower's clock is not the run's
@@ -318,12 +337,62 @@ class MqttBus(Bus):
         """Frames accepted by `publish` and not yet acknowledged by the broker."""
         return self._pending_frames
 
+    def has_room(self, nbytes: int = 0) -> bool:
+        """Whether `nbytes` more stay within `max_queued_bytes` now, after the producers
+        already waiting; a message larger than the bound has room only when nothing is
+        queued (it then goes alone)."""
+        if self._room_waiters:
+            return False
+        queued = self.counters.queued_bytes + self._room_reserved
+        return queued + nbytes <= self.max_queued_bytes or queued == 0
+
+    async def wait_for_room(self, nbytes: int = 0) -> None:
+        """Until `nbytes` more fit: as the broker acknowledges queued messages. Waiters are
+        served in turn, each woken only once its bytes fit (not all at each
+        acknowledgement); the caller is expected to publish them as soon as it returns."""
+        if self.has_room(nbytes):
+            return
+        self.counters.room_waits += 1
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._room_waiters.append((nbytes, waiter))
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._room_reserved -= nbytes  # woken, then cancelled: pass the room on
+                self._wake_room()
+            raise
+        self._room_reserved -= nbytes
+
+    def _wake_room(self) -> None:
+        """Wake the waiters at the head of the line whose bytes now fit."""
+        waiters = self._room_waiters
+        bound = self.max_queued_bytes
+        while waiters:
+            nbytes, waiter = waiters[0]
+            if waiter.done():  # cancelled while it waited
+                waiters.popleft()
+                continue
+            queued = self.counters.queued_bytes + self._room_reserved
+            if queued + nbytes > bound and queued != 0:
+                return
+            waiters.popleft()
+            self._room_reserved += nbytes
+            waiter.set_result(None)
+
+    def _queue_bytes(self, size: int) -> None:
+        c = self.counters
+        c.queued_bytes += size
+        if c.queued_bytes > c.peak_queued_bytes:
+            c.peak_queued_bytes = c.queued_bytes
+
     def publish(self, topic: str, payload: bytes) -> None:
         if self._closed:
             raise BusError(f"publish on closed bus (topic {topic})")
         size = len(payload)
         self._pending_frames += 1
         self._drained_event.clear()
+        self._queue_bytes(size)
         if size < BATCH_MAX_BYTES:
             batch = self._open.get(topic)
             if batch is not None and batch.frames is not None:
@@ -355,6 +424,7 @@ class MqttBus(Bus):
             raise BusError(f"publish on closed bus (topic {topic})")
         self._pending_frames += 1
         self._drained_event.clear()
+        self._queue_bytes(len(payload))
         self._seq += 1
         sent_at = self.clock.now()
         whole = join_batch(self._sender, self._seq & 0xFFFF_FFFF, [payload], sent_at)
@@ -590,6 +660,9 @@ class MqttBus(Bus):
             if not self._pending_frames:
                 self._drained_event.set()
             c = self.counters
+            c.queued_bytes -= msg.frame_bytes
+            if self._room_waiters:
+                self._wake_room()
             c.mqtt_publishes += 1
             c.messages_published += msg.frame_count
             c.bytes_published += msg.frame_bytes

@@ -66,6 +66,12 @@ class DcoWorkerBus(Bus):
         self.inner.subscribe(f"{self._up_all}/{self.worker}", strip)
         self.inner.subscribe(f"$share/{SHARE_GROUP}/{self._up_all}", handler)
 
+    def has_room(self, nbytes: int = 0) -> bool:
+        return self.inner.has_room(nbytes)
+
+    async def wait_for_room(self, nbytes: int = 0) -> None:
+        await self.inner.wait_for_room(nbytes)
+
     async def start(self) -> None:
         await self.inner.start()
 
@@ -112,6 +118,12 @@ class ShardBus(Bus):
             if worker is not None:
                 topic = f"{topic}/{worker}"
         self.inner.publish(topic, payload)
+
+    def has_room(self, nbytes: int = 0) -> bool:
+        return self.inner.has_room(nbytes)
+
+    async def wait_for_room(self, nbytes: int = 0) -> None:
+        await self.inner.wait_for_room(nbytes)
 
     async def start(self) -> None:
         await self.inner.start()

@@ -234,3 +234,32 @@ async def test_the_client_keeps_its_calls_within_its_bound() -> None:
         assert 1 <= dco.most_inside <= 3
     finally:
         await server.close()
+
+
+async def test_an_11_3_without_room_is_turned_away_and_the_client_holds_releases() -> None:
+    """Backpressure: while the DCO says it has no room (slots taken, outbound queue full)
+    it answers a new 11.3 503 with Retry-After, before the DCO sees it; the client then
+    says there is no room for releases until that Retry-After has passed."""
+    dco = GatedDco()
+    no_room: list[str | None] = ["all 1 transfer slots taken"]
+    server = TestServer(make_app(dco, token=TOKEN, room=lambda _at: no_room[0]))
+    async with TestClient(server) as http:
+        resp = await http.post(
+            ACTIVATIONS_PATH, data=ORDER, headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+        assert resp.status == 503 and resp.headers["Retry-After"] == "1"
+        assert (await resp.json())["error"] == "no_room"
+        assert http.app[GATE_KEY].refused_no_room == 1
+        assert dco.calls == 0
+        async with DcoClient([str(server.make_url(""))], token=TOKEN) as client:
+            assert client.room_for_release()
+            call = asyncio.create_task(client.activate_firmware(DEVICE, HASH))
+            # The first answer: 503, no room (the client has no event to await for it).
+            while client.busy_retries == 0:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+            assert not client.room_for_release()
+            no_room[0] = None  # room again: the call goes through after Retry-After
+            outcome = await asyncio.wait_for(call, 30)
+            await asyncio.wait_for(client.wait_for_release_room(), 30)
+            assert outcome.ok and client.room_for_release()
+    assert dco.calls == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import Counter
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -450,6 +451,43 @@ def test_a_late_release_loop_catches_up_instead_of_spilling_into_the_next_day() 
         assert released == 6
         await s.wait_idle()
         assert released_per_day(s) == {0: 24}
+        await stop(s, task)
+
+    run_virtual(main)
+
+
+@dataclass
+class RoomDco(FakeDco):
+    """A DCO that turns 11.3s away while `room` is clear (scheduler.release.ReleaseRoom,
+    as orchestrator.dco_client is after a 503)."""
+
+    room: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def room_for_release(self) -> bool:
+        return self.room.is_set()
+
+    async def wait_for_release_room(self) -> None:
+        await self.room.wait()
+
+
+def test_releases_held_while_the_dco_has_no_room_and_released_once_it_has() -> None:
+    async def main(clock: VirtualClock) -> None:
+        dco = RoomDco(clock)  # no room at first
+        s, _ = make_scheduler(clock, dco=dco)
+        task = await running(s)
+        img = await s.store_image(USER_A, LARGE_IMAGE)
+        s.submit_activations(USER_A, img.firmware_hash, devices(10))
+        await clock.sleep(6 * 3600)  # long enough for every release, had there been room
+        assert dco.activations == []  # held: nothing released, no task spawned for it
+        assert sum(1 for r in s.requests if r.released_at is not None) == 0
+        held, held_seconds = s.releases_held
+        assert held == 1 and held_seconds == 0.0  # still holding, not yet counted
+        dco.room.set()
+        await s.wait_idle()
+        assert len(dco.activations) == 10
+        assert all(r.state is RequestState.DONE for r in s.requests)
+        held, held_seconds = s.releases_held
+        assert held == 1 and held_seconds >= 6 * 3600
         await stop(s, task)
 
     run_virtual(main)

@@ -204,3 +204,48 @@ def test_what_is_not_an_envelope_says_why() -> None:
     assert str(foreign) == "magic at offset 0: expected 0xE7 or 0xE8, got 0x01"
     _, no_time = split_batch(b"\xe7" + bytes(8) + b"\x41\xd9")
     assert no_time is not None and (no_time.field, no_time.offset) == ("sent_at", 9)
+
+
+async def test_outbound_bytes_bounded_wait_for_room_until_the_broker_drains(
+    broker: Mosquitto,
+) -> None:
+    """Backpressure: over its byte bound the bus has no room, and `wait_for_room` waits
+    until the broker has taken enough of the queue (here: until it is back up)."""
+    url = parse_broker_url(broker.url)
+    pub, sub = MqttBus(url, "t-pub", max_queued_bytes=10_000), MqttBus(url, "t-sub")
+    got = Inbox()
+    sub.subscribe("smets1/t/down/0", got)
+    await sub.start()
+    await pub.start()
+    try:
+        await asyncio.to_thread(broker.stop)
+        await within(pub.wait_disconnected(), "the publisher to see the drop")
+        sent: list[bytes] = []
+        # A producer that waits for room before each 4,000-byte frame: two fit under
+        # 10,000 bytes, the third waits while the broker is down.
+        for i in range(2):
+            assert pub.has_room(4_000)
+            sent.append(bytes([i]) * 4_000)
+            pub.publish("smets1/t/down/0", sent[-1])
+        assert pub.counters.queued_bytes == 8_000
+        assert not pub.has_room(4_000)
+        assert pub.has_room(2_000)  # a smaller frame still fits
+        waiting = asyncio.create_task(pub.wait_for_room(4_000))
+        for _ in range(20):  # the broker is down: nothing makes room
+            await asyncio.sleep(0)
+        assert not waiting.done()
+        assert pub.counters.room_waits == 1
+        await asyncio.to_thread(broker.start)
+        await within(waiting, "room once the broker takes the queue")
+        sent.append(b"\x02" * 4_000)
+        pub.publish("smets1/t/down/0", sent[-1])
+        await got.reach(3, "every frame")
+        assert got.payloads == sent
+        await within(pub.wait_drained(), "the publisher to drain")
+        assert pub.counters.queued_bytes == 0
+        assert pub.counters.peak_queued_bytes == 8_000 <= pub.max_queued_bytes
+        # A message larger than the bound has room only on an empty queue, and goes alone.
+        assert pub.has_room(50_000)
+    finally:
+        await pub.close()
+        await sub.close()
