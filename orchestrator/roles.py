@@ -147,6 +147,23 @@ def _reporter(mqtt: MqttBus, fleet: str, name: str) -> Callable[[LatenessReport]
     return report
 
 
+def _follow(
+    opts: RoleOptions, mqtt: MqttBus, role: str, name: str
+) -> tuple[ClockFollower, LagMonitor]:
+    """What every follower role runs: the shared clock, and its lag and lateness watched
+    and reported to the leader as `name`."""
+    cfg = opts.config
+    follower = ClockFollower(opts.clock, mqtt, cfg.name, role)
+    lag = LagMonitor(
+        opts.clock,
+        role,
+        mqtt,
+        threshold_seconds=lateness_threshold_seconds(cfg),
+        on_report=_reporter(mqtt, cfg.name, name),
+    )
+    return follower, lag
+
+
 # -- the DCO worker ----------------------------------------------------------------------
 
 
@@ -174,14 +191,7 @@ async def run_dco(
         block_size=cfg.block_size_bytes,
         max_in_flight_bytes=cfg.dco.max_in_flight_bytes,
     )
-    follower = ClockFollower(opts.clock, mqtt, cfg.name, role)
-    lag = LagMonitor(
-        opts.clock,
-        role,
-        mqtt,
-        threshold_seconds=lateness_threshold_seconds(cfg),
-        on_report=_reporter(mqtt, cfg.name, f"dco-{worker}"),
-    )
+    follower, lag = _follow(opts, mqtt, role, f"dco-{worker}")
     registry = role_registry(
         "dco",
         [sampler(mqtt, BUS_METRICS), sampler(lag, LAG_METRICS), sampler(dco, DCO_METRICS)],
@@ -281,14 +291,7 @@ async def _serve_fleet(
     )
     bus = ShardBus(mqtt, cfg.name, shard)
     host = FleetHost(opts.clock, bus, cfg.name, devices, shard=shard, journal=journal)
-    follower = ClockFollower(opts.clock, mqtt, cfg.name, role)
-    lag = LagMonitor(
-        opts.clock,
-        role,
-        mqtt,
-        threshold_seconds=lateness_threshold_seconds(cfg),
-        on_report=_reporter(mqtt, cfg.name, f"fleet-{shard}"),
-    )
+    follower, lag = _follow(opts, mqtt, role, f"fleet-{shard}")
     registry = role_registry(
         "fleet",
         [sampler(mqtt, BUS_METRICS), sampler(lag, LAG_METRICS), sampler(host, FLEET_METRICS)],

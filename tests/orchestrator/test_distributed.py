@@ -3,12 +3,10 @@ shards and the scheduler, each `python -m orchestrator.cli ROLE`."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import socket
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ from orchestrator.distributed import Service, run_distributed, wait_healthy
 from orchestrator.mosquitto import Mosquitto
 from orchestrator.runner import run_config
 from smets1.config import load_config
+from tests.orchestrator.live import health
 from tests.smets1.test_shared_clock import announce_clock
 
 pytestmark = pytest.mark.mqtt
@@ -94,13 +93,6 @@ def test_campaign_completes_across_a_dco_crash(broker: Mosquitto, tmp_path: Path
     """A DCO worker killed mid-campaign drops every 11.3 it held open; the scheduler
     sends each again once the worker is back, and the devices resume from their bitmaps."""
     seen: dict[str, bool] = {}
-
-    def health(svc: Service) -> dict[str, Any]:
-        url = f"http://127.0.0.1:{svc.argv[svc.argv.index('--port') + 1]}/health"
-        with contextlib.suppress(OSError, ValueError):
-            with urllib.request.urlopen(url, timeout=1.0) as resp:
-                return dict(json.loads(resp.read()))
-        return {}
 
     def crash_the_dco(services: dict[str, Service]) -> None:
         # The hardest moment: 11.3s open, and devices rebooting into the image the

@@ -15,11 +15,9 @@ the DCO's 11.2, and the shards' flash journals):
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sqlite3
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ from orchestrator.mosquitto import Mosquitto
 from smets1.config import load_config
 from smets1.dco_http import VERSION_PATH
 from smets1.eui64 import format_eui64
+from tests.orchestrator.live import get_json, health
 
 pytestmark = pytest.mark.mqtt
 
@@ -51,23 +50,11 @@ def two_campaigns(tmp_path: Path) -> Path:
     return path
 
 
-def _port(svc: Service) -> str:
-    return svc.argv[svc.argv.index("--port") + 1]
-
-
 TOKEN = "kill-test-token"
 
 
-def _get(url: str) -> dict[str, Any]:
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {TOKEN}"})
-    with contextlib.suppress(OSError, ValueError):
-        with urllib.request.urlopen(request, timeout=2.0) as resp:
-            return dict(json.loads(resp.read()))
-    return {}
-
-
 def _in_flight(dco: Service) -> int:
-    return int(_get(f"http://127.0.0.1:{_port(dco)}/health").get("dco", {}).get("in_flight", 0))
+    return int(health(dco).get("dco", {}).get("in_flight", 0))
 
 
 def _wait_for(what: Any, timeout: float = 20.0) -> None:
@@ -105,7 +92,7 @@ def test_kill_9_of_each_role_in_turn_loses_nothing(
 
         def shard_mid_campaign() -> bool:
             """fleet-1 has devices done and devices under way"""
-            states = _get(f"http://127.0.0.1:{_port(shard)}/health").get("device_states", {})
+            states = health(shard).get("device_states", {})
             seen["shard_states"] = states
             return bool(states.get("active")) and bool(set(states) - {"active"})
 
@@ -113,10 +100,10 @@ def test_kill_9_of_each_role_in_turn_loses_nothing(
         shard.crash_and_restart(down_seconds=0.5)
 
     def read_every_device(services: dict[str, Service]) -> None:
-        base = f"http://127.0.0.1:{_port(services['dco-w0'])}"
+        base = f"http://127.0.0.1:{services['dco-w0'].port}"
         for d in device_ids:
             path = VERSION_PATH.format(device_id=format_eui64(d))
-            versions[d] = _get(base + path)
+            versions[d] = get_json(base + path, TOKEN)
 
     out = tmp_path / "dist"
     run_distributed(

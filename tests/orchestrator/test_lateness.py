@@ -4,11 +4,9 @@ summary's `verdict`, on one line at the end, and with exit status 4."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import signal
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +27,7 @@ from smets1.lateness import (
     lateness_threshold_seconds,
     percentile,
 )
+from tests.orchestrator.live import health
 
 CONFIG = Path(__file__).parent / "files" / "tiny.yaml"
 DEVICES = 24
@@ -172,13 +171,10 @@ def test_a_dco_frozen_mid_campaign_makes_the_run_invalid(broker: Mosquitto, tmp_
 
     def freeze_a_shard(services: dict[str, Service]) -> None:
         svc = services["dco-w0"]
-        url = f"http://127.0.0.1:{svc.argv[svc.argv.index('--port') + 1]}/health"
         deadline = time.monotonic() + 20.0
         while time.monotonic() < deadline:  # until transfers are under way
-            with contextlib.suppress(OSError, ValueError):
-                with urllib.request.urlopen(url, timeout=1.0) as resp:
-                    if json.loads(resp.read())["dco"]["in_flight"]:
-                        break
+            if health(svc).get("dco", {}).get("in_flight"):
+                break
             time.sleep(0.02)
         proc = svc.proc
         proc.send_signal(signal.SIGSTOP)
