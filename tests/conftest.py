@@ -18,7 +18,7 @@ import pytest
 
 from orchestrator.mosquitto import Mosquitto, find_mosquitto
 
-pytest_plugins = ["pytester", "tests.duis_reference"]
+pytest_plugins = ["pytester"]
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -204,7 +204,10 @@ def duis_reference() -> DuisReference:
 
 @pytest.fixture(scope="session")
 def duis_ref() -> DuisReference:
-    """The DCC's DUIS reference (tool.jar, schemas, templates) for a test."""
+    """The DCC's DUIS reference (tool.jar, schemas, templates) for a test.
+
+    Import it into a conftest.py (tests/scheduler/conftest.py does) to use it by name.
+    """
     try:
         return duis_reference()
     except ReferenceUnavailable as exc:
