@@ -559,7 +559,8 @@ async def post_duis(request: web.Request) -> web.Response:
         raise
     s.store.record_duis_id(h.request_id, h.service_reference, s.clock.now())
     counter.labels(h.service_reference, "accepted").inc()
-    return _xml(duis.response(h.request_id, "I0", s.clock.now(), h.service_reference, fields))
+    body = duis.response(h.request_id, "I0", s.clock.now(), h.service_reference, fields)
+    return _xml(s.duis_security.seal(body))
 
 
 async def _serve_duis(request: web.Request, doc: duis.DuisRequest, user: int) -> dict[str, Any]:

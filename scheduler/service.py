@@ -67,6 +67,7 @@ from typing import Any
 
 from scheduler.book import RequestBook
 from scheduler.calendar import Calendar
+from scheduler.duis_security import DuisSecurity
 from scheduler.intake import Campaign, Intake, Submission
 from scheduler.models import BatchOut, CapacityDay
 from scheduler.moves import SecurityMoves
@@ -122,6 +123,7 @@ class Scheduler:
             [(w.start_hour, w.end_hour) for w in config.peak_windows],
         )
         self.store = Store(state_dir)
+        self.duis_security = DuisSecurity(config)
         self.notifier = Notifier(
             clock, self.store, self.users, config.callback_retry_seconds, config.callback_attempts
         )
