@@ -23,6 +23,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -36,6 +37,7 @@ from pydantic import BaseModel, ValidationError
 from orchestrator.autospeed import AUTO
 from orchestrator.errors import DistributedError
 from orchestrator.mosquitto import STOP_TIMEOUT_SECONDS, Mosquitto, free_port
+from orchestrator.serving import PARENT_PID_ENV
 from orchestrator.status import DcoStatus, FleetStatus, SchedulerStatus
 from orchestrator.verdict import lateness_document, verdict
 from smets1.config import load_config
@@ -156,6 +158,10 @@ def _read(path: Path, doc: type[_S]) -> _S:
         raise DistributedError(f"cannot read {path}: {exc}") from exc
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def run_distributed(
     config: Path,
     out: Path,
@@ -187,13 +193,19 @@ def run_distributed(
         shutil.rmtree(state, ignore_errors=True)
     mosquitto: Mosquitto | None = None
     services: list[Service] = []
+    # SIGTERM stops the run as Ctrl-C does: every role and the broker are stopped first.
+    on_term = None
+    if threading.current_thread() is threading.main_thread():
+        on_term = signal.signal(signal.SIGTERM, _interrupt)
     try:
         if broker is None:
             mosquitto = Mosquitto(out / "mosquitto")
             mosquitto.start()
             broker = mosquitto.url
         # Given to the DCO and the scheduler only: the fleet never calls the HTTP API.
-        with_token = {**os.environ, TOKEN_ENV: os.environ.get(TOKEN_ENV) or secrets.token_hex(32)}
+        # Every role stops when this process is gone (orchestrator.serving.install_stop).
+        parent = {**os.environ, PARENT_PID_ENV: str(os.getpid())}
+        with_token = {**parent, TOKEN_ENV: os.environ.get(TOKEN_ENV) or secrets.token_hex(32)}
         role = [python, "-m", "orchestrator.cli"]
         logs = ["--log-level", log_level]
         net = ["--broker", broker, "--host", "127.0.0.1", "--out", str(out)]
@@ -223,6 +235,7 @@ def run_distributed(
                     *("--state-dir", str(out / f"fleet-{s}-state")),
                 ],
                 out,
+                parent,
             )
             services.append(svc)
             ready.append((svc, f"http://127.0.0.1:{port}/health"))
@@ -263,6 +276,8 @@ def run_distributed(
             svc.stop()
         if mosquitto is not None:
             mosquitto.stop()
+        if on_term is not None:
+            signal.signal(signal.SIGTERM, on_term)
     status = _read(out / "scheduler.json", SchedulerStatus)
     fleets = [_read(out / f"fleet-{s}.json", FleetStatus) for s in range(shards)]
     dcos = [_read(out / f"dco-w{w}.json", DcoStatus) for w in range(dco_workers)]

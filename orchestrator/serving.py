@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import resource
 import secrets
 import signal
@@ -72,12 +73,37 @@ async def start_unless_stopped(bus: MqttBus | DcoWorkerBus | ShardBus, stop: asy
     return False
 
 
+#: Set by `smets1 distributed` for the roles it starts: the launcher's process id.
+PARENT_PID_ENV = "SMETS1_PARENT_PID"
+PARENT_CHECK_SECONDS = 1.0
+
+
 def install_stop(stop: asyncio.Event) -> None:
-    """SIGTERM and SIGINT set `stop`: the role finishes cleanly and writes its status."""
+    """SIGTERM and SIGINT set `stop`: the role finishes cleanly and writes its status.
+    A role started by `smets1 distributed` (PARENT_PID_ENV set) stops the same way when
+    its launcher is gone, however it went (even `kill -9`): no role outlives its run."""
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+    parent = os.environ.get(PARENT_PID_ENV, "")
+    if parent.isdigit():
+        task = loop.create_task(_stop_when_orphaned(int(parent), stop))
+        _WATCHERS.add(task)
+        task.add_done_callback(_WATCHERS.discard)
+
+
+_WATCHERS: set[asyncio.Task[None]] = set()
+
+
+async def _stop_when_orphaned(parent: int, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        if os.getppid() != parent:
+            log.warning("the launcher (pid %d) is gone: stopping", parent)
+            stop.set()
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), PARENT_CHECK_SECONDS)
 
 
 @contextlib.asynccontextmanager

@@ -66,8 +66,10 @@ class Bus(ABC):
     counters: BusCounters
 
     @abstractmethod
-    def publish(self, topic: str, payload: bytes) -> None:
-        """Queue `payload` for `topic`; never blocks."""
+    def publish(self, topic: str, payload: bytes, sent_at: float | None = None) -> None:
+        """Queue `payload` for `topic`; never blocks. `sent_at`: the simulated time the
+        sender meant to send it, if earlier than now (it waited for room, or for a byte
+        budget): a transport that measures lateness counts the wait (default: now)."""
 
     @abstractmethod
     def subscribe(self, topic_filter: str, handler: Handler) -> None: ...
@@ -114,7 +116,7 @@ class InProcessBus(Bus):
             self._routes[topic] = handlers
         return handlers
 
-    def publish(self, topic: str, payload: bytes) -> None:
+    def publish(self, topic: str, payload: bytes, sent_at: float | None = None) -> None:
         if self._closed:
             raise BusError(f"publish on closed bus (topic {topic})")
         c = self.counters
@@ -143,11 +145,11 @@ class LossyBus(Bus):
     def counters(self) -> BusCounters:  # type: ignore[override]
         return self.inner.counters
 
-    def publish(self, topic: str, payload: bytes) -> None:
+    def publish(self, topic: str, payload: bytes, sent_at: float | None = None) -> None:
         self._n += 1
         if self.drop_every and self._n % self.drop_every == 0:
             return
-        self.inner.publish(topic, payload)
+        self.inner.publish(topic, payload, sent_at)
 
     def subscribe(self, topic_filter: str, handler: Handler) -> None:
         self.inner.subscribe(topic_filter, handler)

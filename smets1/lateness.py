@@ -12,13 +12,17 @@ is a second the simulation did not intend.
 `LatenessMeter` keeps the count, the worst and a fixed-bucket histogram (so a p99 costs
 no memory per frame, and the histograms of several processes add up exactly).
 
-`lateness_threshold_seconds` is the most lateness a run may show and still be valid. The
-shortest thing a run times is one frame over the fastest link: one run of blocks
-(`dco.run_blocks` x `block_size_bytes`) at its bandwidth, plus its latency. A tenth of
-that moves any timing the run reports by less than a tenth of a frame, far inside the
-links' own jitter; more than that and transfer times, retries, timeouts (and so the
-failures, offline devices and TRT outcomes they lead to) are the harness's, not the
-fleet's. A config may set `max_lateness_seconds` instead.
+`lateness_threshold_seconds` is the most lateness a run may show and still be valid: a
+tenth of the shortest image transfer the run can time, the smallest image its devices
+take over the fastest link among the devices it is for (its bandwidth, plus its
+latency). A frame that late moves that transfer by a tenth at most, and the typical
+transfer, and so the medians a run reports, by far less; the DCO's reply timeouts (an
+hour and more) are out of its reach, so no retry, failure or TRT outcome comes from it.
+Beyond it, transfer times, retries and timeouts (and so the failures, offline devices
+and TRT outcomes they lead to) may be the harness's, not the fleet's. (Until this
+version the threshold was a tenth of one run of blocks: a few milliseconds of wall time
+at any useful speed, which no process on a shared machine keeps to.) A config may set
+`max_lateness_seconds` instead.
 """
 
 from __future__ import annotations
@@ -26,10 +30,12 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 from smets1.config import FleetConfig
+from smets1.config_dcc import ImageConfig
 
-#: The fraction of the shortest frame transfer that a run may be late by and stay valid.
+#: The fraction of the shortest image transfer that a run may be late by and stay valid.
 LATENESS_FRACTION = 0.1
 #: Upper bounds of the histogram's buckets, simulated seconds: 1 ms to about 12 days in
 #: steps of 2^(1/4) (19 % apart), then everything beyond. A p99 is read as the upper bound
@@ -37,20 +43,47 @@ LATENESS_FRACTION = 0.1
 BUCKET_BOUNDS_SECONDS: tuple[float, ...] = tuple(0.001 * 2 ** (k / 4) for k in range(121))
 
 
-def shortest_frame_transfer_seconds(config: FleetConfig) -> float:
-    """Simulated seconds one run of blocks takes over the fastest link of the config's
-    devices (its bandwidth, plus its latency)."""
+def _image_bytes(image: ImageConfig) -> int | None:
+    if image.size_bytes is not None:
+        return int(image.size_bytes)
+    try:
+        return Path(str(image.file)).stat().st_size
+    except OSError:
+        return None
+
+
+def shortest_transfer_seconds(config: FleetConfig) -> float:
+    """Simulated seconds the shortest image transfer of the config takes: each image over
+    the links of the devices whose model it is for (same manufacturer and image type;
+    every device, if it is for none), its bandwidth plus its latency; one run of blocks
+    if the config has no image."""
     models = {m.name: m for m in config.models}
-    frame_bits = config.dco.run_blocks * config.block_size_bytes * 8
-    links = [g.link or models[g.model].link for g in config.devices]
-    return min(link.latency_seconds + frame_bits / link.bandwidth_bps for link in links)
+    best = math.inf
+    for image in config.images:
+        size = _image_bytes(image)
+        if size is None:
+            continue
+        groups = [
+            g
+            for g in config.devices
+            if models[g.model].manufacturer_code == image.manufacturer_code
+            and models[g.model].image_type == image.image_type
+        ] or list(config.devices)
+        for g in groups:
+            link = g.link or models[g.model].link
+            best = min(best, link.latency_seconds + size * 8 / link.bandwidth_bps)
+    if best == math.inf:
+        frame_bits = config.dco.run_blocks * config.block_size_bytes * 8
+        links = [g.link or models[g.model].link for g in config.devices]
+        best = min((k.latency_seconds + frame_bits / k.bandwidth_bps for k in links), default=1.0)
+    return best
 
 
 def lateness_threshold_seconds(config: FleetConfig) -> float:
     """The worst lateness a run of `config` may show and still be valid."""
     if config.max_lateness_seconds is not None:
         return config.max_lateness_seconds
-    return round(LATENESS_FRACTION * shortest_frame_transfer_seconds(config), 6)
+    return round(LATENESS_FRACTION * shortest_transfer_seconds(config), 6)
 
 
 class LatenessMeter:

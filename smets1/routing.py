@@ -50,10 +50,10 @@ class DcoWorkerBus(Bus):
     def counters(self) -> BusCounters:  # type: ignore[override]
         return self.inner.counters
 
-    def publish(self, topic: str, payload: bytes) -> None:
+    def publish(self, topic: str, payload: bytes, sent_at: float | None = None) -> None:
         if topic.startswith(self._down_prefix):
             topic = f"{topic}/{self.worker}"
-        self.inner.publish(topic, payload)
+        self.inner.publish(topic, payload, sent_at)
 
     def subscribe(self, topic_filter: str, handler: Handler) -> None:
         if topic_filter != self._up_all:
@@ -111,13 +111,13 @@ class ShardBus(Bus):
         self.inner.subscribe(f"{down}/+", remember)
         self.inner.subscribe(down, handler)  # a DCO that names no worker
 
-    def publish(self, topic: str, payload: bytes) -> None:
+    def publish(self, topic: str, payload: bytes, sent_at: float | None = None) -> None:
         if topic == self._up:
             key = route_key(payload)
             worker = None if key is None else self._worker_of.get(key)
             if worker is not None:
                 topic = f"{topic}/{worker}"
-        self.inner.publish(topic, payload)
+        self.inner.publish(topic, payload, sent_at)
 
     def has_room(self, nbytes: int = 0) -> bool:
         return self.inner.has_room(nbytes)

@@ -53,7 +53,7 @@ class TamperingBus(InProcessBus):
         super().__init__()
         self.tamper = tamper
 
-    def publish(self, topic: str, payload: bytes) -> None:
+    def publish(self, topic: str, payload: bytes, sent_at: float | None = None) -> None:
         super().publish(topic, self.tamper(payload))
 
 

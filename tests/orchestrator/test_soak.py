@@ -129,7 +129,7 @@ class Plug(Bus):
     def cut(self) -> None:
         self.alive = False
 
-    def publish(self, topic: str, payload: bytes) -> None:
+    def publish(self, topic: str, payload: bytes, sent_at: float | None = None) -> None:
         if self.alive:
             self.inner.publish(topic, payload)
 
