@@ -4,7 +4,7 @@ activations, which are accepted (planned or held), refused, or cancel earlier on
 It holds the stored images, the campaigns (named groups of one User's requests) and the
 refusals. An 11.3 is placed per device: a small image is released at once; a large one
 joins an agreed schedule's batch (schedules.py) or is planned on a day by policy.py, where
-a security fix that finds no room may take routine work's place (moves.py). Accepted
+a security fix that finds its day full takes routine work's place (moves.py). Accepted
 requests are stored first, then entered in the request book, the overdue sweep and the
 release queue; the release loop is woken last.
 """
@@ -288,9 +288,10 @@ class Intake:
                 req.schedule_id = schedule.schedule_id
                 req.planned_day = self.schedules.batch_day(schedule, today)
             else:
-                decision = place_unscheduled(self.calendar, self.limits, user, today)
-                if decision.placement is Placement.REFUSED and priority is Priority.SECURITY:
-                    decision = self.moves.make_room(user, today)
+                if priority is Priority.SECURITY:
+                    decision = self.moves.place(user, today)
+                else:
+                    decision = place_unscheduled(self.calendar, self.limits, user, today)
                 if decision.placement is Placement.PLANNED:
                     req.planned_day = decision.day
                     undo.append(decision.day or 0)

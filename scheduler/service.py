@@ -43,7 +43,7 @@ hands each call to the part that holds it. The parts, and what each holds:
 Each part is handed the parts it calls when it is built, and changes another part's
 state only through these methods (requests and schedules themselves are shared records):
 
-    Intake         → Schedules.for_actor/batch_day/assign/detach, SecurityMoves.make_room,
+    Intake         → Schedules.for_actor/batch_day/assign/detach, SecurityMoves.place,
                      RequestBook.add/activate/finish/set_state/settle,
                      ReleaseQueue.enqueue/dequeue/wake, Releaser.release, OverdueSweep.track
     Schedules      → RequestBook.held_of/set_state/activate,
