@@ -121,6 +121,7 @@ class Scheduler:
             clock.epoch,
             config.large_images_per_day,
             [(w.start_hour, w.end_hour) for w in config.peak_windows],
+            config.peak_timezone,
         )
         self.store = Store(state_dir)
         self.duis_security = DuisSecurity(config)
