@@ -200,6 +200,16 @@ class DcoConfig(Strict):
     #: SMETS1_DCO_TOKEN, when set, takes its place). Needed by `smets1 dco` and
     #: `smets1 scheduler`; the in-process `smets1 run` has no HTTP and ignores it.
     token: str = Field("", max_length=512, repr=False)
+    #: SRV 11.1 processing at the DCO (`dco_mock.service.Dco.image_processing_seconds`):
+    #: each image takes `image_processing_seconds` plus its size over
+    #: `image_processing_bytes_per_second`, stretched by the DCO's load (11.3 transfers in
+    #: flight or waiting over `max_concurrent_transfers`, times
+    #: `image_processing_load_factor`), and waits its turn for one of
+    #: `image_processing_workers`. A 1 MiB image on an idle DCO: 60 + 104.9 s.
+    image_processing_seconds: float = Field(60.0, ge=0)
+    image_processing_bytes_per_second: float = Field(10_000.0, gt=0)
+    image_processing_load_factor: float = Field(4.0, ge=0)
+    image_processing_workers: int = Field(1, gt=0, le=1_024)
     #: Requests the DCO's HTTP API serves at once, and connections the scheduler opens to
     #: each DCO worker (an 11.3 holds one for its whole transfer). Beyond it the DCO
     #: answers 503 with Retry-After, and the scheduler queues its calls.
