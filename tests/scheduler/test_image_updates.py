@@ -7,12 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
+from scheduler.api import make_app
 from scheduler.errors import BadDocument, DcoFailed
 from scheduler.requests import UpdateState
 from scheduler.service import Scheduler
 from scheduler.summary import summarize
-from smets1.clock import VirtualClock
+from smets1.clock import DEFAULT_EPOCH_SECONDS, ScaledClock, VirtualClock
 from tests.scheduler.fakes import (
     DAY,
     LARGE_IMAGE,
@@ -25,6 +27,7 @@ from tests.scheduler.fakes import (
     running,
     stop,
 )
+from tests.scheduler.test_api import AUTH_A, duis_request, update_firmware
 
 #: The keys of the 11.1 answer (the DUIS renderer reads them).
 ANSWER_KEYS = {
@@ -181,3 +184,24 @@ def test_an_11_1_processing_when_killed_is_sent_again_and_answered(tmp_path: Pat
         await stop(s, task)
 
     run_virtual(second)
+
+
+async def test_over_http_the_duis_11_1_is_acknowledged_before_the_image_is_stored() -> None:
+    clock = ScaledClock(DEFAULT_EPOCH_SECONDS, speed=1)
+    # An hour of processing at speed 1: nothing can be stored while the test looks.
+    s, dco = make_scheduler(clock, dco=FakeDco(clock, store_seconds=3_600.0))
+    client = TestClient(TestServer(make_app(s)))
+    await client.start_server()
+    try:
+        resp = await client.post(
+            "/duis", data=duis_request("11.1", update_firmware(), 1), headers=AUTH_A
+        )
+        text = await resp.text()
+        assert resp.status == 200, text
+        (u,) = s.image_updates
+        assert u.state is UpdateState.PROCESSING and u.duis_request_id in text
+        assert f"<sr:FirmwareHash>{u.firmware_hash.hex()}</sr:FirmwareHash>" in text
+        assert len(dco.stores) == 1 and notes(s, USER_A, "response") == []
+    finally:
+        await client.close()
+        await s.close()
