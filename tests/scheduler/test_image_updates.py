@@ -8,9 +8,11 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client import CollectorRegistry, generate_latest
 
 from scheduler.api import make_app
 from scheduler.errors import BadDocument, DcoFailed
+from scheduler.metrics import SchedulerCollector
 from scheduler.requests import UpdateState
 from scheduler.service import Scheduler
 from scheduler.summary import summarize
@@ -136,6 +138,9 @@ def test_an_11_1_past_seven_days_is_flagged_counted_and_its_user_told() -> None:
         assert summary.overdue_11_1 == 1 and summary.overdue == 0
         assert summary.image_updates.requests == 1 and summary.image_updates.stored == 1
         assert summary.image_updates.longest_seconds == 8 * DAY
+        registry = CollectorRegistry()
+        registry.register(SchedulerCollector(s))
+        assert b"smets1_scheduler_overdue_image_updates 1.0" in generate_latest(registry)
         await stop(s, task)
 
     run_virtual(main)
