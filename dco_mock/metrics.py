@@ -21,4 +21,11 @@ DCO_METRICS: tuple[Metric[Dco], ...] = (
            lambda d: d.counters.blocks_sent),
     Metric("counter", "dco_bytes_sent", "Image bytes sent to devices",
            lambda d: d.counters.bytes_sent),
+    Metric("gauge", "dco_images_processing", "11.1 images being processed",
+           lambda d: d.counters.images_processing),
+    Metric("gauge", "dco_images_waiting", "11.1 images waiting for a processing worker",
+           lambda d: d.counters.images_waiting),
+    Metric("counter", "dco_image_processing_seconds",
+           "Simulated seconds spent processing 11.1 images",
+           lambda d: d.counters.image_processing_seconds),
 )  # fmt: skip

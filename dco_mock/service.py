@@ -86,6 +86,11 @@ class Recovery:
 @dataclass(slots=True)
 class DcoCounters:
     images_stored: int = 0
+    #: 11.1s being processed now, and waiting for a processing worker.
+    images_processing: int = 0
+    images_waiting: int = 0
+    #: Simulated seconds spent processing 11.1s, over all of them.
+    image_processing_seconds: float = 0.0
     transfers_started: int = 0
     transfers_ok: int = 0
     transfers_failed: Counter[str] = field(default_factory=Counter)
@@ -270,6 +275,7 @@ class Dco:
         #: Non-cancelling 11.3s in flight, by device.
         self._orders: dict[int, list[_Order]] = {}
         self._slots = asyncio.Semaphore(config.max_concurrent_transfers)
+        self._image_workers = asyncio.Semaphore(config.image_processing_workers)
         self.in_flight = None if max_in_flight_bytes is None else ByteBudget(max_in_flight_bytes)
 
     def start(self) -> None:
@@ -418,9 +424,44 @@ class Dco:
 
     # -- SRV 11.1 -----------------------------------------------------------------------
 
+    def image_processing_seconds(self, size_bytes: int) -> float:
+        """How long an 11.1 of `size_bytes` takes to process from now: a fixed part and
+        the image's bytes at the configured rate, stretched by the DCO's load (11.3s in
+        flight or waiting for a slot, over the slots there are)."""
+        cfg = self.config
+        c = self.counters
+        load = (c.in_flight + c.waiting_for_slot) / cfg.max_concurrent_transfers
+        base = cfg.image_processing_seconds + size_bytes / cfg.image_processing_bytes_per_second
+        return base * (1.0 + cfg.image_processing_load_factor * load)
+
     async def update_firmware(self, image: bytes) -> StoredImage:
-        info = self.store.store(image, self.clock.now())
-        self.counters.images_stored = self.store.count()
+        """11.1: answered when the image is stored, which takes its processing time
+        (`image_processing_seconds`) after it waits its turn for a processing worker.
+        An image that does not parse is rejected at once; one already stored is answered
+        at once."""
+        known = self.store.known(image)
+        if known is not None:
+            return known
+        c = self.counters
+        c.images_waiting += 1
+        waiting = True
+        try:
+            async with self._image_workers:
+                c.images_waiting -= 1
+                waiting = False
+                c.images_processing += 1
+                try:
+                    # The load is read as the worker takes the image up.
+                    seconds = self.image_processing_seconds(len(image))
+                    await self.clock.sleep(seconds)
+                    c.image_processing_seconds += seconds
+                    info = self.store.store(image, self.clock.now())
+                finally:
+                    c.images_processing -= 1
+        finally:
+            if waiting:  # cancelled before a worker took it up
+                c.images_waiting -= 1
+        c.images_stored = self.store.count()
         return info
 
     # -- SRV 11.3 -----------------------------------------------------------------------

@@ -81,6 +81,19 @@ class ImageStore:
     def close(self) -> None:
         self._db.close()
 
+    def known(self, data: bytes) -> StoredImage | None:
+        """The stored image `data` is, if it is stored complete; rejected (ImageRejected)
+        at once if it does not parse, before any processing time is spent on it."""
+        try:
+            parse_image(data)
+        except ImageError as exc:
+            raise ImageRejected(f"11.1 image rejected: {exc}") from exc
+        row = self._db.execute(
+            "SELECT firmware_hash FROM images WHERE sha256 = ? AND firmware_hash IS NOT NULL",
+            (hashlib.sha256(data).digest(),),
+        ).fetchone()
+        return None if row is None else self.get(row[0]).info
+
     def store(self, data: bytes, now: float) -> StoredImage:
         """Store every block of `data`; when all are in, record the image as complete."""
         try:

@@ -107,9 +107,16 @@ def render(summary: Mapping[str, Any], activations_per_hour: Sequence[int] = ())
             "trt_met",
             "trt_missed",
             "max_large_images_released_in_a_day",
+            "overdue",
+            "overdue_11_1",
         )
         if k in summary
     }
+    # 11.1s: answered when the DCO has stored the image; past seven days, Users' systems
+    # fail them (MP230).
+    updates: Mapping[str, Any] = summary.get("image_updates") or {}
+    if "longest_seconds" in updates:
+        facts["longest_11_1_seconds"] = updates["longest_seconds"]
     per_day: Mapping[str, int] = summary.get("large_images_released_per_day", {})
     failed: Mapping[str, int] = summary.get("failed", {})
     states: Mapping[str, int] = summary.get("device_states", {})

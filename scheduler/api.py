@@ -571,20 +571,9 @@ async def _serve_duis(request: web.Request, doc: duis.DuisRequest, user: int) ->
         image = doc.body.image
         await _off_loop(image, _check_image, image, doc.body.firmware_version, "sr:FirmwareImage")
         s.check_devices(doc.body.device_ids, user)
-        stored = await s.store_image(user, image)
-        s.notifier.post(
-            user,
-            "response",
-            {
-                "duis_request_id": h.request_id,
-                "service_reference": "11.1",
-                "response_code": "I0",
-                "firmware_hash": stored.firmware_hash.hex(),
-                "firmware_version": f"{stored.file_version:08X}",
-                "state": "stored",
-            },
-        )
-        return {"FirmwareHash": stored.firmware_hash.hex()}
+        # Answered (a "response" notification) when the DCO reports it stored.
+        update = s.update_firmware_later(user, image, h.request_id)
+        return {"FirmwareHash": update.firmware_hash.hex()}
     if isinstance(doc.body, duis.ActivateFirmware):
         text = request.query.get("priority", "routine")
         if text not in {p.value for p in Priority}:

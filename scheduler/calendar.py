@@ -15,7 +15,14 @@ What actually went out is recorded with `record_release` (read with `released_on
 The calendar owns these counters: nothing else writes them, and reading a day that holds
 nothing adds nothing (a capacity read over a long horizon must not grow the calendar).
 Peak windows are hours in which nothing large is released; the rest of the day is the
-off-peak time across which a day's work is spread.
+off-peak time across which a day's work is spread. Their hours are UK local time, as the
+DCC's peak is (`zone`, Europe/London by default: GMT in winter, BST in summer), read off
+the wall clock of each local date: 16:00-19:00 is 16:00-19:00 UTC in January and
+15:00-18:00 UTC in July. A window that spans a change of the clocks is an hour shorter
+(spring) or longer (autumn), as the wall clock says; a wall time the spring change skips
+counts as if the change had not happened yet. A capacity day stays a UTC day from the
+epoch, so a day's peak time is whatever of the local windows falls within it, worked out
+once per day.
 """
 
 from __future__ import annotations
@@ -23,23 +30,34 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Mapping
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from types import MappingProxyType
+from zoneinfo import ZoneInfo
 
 from smets1.clock import DAY_SECONDS, to_datetime
 
 HOUR_SECONDS = 3_600.0
+#: Where the DCC's peak hours are read: UK local time, daylight saving included.
+PEAK_ZONE = "Europe/London"
 
 _NOTHING: Mapping[int, int] = MappingProxyType({})
 
 
 class Calendar:
     def __init__(
-        self, epoch: float, capacity: int, peak_windows: list[tuple[float, float]]
+        self,
+        epoch: float,
+        capacity: int,
+        peak_windows: list[tuple[float, float]],
+        zone: str | tzinfo = PEAK_ZONE,
     ) -> None:
         self.epoch = epoch
         self.capacity = capacity
-        #: Peak windows in seconds into the day, merged and sorted.
+        #: Peak windows in seconds into the local day (wall clock), merged and sorted.
         self.peaks = _merge([(a * HOUR_SECONDS, b * HOUR_SECONDS) for a, b in peak_windows])
+        self.zone = ZoneInfo(zone) if isinstance(zone, str) else zone
+        # Day → its peak intervals (absolute times, within the day), worked out once.
+        self._peak_times: dict[int, tuple[tuple[float, float], ...]] = {}
         # Day → schedule id → devices. A count that falls to zero keeps its entry: the
         # fair-share claim breaks ties between equal holders on the order they came in.
         self._reserved: dict[int, Counter[int]] = {}
@@ -132,27 +150,57 @@ class Calendar:
 
     # -- peak windows ----------------------------------------------------------------
 
+    def peak_times(self, day: int) -> tuple[tuple[float, float], ...]:
+        """The peak intervals of `day` as absolute [start, end) times within it, sorted
+        (a window that runs past midnight ends the day and starts the next)."""
+        cached = self._peak_times.get(day)
+        if cached is not None:
+            return cached
+        start = self.day_start(day)
+        end = start + DAY_SECONDS
+        spans: list[tuple[float, float]] = []
+        if self.peaks:
+            first = datetime.fromtimestamp(start, UTC).astimezone(self.zone).date()
+            last = datetime.fromtimestamp(end, UTC).astimezone(self.zone).date()
+            local = first - timedelta(days=1)
+            while local <= last:
+                for a, b in self.peaks:
+                    lo = max(start, self._wall(local, a))
+                    hi = min(end, self._wall(local, b))
+                    if lo < hi:
+                        spans.append((lo, hi))
+                local += timedelta(days=1)
+        out = tuple(_merge(spans))
+        if len(self._peak_times) > 4_096:  # bounded: a long run reads each day once
+            self._peak_times.clear()
+        self._peak_times[day] = out
+        return out
+
+    def _wall(self, local: date, seconds: float) -> float:
+        """The absolute time at which the local wall clock reads `seconds` into `local`."""
+        midnight = datetime(local.year, local.month, local.day, tzinfo=self.zone)
+        # Aware + timedelta is wall-clock arithmetic; timestamp() applies that wall
+        # time's own offset (GMT or BST).
+        return (midnight + timedelta(seconds=seconds)).timestamp()
+
     def peak_end(self, t: float) -> float | None:
         """If `t` falls in a peak window, the time it ends; else None."""
-        start = self.day_start(self.day_of(t))
-        offset = t - start
-        for a, b in self.peaks:
-            if a <= offset < b:
-                return start + b
+        for a, b in self.peak_times(self.day_of(t)):
+            if a <= t < b:
+                return b
         return None
 
     def offpeak_left(self, t: float) -> float:
         """Off-peak seconds from `t` to the end of its day."""
-        start = self.day_start(self.day_of(t))
-        offset = t - start
-        left = DAY_SECONDS - offset
-        for a, b in self.peaks:
-            left -= max(0.0, b - max(a, offset))
+        day = self.day_of(t)
+        left = self.day_start(day) + DAY_SECONDS - t
+        for a, b in self.peak_times(day):
+            left -= max(0.0, b - max(a, t))
         return max(0.0, left)
 
-    @property
-    def offpeak_per_day(self) -> float:
-        return DAY_SECONDS - sum(b - a for a, b in self.peaks)
+    def offpeak_seconds(self, day: int) -> float:
+        """Off-peak seconds in `day` (a local window can cross a change of the clocks)."""
+        return DAY_SECONDS - sum(b - a for a, b in self.peak_times(day))
 
 
 def _merge(windows: list[tuple[float, float]]) -> list[tuple[float, float]]:

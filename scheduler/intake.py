@@ -4,7 +4,7 @@ activations, which are accepted (planned or held), refused, or cancel earlier on
 It holds the stored images, the campaigns (named groups of one User's requests) and the
 refusals. An 11.3 is placed per device: a small image is released at once; a large one
 joins an agreed schedule's batch (schedules.py) or is planned on a day by policy.py, where
-a security fix that finds no room may take routine work's place (moves.py). Accepted
+a security fix that finds its day full takes routine work's place (moves.py). Accepted
 requests are stored first, then entered in the request book, the overdue sweep and the
 release queue; the release loop is woken last.
 """
@@ -120,6 +120,8 @@ class Intake:
         self.images: dict[bytes, StoredImage] = {i.firmware_hash: i for i in store.load_images()}
         self.campaigns: dict[str, Campaign] = {}
         self._stored_files: dict[bytes, StoredImage] = {}  # by SHA-256 of the whole file
+        # Images at the DCO now (by SHA-256 of the whole file): set when it has answered.
+        self._storing: dict[bytes, asyncio.Event] = {}
         #: Cancellations the DCO raised on instead of answering.
         self.dco_errors = 0
 
@@ -136,16 +138,25 @@ class Intake:
     # -- SRV 11.1 and 11.2 -----------------------------------------------------------
 
     async def store_image(self, user: int, image: bytes) -> StoredImage:
-        """11.1: the DCO stores the image's blocks; not limited by MP230 (no device traffic)."""
+        """11.1 at the DCO: stores the image's blocks and answers when they are stored (the
+        DCO's processing time); not limited by MP230 (no device traffic). The 11.1
+        requests themselves are updates.ImageUpdates'; this is their DCO call."""
         check_user(self.users, user)
         key = hashlib.sha256(image).digest()
+        storing = self._storing.get(key)
+        if storing is not None:  # the same image is at the DCO now: one processing serves
+            await storing.wait()
         known = self._stored_files.get(key)
         if known is not None:
             return known
+        storing = self._storing[key] = asyncio.Event()
         try:
             stored = await self.dco.update_firmware(image)
         except Exception as exc:  # the DCO is another component: convert at the boundary
             raise DcoFailed(f"the DCO could not store the image: {exc}") from exc
+        finally:
+            del self._storing[key]
+            storing.set()
         self._stored_files[key] = stored
         if stored.firmware_hash not in self.images:
             self.images[stored.firmware_hash] = stored
@@ -288,9 +299,10 @@ class Intake:
                 req.schedule_id = schedule.schedule_id
                 req.planned_day = self.schedules.batch_day(schedule, today)
             else:
-                decision = place_unscheduled(self.calendar, self.limits, user, today)
-                if decision.placement is Placement.REFUSED and priority is Priority.SECURITY:
-                    decision = self.moves.make_room(user, today)
+                if priority is Priority.SECURITY:
+                    decision = self.moves.place(user, today)
+                else:
+                    decision = place_unscheduled(self.calendar, self.limits, user, today)
                 if decision.placement is Placement.PLANNED:
                     req.planned_day = decision.day
                     undo.append(decision.day or 0)

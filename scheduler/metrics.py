@@ -55,6 +55,11 @@ class SchedulerCollector:
             "Requests flagged still open seven days after submission",
             value=s.overdue_count,
         )
+        yield GaugeMetricFamily(
+            "smets1_scheduler_overdue_image_updates",
+            "SRV 11.1s the DCO had still not stored seven days after acceptance",
+            value=s.overdue_11_1_count,
+        )
         sched = GaugeMetricFamily(
             "smets1_scheduler_schedules", "Delivery schedules by state", labels=["state"]
         )

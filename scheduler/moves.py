@@ -1,15 +1,23 @@
-"""Security moves: a security fix that finds no room takes the place of routine work.
+"""Security moves: security work really goes first (MP230: "security updates might
+require precedence").
 
-On the first day of the admission window that has any, the latest routine unscheduled
-request waiting for that day is moved to its next day with room (within its User's daily
-allowance); failing that, one device of an agreed schedule's batch is moved (its owner
-told). The fix is booked on the day that was freed. The moved request leaves the release
-queue and goes back in on its new day.
+A security fix is placed on the first day of its admission window that can take it, the
+day of submission first: a day with free capacity takes it as routine work would; a full
+day takes it in place of routine work still waiting for that day, so the fix never waits
+for tomorrow's free capacity while today's routine work goes out. The routine request it
+displaces is the latest unscheduled one waiting for that day, moved to the earliest later
+day with room (within its User's daily allowance); failing that, one device of an agreed
+schedule's batch, moved to the next day with room. Either way its User is told
+(`moved` or `schedule_moved`). The moved request leaves the release queue and goes back in
+on its new day; the fix joins the day's security queue, released before any routine work
+still due (release_queue.py), so it goes out today within the day's capacity.
+
+Work already released cannot be displaced: if none of the day's work still waits, the fix
+tries the next day. The User's unscheduled daily allowance applies to security fixes too
+(past it, the fix is held for a schedule like any other request).
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 from scheduler.calendar import Calendar
 from scheduler.notify import Notifier
@@ -38,13 +46,27 @@ class SecurityMoves:
         self.queue = queue
         self.schedules = schedules
 
-    def make_room(self, user: int, first_day: int) -> Decision:
-        """A security fix with no room: move routine unscheduled work, then (telling its
-        owner) one device of an agreed schedule, off the first day that has any."""
-        for day in range(first_day, first_day + self.limits.admission_days):
-            victim = self._latest_open(day, lambda r: r.schedule_id is None)
-            if victim is None:
-                victim = self._latest_open(day, lambda r: r.schedule_id is not None)
+    def place(self, user: int, first_day: int) -> Decision:
+        """Decide one unscheduled security fix; a PLANNED decision is booked on the
+        calendar (and any routine request it displaced has moved)."""
+        cal, limits = self.calendar, self.limits
+        for day in range(first_day, first_day + limits.admission_days):
+            if cal.user_unscheduled(day, user) >= limits.user_daily_limit:
+                return Decision(Placement.HELD, day)
+            if cal.free(day) > 0:
+                cal.book(day, user)
+                return Decision(Placement.PLANNED, day)
+            if self._displace(user, day):
+                return Decision(Placement.PLANNED, day)
+        last = first_day + limits.admission_days
+        return Decision(Placement.REFUSED, earliest_day(cal, limits, user, last))
+
+    def _displace(self, user: int, day: int) -> bool:
+        """Book the fix on the full `day` in place of routine work waiting for it: routine
+        unscheduled work first, then (telling its owner) one device of an agreed
+        schedule. False if nothing of that day is left to move."""
+        for scheduled in (False, True):
+            victim = self._latest_waiting(day, scheduled)
             if victim is None:
                 continue
             new_day = self._move_target(victim, day)
@@ -52,14 +74,18 @@ class SecurityMoves:
                 continue
             self._move_request(victim, day, new_day, reason="a security fix took its place")
             self.calendar.book(day, user)
-            return Decision(Placement.PLANNED, day)
-        return Decision(Placement.REFUSED, None)
+            return True
+        return False
 
-    def _latest_open(
-        self, day: int, pred: Callable[[ActivationRequest], bool]
-    ) -> ActivationRequest | None:
+    def _latest_waiting(self, day: int, scheduled: bool) -> ActivationRequest | None:
+        """The latest submitted routine request still waiting for `day`, of an agreed
+        schedule's batch or not."""
         for r in reversed(self.queue.routine_on(day)):
-            if r.priority is Priority.ROUTINE and r.state is RequestState.WAITING and pred(r):
+            if (
+                r.priority is Priority.ROUTINE
+                and r.state is RequestState.WAITING
+                and (r.schedule_id is not None) is scheduled
+            ):
                 return r
         return None
 

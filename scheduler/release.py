@@ -142,7 +142,7 @@ class Releaser:
                 # only if the rest of today's plan would not fit the off-peak time left.
                 now = self.clock.now()
                 # (left + 1): the last of today lands before midnight, not on it.
-                step = min(cal.offpeak_per_day / cap, cal.offpeak_left(now) / (left + 1))
+                step = min(cal.offpeak_seconds(today) / cap, cal.offpeak_left(now) / (left + 1))
                 base = now if pace_at is None else pace_at
                 pace_at = max(base + step, now - PACE_CATCH_UP_SECONDS)
                 if pace_at > now:

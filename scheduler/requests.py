@@ -8,6 +8,9 @@ A request lives through these states::
     RELEASED ──that 11.3, and the device cancels its pending activation──▶ CANCELLED
 
 A refused request is never a request: it is a `Refusal`, kept for the User to read.
+
+An 11.1 is an `ImageUpdate` (updates.py): PROCESSING until the DCO reports the image
+STORED (or FAILED).
 """
 
 from __future__ import annotations
@@ -101,3 +104,37 @@ class Refusal:
     reason: str
     earliest_day: int | None
     at: float
+
+
+class UpdateState(enum.Enum):
+    PROCESSING = "processing"  # accepted; the DCO has not yet reported it stored
+    STORED = "stored"  # the DCO holds every block: answered I0
+    FAILED = "failed"  # the DCO could not store it: answered E99
+
+
+@dataclass(slots=True, eq=False)
+class ImageUpdate:
+    """One SRV 11.1."""
+
+    update_id: int
+    user: int
+    size_bytes: int
+    #: The FirmwareHash and file version of the image (read from it on acceptance).
+    firmware_hash: bytes
+    file_version: int
+    submitted_at: float
+    duis_request_id: str | None = None
+    state: UpdateState = UpdateState.PROCESSING
+    stored_at: float | None = None
+    failure: str | None = None
+    #: Still processing `stale_after_seconds` after acceptance: Users' systems fail it.
+    overdue: bool = False
+
+    @property
+    def is_open(self) -> bool:
+        return self.state is UpdateState.PROCESSING
+
+    @property
+    def processing_seconds(self) -> float | None:
+        """From acceptance to the DCO's answer (None while processing)."""
+        return None if self.stored_at is None else self.stored_at - self.submitted_at

@@ -33,6 +33,8 @@ hands each call to the part that holds it. The parts, and what each holds:
 * `book.RequestBook`: every request, by id and User, counts by state and TRT, idleness;
 * `intake.Intake`: 11.1 images, 11.2 reads, 11.3 submissions and cancellations,
   campaigns, refusals;
+* `updates.ImageUpdates`: each 11.1 from acceptance until the DCO has stored its image
+  (answered then, not at once; overdue past seven days);
 * `schedules.Schedules`: agreed schedules and the requests attached to their batches;
 * `moves.SecurityMoves`: a security fix taking the place of routine work;
 * `release_queue.ReleaseQueue`: waiting work in release order;
@@ -43,7 +45,7 @@ hands each call to the part that holds it. The parts, and what each holds:
 Each part is handed the parts it calls when it is built, and changes another part's
 state only through these methods (requests and schedules themselves are shared records):
 
-    Intake         → Schedules.for_actor/batch_day/assign/detach, SecurityMoves.make_room,
+    Intake         → Schedules.for_actor/batch_day/assign/detach, SecurityMoves.place,
                      RequestBook.add/activate/finish/set_state/settle,
                      ReleaseQueue.enqueue/dequeue/wake, Releaser.release, OverdueSweep.track
     Schedules      → RequestBook.held_of/set_state/activate,
@@ -51,6 +53,7 @@ state only through these methods (requests and schedules themselves are shared r
     SecurityMoves  → ReleaseQueue.routine_on/dequeue/enqueue, Schedules.move_device
     Releaser       → ReleaseQueue.open_days/due_count/next_day/pick/rearm/woken,
                      RequestBook.set_state/count_trt/finish
+    ImageUpdates   → Intake.store_image (the DCO call), OverdueSweep.track_update
     OverdueSweep   → RequestBook.mark_overdue
     Views          → RequestBook, Calendar (reading only)
 
@@ -77,6 +80,7 @@ from scheduler.release import Releaser, response_payload
 from scheduler.release_queue import ReleaseQueue
 from scheduler.requests import (
     ActivationRequest,
+    ImageUpdate,
     Priority,
     Refusal,
     RequestState,
@@ -86,6 +90,7 @@ from scheduler.schedules import Schedules
 from scheduler.store import Store
 from scheduler.sweep import OverdueSweep
 from scheduler.tasks import TaskSet
+from scheduler.updates import ImageUpdates
 from scheduler.users import user_for_token
 from scheduler.views import Views
 from smets1.clock import Clock
@@ -121,6 +126,7 @@ class Scheduler:
             clock.epoch,
             config.large_images_per_day,
             [(w.start_hour, w.end_hour) for w in config.peak_windows],
+            config.peak_timezone,
         )
         self.store = Store(state_dir)
         self.duis_security = DuisSecurity(config)
@@ -182,6 +188,16 @@ class Scheduler:
             sweep=sweep,
             tasks=tasks,
         )
+        self._updates = ImageUpdates(
+            clock=clock,
+            store=store,
+            notifier=notifier,
+            users=self.users,
+            sweep=sweep,
+            tasks=tasks,
+            store_image=self._intake.store_image,
+            images=self._intake.images,
+        )
         self._views = Views(calendar=cal, book=book)
         # The parts' own collections, under the names the API, runner and tests read.
         self.requests: list[ActivationRequest] = book.requests
@@ -191,11 +207,18 @@ class Scheduler:
         self.refusals: list[Refusal] = self._intake.refusals
         self.images: dict[bytes, StoredImage] = self._intake.images
         self.campaigns: dict[str, Campaign] = self._intake.campaigns
+        #: SRV 11.1 requests, in order of acceptance.
+        self.image_updates: list[ImageUpdate] = self._updates.updates
         self._load()
 
     @property
     def overdue_count(self) -> int:
         return self._book.overdue_count
+
+    @property
+    def overdue_11_1_count(self) -> int:
+        """11.1s the DCO had still not stored seven days after they were accepted."""
+        return self._updates.overdue_count
 
     @property
     def dco_errors(self) -> int:
@@ -232,6 +255,8 @@ class Scheduler:
                 self._releaser.resume_later(r)
             if r.is_open:
                 self._sweep.track(r)
+        for u in self.store.load_updates():
+            self._updates.restore(u)
         self._book.settle()
 
     # -- running ---------------------------------------------------------------------
@@ -244,6 +269,7 @@ class Scheduler:
         would expire at once while the socket waits in real time.
         """
         self._releaser.resume()
+        self._updates.resume()
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._releaser.run())
             tg.create_task(self._sweep.run())
@@ -266,8 +292,16 @@ class Scheduler:
     # -- SRV 11.1 and 11.2 -----------------------------------------------------------
 
     async def store_image(self, user: int, image: bytes) -> StoredImage:
-        """11.1: the DCO stores the image's blocks; not limited by MP230 (no device traffic)."""
-        return await self._intake.store_image(user, image)
+        """11.1 (the JSON API, config campaigns): accepted, then answered when the DCO has
+        stored the image's blocks, after its processing time; not limited by MP230 (no
+        device traffic). Raises DcoFailed if the DCO could not store it."""
+        update = self._updates.submit(user, image)
+        return await self._updates.result(update)
+
+    def update_firmware_later(self, user: int, image: bytes, duis_request_id: str) -> ImageUpdate:
+        """11.1 from DUIS: acknowledged now; the response (a `response` notification) is
+        posted when the DCO reports the image stored (updates.py)."""
+        return self._updates.submit(user, image, duis_request_id)
 
     async def read_version(self, user: int, device_id: int) -> VersionReading:
         """11.2: read at once, through the DCO."""

@@ -22,11 +22,13 @@ from typing import Any
 
 from scheduler.requests import (
     ActivationRequest,
+    ImageUpdate,
     Priority,
     Refusal,
     RequestState,
     Schedule,
     ScheduleState,
+    UpdateState,
 )
 from smets1.clock import wall_seconds
 from smets1.services import StoredImage
@@ -100,6 +102,20 @@ CREATE TABLE IF NOT EXISTS duis_requests (
     request_id TEXT PRIMARY KEY,      -- sender:target:counter, used once
     service_reference TEXT NOT NULL,
     at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS image_updates (
+    update_id INTEGER PRIMARY KEY,    -- SRV 11.1 requests, in order of acceptance
+    user INTEGER NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    firmware_hash BLOB NOT NULL,
+    file_version INTEGER NOT NULL,
+    submitted_at REAL NOT NULL,
+    duis_request_id TEXT,
+    state TEXT NOT NULL,
+    stored_at REAL,
+    failure TEXT,
+    overdue INTEGER NOT NULL,
+    image BLOB                        -- kept until stored: a restart sends it again
 );
 CREATE TABLE IF NOT EXISTS campaign_ledger (
     name TEXT PRIMARY KEY,            -- a config campaign: submitted once, whatever restarts
@@ -429,6 +445,76 @@ class Store:
             "blocks, stored_at FROM images"
         )
         return [StoredImage(bytes(row[0]), *row[1:]) for row in cur]
+
+    # -- SRV 11.1 requests -------------------------------------------------------------
+    # Few and rare (one per image a User sends): each change is committed at once.
+
+    def add_update(self, u: ImageUpdate, image: bytes) -> None:
+        self.db.execute(
+            "INSERT INTO image_updates VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                u.update_id,
+                _s64(u.user),
+                u.size_bytes,
+                u.firmware_hash,
+                u.file_version,
+                u.submitted_at,
+                u.duis_request_id,
+                u.state.value,
+                u.stored_at,
+                u.failure,
+                int(u.overdue),
+                image if u.is_open else None,
+            ),
+        )
+
+    def save_update(self, u: ImageUpdate) -> None:
+        """Its state now; the image is dropped once the 11.1 is answered."""
+        self.db.execute(
+            "UPDATE image_updates SET firmware_hash = ?, file_version = ?, state = ?,"
+            " stored_at = ?, failure = ?, overdue = ?,"
+            " image = CASE WHEN ? THEN image ELSE NULL END WHERE update_id = ?",
+            (
+                u.firmware_hash,
+                u.file_version,
+                u.state.value,
+                u.stored_at,
+                u.failure,
+                int(u.overdue),
+                int(u.is_open),
+                u.update_id,
+            ),
+        )
+
+    def load_updates(self) -> list[ImageUpdate]:
+        cur = self.db.execute(
+            "SELECT update_id, user, size_bytes, firmware_hash, file_version, submitted_at,"
+            " duis_request_id, state, stored_at, failure, overdue"
+            " FROM image_updates ORDER BY update_id"
+        )
+        return [
+            ImageUpdate(
+                row[0],
+                _u64(row[1]),
+                row[2],
+                bytes(row[3]),
+                row[4],
+                row[5],
+                row[6],
+                UpdateState(row[7]),
+                row[8],
+                row[9],
+                bool(row[10]),
+            )
+            for row in cur
+        ]
+
+    def update_image(self, update_id: int) -> bytes | None:
+        """The image of an 11.1 not yet stored (None once it is)."""
+        row = self.db.execute(
+            "SELECT image FROM image_updates WHERE update_id = ?", (update_id,)
+        ).fetchone()
+        return None if row is None or row[0] is None else bytes(row[0])
 
     # -- notifications ---------------------------------------------------------------
 

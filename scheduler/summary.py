@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from pydantic import BaseModel
 
 from scheduler.models import BatchOut
-from scheduler.requests import ActivationRequest, Priority, RequestState
+from scheduler.requests import ActivationRequest, Priority, RequestState, UpdateState
 from scheduler.service import Scheduler
 from smets1.eui64 import format_eui64
 from smets1.image import parse_image
@@ -65,6 +65,20 @@ class UserSummary(BaseModel):
     schedules: list[ScheduleSummary]
 
 
+class UpdateSummary(BaseModel):
+    """SRV 11.1 requests: answered when the DCO has stored the image."""
+
+    requests: int
+    stored: int
+    failed: int
+    #: Not yet stored when the summary was taken.
+    processing: int
+    #: Still not stored seven days (`stale_after_seconds`) after acceptance.
+    overdue: int
+    #: The longest from acceptance to the DCO's answer, of those answered.
+    longest_seconds: float
+
+
 class SchedulerSummary(BaseModel):
     """The DCC side's summary of a run (the keys `smets1 run`'s summary.json starts with)."""
 
@@ -87,7 +101,12 @@ class SchedulerSummary(BaseModel):
     images: list[ImageSummary]
     held_for_schedule: int
     refused: int
+    #: 11.3s still open seven days after submission.
     overdue: int
+    #: 11.1s the DCO had still not stored seven days after acceptance (MP230: a
+    #: Supplier's process fails then).
+    overdue_11_1: int
+    image_updates: UpdateSummary
     campaigns: list[CampaignSummary]
     #: By User (EUI-64 text).
     users: dict[str, UserSummary]
@@ -134,6 +153,8 @@ def summarize(
         held_for_schedule=states[RequestState.HELD],
         refused=sum(r.devices for r in scheduler.refusals),
         overdue=sum(1 for r in reqs if r.overdue),
+        overdue_11_1=scheduler.overdue_11_1_count,
+        image_updates=_updates(scheduler),
         campaigns=[
             CampaignSummary(
                 name=c.name,
@@ -150,6 +171,19 @@ def summarize(
             for c in scheduler.campaigns.values()
         ],
         users=_per_user(scheduler),
+    )
+
+
+def _updates(scheduler: Scheduler) -> UpdateSummary:
+    updates = scheduler.image_updates
+    states = Counter(u.state for u in updates)
+    return UpdateSummary(
+        requests=len(updates),
+        stored=states[UpdateState.STORED],
+        failed=states[UpdateState.FAILED],
+        processing=states[UpdateState.PROCESSING],
+        overdue=sum(1 for u in updates if u.overdue),
+        longest_seconds=round(max((u.processing_seconds or 0.0 for u in updates), default=0.0), 3),
     )
 
 

@@ -1,9 +1,11 @@
 """The overdue sweep: open requests still unanswered seven days after submission.
 
-Users' systems fail an 11.3 that takes more than `stale_after_seconds`; the sweep marks
-such a request overdue (in the request book and the store) and tells its User. It keeps
-its own queue of open requests in submission order (submission times only grow, so it
-looks at the front only) and sleeps until the next one falls due.
+Users' systems fail an 11.3, or an 11.1 (MP230: "if the DCC takes more than seven days to
+process SRV 11.1 ... then it will fail"), that takes more than `stale_after_seconds`; the
+sweep marks such a request overdue (an 11.3 in the request book, an 11.1 on its own
+record; both in the store) and tells its User. It keeps its own queues of open 11.3s and
+11.1s in submission order (submission times only grow, so it looks at the fronts only)
+and sleeps until the next one falls due.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from scheduler.book import RequestBook
 from scheduler.calendar import HOUR_SECONDS
 from scheduler.notify import Notifier
 from scheduler.policy import Limits
-from scheduler.requests import ActivationRequest
+from scheduler.requests import ActivationRequest, ImageUpdate
 from scheduler.store import Store
 from smets1.clock import Clock
 
@@ -40,10 +42,38 @@ class OverdueSweep:
         self.notifier = notifier
         self.book = book
         self._by_submit: deque[ActivationRequest] = deque()
+        self._updates: deque[ImageUpdate] = deque()
 
     def track(self, req: ActivationRequest) -> None:
         """Watch an open request (they come in submission order)."""
         self._by_submit.append(req)
+
+    def track_update(self, u: ImageUpdate) -> None:
+        """Watch an 11.1 until the DCO has stored its image (in order of acceptance)."""
+        self._updates.append(u)
+
+    def _sweep_updates(self, now: float, stale: float) -> None:
+        q = self._updates
+        while q:
+            u = q[0]
+            if u.is_open and not u.overdue:
+                if u.submitted_at + stale >= now:
+                    return
+                u.overdue = True
+                self.store.save_update(u)
+                self.notifier.post(
+                    u.user,
+                    "overdue",
+                    {
+                        "duis_request_id": u.duis_request_id,
+                        "service_reference": "11.1",
+                        "firmware_hash": u.firmware_hash.hex(),
+                        "state": u.state.value,
+                        "reason": f"11.1 still not processed {stale / 86_400:g} days after "
+                        "it was accepted: Users' systems fail it now",
+                    },
+                )
+            q.popleft()
 
     async def run(self) -> None:
         """The sweep, until cancelled."""
@@ -71,7 +101,9 @@ class OverdueSweep:
                         },
                     )
                 q.popleft()
+            self._sweep_updates(now, stale)
             wake = now + SWEEP_SECONDS
-            if q:  # just after the next open request's mark, if that comes sooner
-                wake = min(wake, q[0].submitted_at + stale + OVERDUE_STEP_SECONDS)
+            for front in (q, self._updates):
+                if front:  # just after the next open request's mark, if that comes sooner
+                    wake = min(wake, front[0].submitted_at + stale + OVERDUE_STEP_SECONDS)
             await self.clock.sleep_until(wake)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
 
@@ -110,7 +111,9 @@ class UserConfig(Strict):
 
 
 class PeakWindow(Strict):
-    """Hours of each day (UTC, [start, end)) when no large image is released."""
+    """Hours of each day ([start, end), UK local time as the wall clock reads it: GMT in
+    winter, BST in summer; `SchedulerConfig.peak_timezone`) when no large image is
+    released."""
 
     start_hour: float = Field(ge=0, le=24)
     end_hour: float = Field(ge=0, le=24)
@@ -133,8 +136,14 @@ class SchedulerConfig(Strict):
     trt_seconds: float = Field(5 * 86_400.0, gt=0)
     #: Users' systems fail a request still open this long after submission.
     stale_after_seconds: float = Field(7 * 86_400.0, gt=0)
-    #: Large images are not released inside these windows.
-    peak_windows: list[PeakWindow] = []
+    #: Large images are not released inside these windows. The DCC's peak by default,
+    #: 16:00-19:00 UK local time (MP230: large images must not add to peak traffic);
+    #: `[]` for none.
+    peak_windows: list[PeakWindow] = Field(
+        default_factory=lambda: [PeakWindow(start_hour=16, end_hour=19)]
+    )
+    #: The IANA time zone the peak windows' hours are read in (daylight saving included).
+    peak_timezone: str = "Europe/London"
     #: Days ahead a schedule proposal may reach before it is refused.
     schedule_horizon_days: int = Field(400, gt=0)
     #: Largest DUIS document accepted, in bytes.
@@ -144,6 +153,17 @@ class SchedulerConfig(Strict):
     callback_attempts: int = Field(8, gt=0)
     #: Users allowed to call the scheduler (none: Users are taken from the campaigns).
     users: list[UserConfig] = []
+
+    @field_validator("peak_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            raise ValueError(
+                f"expected an IANA time zone such as Europe/London, got {value[:64]!r}"
+            ) from None
+        return value
 
     @model_validator(mode="after")
     def _admissible(self) -> SchedulerConfig:
@@ -180,6 +200,16 @@ class DcoConfig(Strict):
     #: SMETS1_DCO_TOKEN, when set, takes its place). Needed by `smets1 dco` and
     #: `smets1 scheduler`; the in-process `smets1 run` has no HTTP and ignores it.
     token: str = Field("", max_length=512, repr=False)
+    #: SRV 11.1 processing at the DCO (`dco_mock.service.Dco.image_processing_seconds`):
+    #: each image takes `image_processing_seconds` plus its size over
+    #: `image_processing_bytes_per_second`, stretched by the DCO's load (11.3 transfers in
+    #: flight or waiting over `max_concurrent_transfers`, times
+    #: `image_processing_load_factor`), and waits its turn for one of
+    #: `image_processing_workers`. A 1 MiB image on an idle DCO: 60 + 104.9 s.
+    image_processing_seconds: float = Field(60.0, ge=0)
+    image_processing_bytes_per_second: float = Field(10_000.0, gt=0)
+    image_processing_load_factor: float = Field(4.0, ge=0)
+    image_processing_workers: int = Field(1, gt=0, le=1_024)
     #: Requests the DCO's HTTP API serves at once, and connections the scheduler opens to
     #: each DCO worker (an 11.3 holds one for its whole transfer). Beyond it the DCO
     #: answers 503 with Retry-After, and the scheduler queues its calls.

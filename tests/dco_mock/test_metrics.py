@@ -18,6 +18,8 @@ async def test_metrics_follow_the_exposition_format_with_help_and_types() -> Non
     dco = Dco(RealClock(), InProcessBus(), "t", 1, DcoConfig())
     dco.counters.transfers_started = 7
     dco.counters.transfers_failed["offline"] = 2
+    dco.counters.images_waiting = 3
+    dco.counters.image_processing_seconds = 164.9
     registry = role_registry("dco", [sampler(dco, DCO_METRICS)])
     async with TestClient(TestServer(make_app(dco, registry=registry, token="t"))) as client:
         resp = await client.get("/metrics")
@@ -30,6 +32,9 @@ async def test_metrics_follow_the_exposition_format_with_help_and_types() -> Non
     assert sample.value == 7 and sample.labels == {"role": "dco"}
     assert families["smets1_dco_transfers_failed"].samples[0].value == 2
     assert families["smets1_dco_transfers_in_flight"].type == "gauge"
+    assert families["smets1_dco_images_waiting"].samples[0].value == 3
+    processing = families["smets1_dco_image_processing_seconds"]
+    assert processing.type == "counter" and processing.samples[0].value == 164.9
     assert "process_cpu_seconds" in families  # the process collector is there too
     for family in families.values():
         for s in family.samples:

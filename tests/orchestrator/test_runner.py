@@ -95,3 +95,21 @@ def test_unusable_out_dir_is_one_line_exit_2(capsys: pytest.CaptureFixture[str])
     assert main(["run", small, "--out", "/proc/no-such-dir/out", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("smets1: error: /proc/no-such-dir") and err.count("\n") == 1
+
+
+def test_campaigns_wait_for_their_11_1_and_one_past_seven_days_is_counted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A DCO so slow that the 11.1 takes eight days: the 11.3s go out only once the image
+    # is stored, and the 11.1 is counted past seven days.
+    data = tiny_config(epoch="2025-03-03T00:00:00Z", dco={"image_processing_seconds": 8 * 86_400.0})
+    out = tmp_path / "out"
+    assert main(["run", str(write(tmp_path, data)), "--out", str(out)]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["images_activated"] == 6 and s["failed"] == {}
+    assert s["overdue_11_1"] == 1 and s["overdue"] == 0
+    assert s["image_updates"]["requests"] == 1 and s["image_updates"]["stored"] == 1
+    assert s["image_updates"]["longest_seconds"] >= 8 * 86_400
+    assert list(s["campaigns"][0]["released_per_day"]) == ["2025-03-11"]
+    assert "11.1 past seven days 1" in capsys.readouterr().out
+    assert "overdue_11_1" in (out / "report.html").read_text()

@@ -56,7 +56,8 @@ LARGE_IMAGE = image_of_size(800_000)
 
 @dataclass
 class FakeDco:
-    """Answers 11.3 after `activation_seconds` (per device if given); records every call.
+    """Answers 11.3 after `activation_seconds` (per device if given), 11.1 after
+    `store_seconds`; records every call.
 
     A future ExecutionDateTime holds the activation until then; an 11.3 with a far-future
     one (`smets1.wire.is_cancellation`) cancels a held activation, as the DCO and the
@@ -76,8 +77,15 @@ class FakeDco:
     scheduled: dict[int, asyncio.Event] = field(default_factory=dict)
     #: Set whenever an activation starts to be held (tests await it, never poll).
     holding: asyncio.Event = field(default_factory=asyncio.Event)
+    #: How long an 11.1 takes to be stored (the DCO's processing time), and when each
+    #: 11.1 reached the DCO.
+    store_seconds: float = 0.0
+    stores: list[float] = field(default_factory=list)
 
     async def update_firmware(self, image: bytes) -> StoredImage:
+        self.stores.append(self.clock.now())
+        if self.store_seconds:
+            await self.clock.sleep(self.store_seconds)
         parsed = parse_image(image)
         h = parsed.header
         stored = StoredImage(

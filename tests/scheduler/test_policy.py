@@ -86,4 +86,4 @@ def test_peak_windows_are_skipped() -> None:
     assert c.peak_end(EPOCH + 17 * 3600) == EPOCH + 20 * 3600
     assert c.peak_end(EPOCH + 15 * 3600) is None
     assert c.offpeak_left(EPOCH) == 20 * 3600
-    assert c.offpeak_per_day == 20 * 3600
+    assert c.offpeak_seconds(0) == 20 * 3600
