@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -64,6 +65,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare_runs(args: argparse.Namespace) -> int:
+    from orchestrator.compare import as_json, compare_summaries, load_summary, render
+
+    try:
+        checks = compare_summaries(
+            load_summary(Path(args.reference)), load_summary(Path(args.candidate))
+        )
+    except Smets1Error as exc:
+        return _fail(str(exc))
+    print(json.dumps(as_json(checks), indent=2) if args.json else render(checks))
+    return 0 if all(c.ok for c in checks) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="smets1",
@@ -79,6 +93,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep the fleet's flash in this folder, as `smets1 fleet` does (default: in RAM)",
     )
     run.set_defaults(func=cmd_run)
+    cmp = sub.add_parser(
+        "compare-runs",
+        help="check that two runs of one config came out the same (a distributed run "
+        "against the same config in process)",
+    )
+    cmp.add_argument("reference", help="summary.json of the reference run (smets1 run)")
+    cmp.add_argument("candidate", help="summary.json of the run to check (smets1 distributed)")
+    cmp.add_argument("--json", action="store_true", help="one JSON object instead of lines")
+    cmp.set_defaults(func=cmd_compare_runs)
     add_image_commands(sub)
     add_role_commands(sub)
     return parser

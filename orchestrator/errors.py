@@ -3,7 +3,8 @@
 OrchestratorError (a smets1.errors.Smets1Error)
 ├── DistributedError    a process of a distributed run failed or did not finish in time
 ├── DcoHttpError        the DCO's HTTP API answered with an error, or could not be reached
-└── DcoGaveUp           the scheduler stopped waiting for a DCO it could not reach
+├── DcoGaveUp           the scheduler stopped waiting for a DCO it could not reach
+└── SummaryUnreadable   a run summary to compare is missing, not JSON or not a summary
 """
 
 from __future__ import annotations
@@ -32,3 +33,7 @@ class DcoHttpError(OrchestratorError):
 
 class DcoGaveUp(OrchestratorError):
     """The scheduler (`--exit-when-done`) stopped waiting for a DCO it could not reach."""
+
+
+class SummaryUnreadable(OrchestratorError):
+    """A summary.json to compare is missing, not JSON, or without the keys compared."""

@@ -5,6 +5,8 @@ a typed document (`SchedulerSummary`), its fields in the order the JSON shows th
 
 from __future__ import annotations
 
+import hashlib
+import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
 
@@ -79,6 +81,45 @@ class UpdateSummary(BaseModel):
     longest_seconds: float
 
 
+class ActivationTimes(BaseModel):
+    """How long the 11.3s that activated took, release to answer (simulated seconds), and
+    a digest of every request's outcome: two runs of one config (in process, distributed)
+    compare on these (orchestrator.compare)."""
+
+    count: int
+    p50_seconds: float | None
+    p95_seconds: float | None
+    max_seconds: float | None
+    #: SHA-256 of every request's "device state failure" line, sorted: equal digests,
+    #: the same devices with the same outcomes.
+    outcomes_sha256: str
+
+
+def activation_times(requests: Iterable[ActivationRequest]) -> ActivationTimes:
+    reqs = list(requests)
+    took = sorted(
+        r.completed_at - r.released_at
+        for r in reqs
+        if r.state is RequestState.DONE and r.completed_at is not None and r.released_at
+    )
+    lines = sorted(f"{format_eui64(r.device_id)} {r.state.value} {r.failure or '-'}" for r in reqs)
+    digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+    def q(fraction: float) -> float | None:
+        # Nearest rank: the value below which `fraction` of the durations lie.
+        if not took:
+            return None
+        return round(took[min(len(took) - 1, max(0, math.ceil(fraction * len(took)) - 1))], 3)
+
+    return ActivationTimes(
+        count=len(took),
+        p50_seconds=q(0.5),
+        p95_seconds=q(0.95),
+        max_seconds=round(took[-1], 3) if took else None,
+        outcomes_sha256=digest,
+    )
+
+
 class SchedulerSummary(BaseModel):
     """The DCC side's summary of a run (the keys `smets1 run`'s summary.json starts with)."""
 
@@ -107,6 +148,8 @@ class SchedulerSummary(BaseModel):
     #: Supplier's process fails then).
     overdue_11_1: int
     image_updates: UpdateSummary
+    #: The 11.3s that activated: how long they took; every request's outcome (digest).
+    activations: ActivationTimes
     campaigns: list[CampaignSummary]
     #: By User (EUI-64 text).
     users: dict[str, UserSummary]
@@ -155,6 +198,7 @@ def summarize(
         overdue=sum(1 for r in reqs if r.overdue),
         overdue_11_1=scheduler.overdue_11_1_count,
         image_updates=_updates(scheduler),
+        activations=activation_times(reqs),
         campaigns=[
             CampaignSummary(
                 name=c.name,
