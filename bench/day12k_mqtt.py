@@ -1,26 +1,27 @@
 """day-12k over MQTT: the demo day with scheduler, DCO and fleet shards as separate
-processes through a private Mosquitto, on the scaled clock (`smets1 distributed`).
+processes through a private Mosquitto (`smets1 distributed`), beside the same config in
+process (`smets1 run`, its twin and reference), on one machine, one after the other.
 
     python -m bench.day12k_mqtt [--config fleet_configs/demo.yaml] [--shards 2]
-                                [--speed 720] [--run-blocks 1024]
+                                [--speed auto] [--run-blocks N] [--no-twin]
 
-Every block's bytes still move DCO → broker → shard and every image is hashed, its
-signature checked and activated on its device; only the transport's message size is a
-knob. Runs of `--run-blocks` blocks travel in one MQTT message (the config's
-`dco.run_blocks` is overridden for the run, in a copy of the config): at 1 KiB blocks
-a message of 64 blocks costs the broker path about as much as one of 1,024, so the whole
-image in one message moves 16 times the bytes for the same per-message cost. Campaigns
-of more than 500 large images a User a day need an agreed schedule (MP230); campaigns
-that name no `schedule` get `schedule: agreed` in the copy.
-
-Target (issue 6): the day in ≤ 3 minutes wall on a 2-core machine, with no process
-lagging its clock. Prints one JSON object.
+Every block's bytes move DCO -> broker -> shard and every image is hashed, its signature
+checked and activated on its device. Reports, beside wall time: CPU seconds of every
+process (the roles and the broker, from their own accounting) and of the in-process
+twin, images per CPU second both ways and the ratio (issue 11: at most 2.5), the run's
+verdict, and the twin comparison (orchestrator.compare: same outcomes, 11.3 median within
+10 %, p95 within 25 %). `--speed auto` (the default) lets the run find the speed this
+machine keeps up with: the wall time is then capacity, not the clock. Campaigns of more
+than 500 large images a User a day need an agreed schedule (MP230); campaigns that name
+no `schedule` get `schedule: agreed` in the copy. Prints one JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -29,13 +30,15 @@ from typing import Any
 import yaml
 
 from bench.machine import machine
+from orchestrator.autospeed import AUTO
+from orchestrator.compare import as_json, compare_summaries
 from orchestrator.distributed import run_distributed
 from smets1.clock import wall_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_SPEED = 720.0  # a simulated day in two wall minutes
-DEFAULT_RUN_BLOCKS = 1024  # 1 MiB of 1 KiB blocks in one message
-TARGET_WALL_SECONDS = 180.0
+DEFAULT_SPEED = AUTO
+#: At most this many times the in-process twin's CPU seconds (issue 11).
+TARGET_CPU_RATIO = 2.5
 
 
 def prepare_config(source: Path, run_blocks: int | None, folder: Path) -> tuple[Path, list[str]]:
@@ -57,20 +60,39 @@ def prepare_config(source: Path, run_blocks: int | None, folder: Path) -> tuple[
     return path, changes
 
 
+def twin(config: Path, folder: Path, python: str) -> tuple[dict[str, Any], float, float]:
+    """The config in process, as `smets1 run` in its own process: its summary, CPU
+    seconds (user + system of that process) and wall seconds."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = wall_seconds()
+    subprocess.run(
+        [python, "-m", "orchestrator.cli", "run", str(config), "--out", str(folder), "--quiet"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    wall = wall_seconds() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    return summary, round(cpu, 3), round(wall, 3)
+
+
 def run(
     config_path: Path,
     shards: int,
-    speed: float,
+    speed: float | str,
     run_blocks: int | None,
     dco_workers: int,
     timeout: float,
     out: Path | None,
     python: str = sys.executable,
+    with_twin: bool = True,
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="day12k-mqtt-") as tmp:
         folder = out or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
         config, changes = prepare_config(config_path, run_blocks, folder)
+        reference = twin(config, folder / "twin", python) if with_twin else None
         t0 = wall_seconds()
         s = run_distributed(
             config,
@@ -84,13 +106,18 @@ def run(
         )
         wall = wall_seconds() - t0
     bus = s["bus"]
-    return {
+    cpu = s.get("cpu_seconds", {})
+    cpu_total = round(sum(v for v in cpu.values() if v is not None), 3)
+    result: dict[str, Any] = {
         "benchmark": "day-12k-mqtt",
         "config": str(config_path),
         "config_changes": changes,
         "shards": shards,
         "dco_workers": dco_workers,
         "speed": speed,
+        "speed_control": s.get("speed_control"),
+        "verdict": s["verdict"],
+        "lateness": {k: v for k, v in s["lateness"].items() if k != "roles"},
         "devices": s["devices"],
         "requests": s["requests"],
         "images_activated": s["images_activated"],
@@ -104,10 +131,13 @@ def run(
         "trt_met": s["trt_met"],
         "trt_missed": s["trt_missed"],
         "simulated_days": s["simulated_days"],
+        "activations": s["activations"],
         # From the first process's start to the merged summary: what a user waits.
         "wall_seconds": round(wall, 3),
         "campaign_wall_seconds": bus["seconds"],
-        "target_wall_seconds": TARGET_WALL_SECONDS,
+        "cpu_seconds": cpu,
+        "cpu_seconds_total": cpu_total,
+        "images_per_cpu_second": round(s["images_activated"] / cpu_total, 2) if cpu_total else None,
         "broker": {
             # Frames (wire messages) and the MQTT messages that carried them.
             "frames": bus["messages"],
@@ -121,10 +151,21 @@ def run(
             "connection_losses": bus["connection_losses"],
         },
         "worst_lag_seconds": s["worst_lag_seconds"],
-        "lag": s.get("lag", {}),
-        "cpu_seconds": s.get("cpu_seconds", {}),
         "machine": machine(),
     }
+    if reference is not None:
+        ref, ref_cpu, ref_wall = reference
+        checks = compare_summaries(ref, s)
+        result["in_process"] = {
+            "cpu_seconds": ref_cpu,
+            "wall_seconds": ref_wall,
+            "images_per_cpu_second": round(ref["images_activated"] / ref_cpu, 2),
+            "activations": ref["activations"],
+        }
+        result["cpu_ratio"] = round(cpu_total / ref_cpu, 2)
+        result["target_cpu_ratio"] = TARGET_CPU_RATIO
+        result["equal_results"] = as_json(checks)
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,13 +173,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default=str(ROOT / "fleet_configs" / "demo.yaml"))
     p.add_argument("--shards", type=int, default=2)
     p.add_argument("--dco-workers", type=int, default=1)
-    p.add_argument("--speed", type=float, default=DEFAULT_SPEED)
+    p.add_argument(
+        "--speed",
+        default=DEFAULT_SPEED,
+        help="'auto' (default: the speed this machine keeps up with) or simulated s per wall s",
+    )
     p.add_argument(
         "--run-blocks",
         type=int,
-        default=DEFAULT_RUN_BLOCKS,
-        help=f"blocks per message (default {DEFAULT_RUN_BLOCKS}; 0: as the config says)",
+        default=0,
+        help="blocks per run of blocks (default 0: as the config says)",
     )
+    p.add_argument("--no-twin", action="store_true", help="skip the in-process twin")
     p.add_argument("--timeout", type=float, default=900.0, help="give up after, wall seconds")
     p.add_argument("--out", help="keep the run's logs and status files here")
     p.add_argument(
@@ -148,15 +194,17 @@ def main(argv: list[str] | None = None) -> int:
         "(a wrapper can try another event loop)",
     )
     args = p.parse_args(argv)
+    speed: float | str = args.speed if args.speed == AUTO else float(args.speed)
     result = run(
         Path(args.config),
         args.shards,
-        args.speed,
+        speed,
         args.run_blocks or None,
         args.dco_workers,
         args.timeout,
         Path(args.out) if args.out else None,
         args.python,
+        not args.no_twin,
     )
     json.dump(result, sys.stdout, indent=2)
     print()
