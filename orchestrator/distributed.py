@@ -36,7 +36,8 @@ from pydantic import BaseModel, ValidationError
 from orchestrator.autospeed import AUTO
 from orchestrator.errors import DistributedError
 from orchestrator.mosquitto import STOP_TIMEOUT_SECONDS, Mosquitto, free_port
-from orchestrator.status import DcoStatus, FleetStatus, SchedulerStatus
+from orchestrator.report import write_report
+from orchestrator.status import DcoStatus, FleetStatus, RoleUsage, SchedulerStatus
 from orchestrator.verdict import lateness_document, verdict
 from smets1.config import load_config
 from smets1.dco_http import TOKEN_ENV
@@ -267,7 +268,14 @@ def run_distributed(
     fleets = [_read(out / f"fleet-{s}.json", FleetStatus) for s in range(shards)]
     dcos = [_read(out / f"dco-w{w}.json", DcoStatus) for w in range(dco_workers)]
     threshold = lateness_threshold_seconds(load_config(config))
-    summary = merge(status, fleets, dcos, campaign_seconds, threshold)
+    broker_usage = None
+    if mosquitto is not None:
+        broker_usage = RoleUsage(
+            role="broker",
+            cpu_seconds=mosquitto.cpu_seconds,
+            peak_rss_bytes=mosquitto.peak_rss_bytes,
+        )
+    summary = merge(status, fleets, dcos, campaign_seconds, threshold, broker_usage)
     summary.update(
         shards=shards,
         dco_workers=dco_workers,
@@ -277,6 +285,7 @@ def run_distributed(
     )
     summary["cpu_seconds"]["mosquitto"] = None if mosquitto is None else mosquitto.cpu_seconds
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_report(out / "report.html", summary, status.activations_per_hour)
     return summary
 
 
@@ -286,14 +295,23 @@ def merge(
     dcos: list[DcoStatus],
     campaign_seconds: float,
     threshold_seconds: float,
+    broker: RoleUsage | None = None,
 ) -> dict[str, Any]:
     """One summary from every process's status: the scheduler's campaign summary with
-    what the fleet shards and DCO workers counted, the broker traffic, CPU and lag, the
-    end-to-end lateness of every process and the verdict it leads to
-    (orchestrator.verdict)."""
+    what the fleet shards and DCO workers counted (every key `smets1 run`'s summary has,
+    each added up over the processes), the broker traffic, CPU and lag, the end-to-end
+    lateness of every process and the verdict it leads to (orchestrator.verdict), and
+    `roles`: per process (and the broker, if the launcher started it: `broker`) its CPU
+    seconds, peak RSS, lag and lateness."""
     states: Counter[str] = Counter()
+    transitions: Counter[str] = Counter()
+    faults: Counter[str] = Counter()
+    dropped: Counter[str] = Counter()
     for f in fleets:
         states.update(f.device_states)
+        transitions.update(f.device_transitions)
+        faults.update(f.fleet.faults)
+        dropped.update(f.fleet.frames_dropped)
     processes: list[FleetStatus | DcoStatus] = [*fleets, *dcos]
     buses = [p.bus.counters for p in processes]
     messages = sum(b.messages_published for b in buses)
@@ -313,6 +331,13 @@ def merge(
         },
         threshold_seconds,
     )
+    roles = {
+        "scheduler": RoleUsage.of(scheduler),
+        **{f"dco-w{w}": RoleUsage.of(d) for w, d in enumerate(dcos)},
+        **{f"fleet-{s}": RoleUsage.of(f) for s, f in enumerate(fleets)},
+    }
+    if broker is not None:
+        roles["mosquitto"] = broker
     campaign = scheduler.summary_document()
     return {
         **campaign,
@@ -320,7 +345,15 @@ def merge(
         "bytes_delivered": sum(f.fleet.block_bytes_received for f in fleets),
         "blocks_sent": sum(d.dco.blocks_sent for d in dcos),
         "bytes_sent": sum(d.dco.bytes_sent for d in dcos),
+        "transfer_rounds": sum(d.dco.rounds for d in dcos),
         "device_states": dict(sorted(states.items())),
+        "device_transitions": dict(sorted(transitions.items())),
+        "faults": dict(sorted(faults.items())),
+        "frames_dropped": dict(sorted(dropped.items())),
+        "dco_retries": sum(d.dco.retries for d in dcos),
+        "dco_resumes": sum(d.dco.resumes for d in dcos),
+        # Answers that came after their request was closed (late or repeated).
+        "dco_stray_frames": sum(d.dco.stray_frames for d in dcos),
         "devices_per_shard": [f.devices for f in fleets],
         "bus": {
             "messages": messages,
@@ -345,4 +378,7 @@ def merge(
         "worst_lag_seconds": max(lag.values()),
         "lateness": lateness,
         "verdict": verdict(lateness, campaign["failed"], campaign["trt_missed"]),
+        # The largest of any one process, as `smets1 run`'s is its one process's.
+        "peak_rss_bytes": max(u.peak_rss_bytes or 0 for u in roles.values()),
+        "roles": {name: u.model_dump() for name, u in roles.items()},
     }
