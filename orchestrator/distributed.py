@@ -157,6 +157,23 @@ def _read(path: Path, doc: type[_S]) -> _S:
         raise DistributedError(f"cannot read {path}: {exc}") from exc
 
 
+def clear_previous_run(out: Path) -> None:
+    """Make `out` ready for a new run: no status, summary or report of the last run in
+    it, none of its roles' state, and none of its private broker's persistence (that
+    keeps the last run's retained clock: the roles would follow it at first, and every
+    message they took as that clock's would seem hours late)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in [*out.glob("*.json"), out / "report.html"]:
+        stale.unlink(missing_ok=True)
+    for state in [
+        out / "scheduler-state",
+        out / "mosquitto",
+        *out.glob("w[0-9]*"),
+        *out.glob("fleet-*-state"),
+    ]:
+        shutil.rmtree(state, ignore_errors=True)
+
+
 def run_distributed(
     config: Path,
     out: Path,
@@ -181,11 +198,7 @@ def run_distributed(
     """
     if shards < 1 or dco_workers < 1:
         raise DistributedError("--shards and --dco-workers must be at least 1")
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob("*.json"):
-        stale.unlink()
-    for state in [out / "scheduler-state", *out.glob("w[0-9]*"), *out.glob("fleet-*-state")]:
-        shutil.rmtree(state, ignore_errors=True)
+    clear_previous_run(out)
     mosquitto: Mosquitto | None = None
     services: list[Service] = []
     try:

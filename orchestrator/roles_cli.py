@@ -608,7 +608,9 @@ def add_role_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="'auto' (default: the scheduler finds a speed every role keeps up with) or a "
         "fixed speed, simulated seconds per wall second",
     )
-    dist.add_argument("--out", help="folder for summary.json and each process's status and log")
+    dist.add_argument(
+        "--out", help="folder for summary.json, report.html and each process's status and log"
+    )
     dist.add_argument(
         "--timeout", type=_positive_number, default=600.0, help="give up after, wall seconds"
     )
