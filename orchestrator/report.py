@@ -105,6 +105,13 @@ ROLE_COLUMNS = (
     ("lateness_samples", "lateness samples"),
 )
 MIB = 2**20
+#: A summary's `lateness` (orchestrator.verdict) under the verdict: (key, label).
+LATENESS_ROWS = (
+    ("worst_seconds", "worst lateness, simulated s"),
+    ("p99_seconds", "99th percentile lateness, simulated s"),
+    ("samples", "lateness samples"),
+    ("threshold_seconds", "threshold of a valid run, simulated s"),
+)
 
 
 def _verdict(summary: Mapping[str, Any]) -> str:
@@ -120,15 +127,7 @@ def _verdict(summary: Mapping[str, Any]) -> str:
     ]
     lateness: Mapping[str, Any] = summary.get("lateness", {})
     if lateness:
-        parts.append(
-            _table(
-                {
-                    f"lateness {k}": lateness[k]
-                    for k in ("worst_seconds", "p99_seconds", "samples", "threshold_seconds")
-                    if k in lateness
-                }
-            )
-        )
+        parts.append(_table({label: lateness[k] for k, label in LATENESS_ROWS if k in lateness}))
     return "".join(parts)
 
 

@@ -187,7 +187,7 @@ def test_merge_adds_up_every_process_and_keeps_each_one_in_roles(local: dict[str
         assert f"<th>{name}</th>" in page
     assert "<td>120.0</td>" in page  # fleet-1's peak RSS in MiB
     assert "<td>11.000</td>" in page  # CPU seconds of all the processes and the broker
-    assert f"Verdict: <span style=\"color:#1e7b34\">{summary['verdict']['status']}" in page
+    assert f'Verdict: <span style="color:#1e7b34">{summary["verdict"]["status"]}' in page
     assert summary["verdict"]["reason"] in page
 
 
@@ -198,7 +198,7 @@ def test_merge_without_a_broker_of_its_own_lists_the_processes_only(
     assert list(summary["roles"]) == ["scheduler", "dco-w0", "fleet-0"]
     assert summary["verdict"]["status"] == "invalid"  # 0.03 s late against 0.01
     page = render(summary)
-    assert "Verdict: <span style=\"color:#c0392b\">invalid" in page
+    assert 'Verdict: <span style="color:#c0392b">invalid' in page
     assert "fleet-0&#x27;s messages arrived" in page
 
 
@@ -226,7 +226,7 @@ def test_a_new_run_clears_the_last_one_and_its_broker_persistence(tmp_path: Path
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("last run")
     kept = out / "fleet-0.log"
-    kept.write_text("appended to")
+    kept.write_text("not the clearer's to remove")
     clear_previous_run(out)
     assert [p for p in stale if p.exists()] == []
     assert kept.exists()
