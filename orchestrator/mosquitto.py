@@ -36,8 +36,9 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def peak_rss_bytes(pid: int) -> int | None:
-    """The most resident memory a live process has held (Linux /proc: VmHWM), else None."""
+def peak_rss_bytes(pid: int | str) -> int | None:
+    """The most resident memory a live process (`pid`, or "self") has held since it was
+    started (Linux /proc: VmHWM), else None."""
     try:
         lines = Path(f"/proc/{pid}/status").read_text().splitlines()
     except OSError:

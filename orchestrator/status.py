@@ -108,7 +108,7 @@ class DcoStatus(_Doc):
     worker: str
     shards: int
     cpu_seconds: float
-    #: The most resident memory the process held so far (ru_maxrss).
+    #: The most resident memory the process held so far (orchestrator.serving).
     peak_rss_bytes: int = 0
     clock: ClockStatus
     lateness: LatenessStatus
@@ -129,7 +129,7 @@ class FleetStatus(_Doc):
     shard: int
     shards: int
     cpu_seconds: float
-    #: The most resident memory the process held so far (ru_maxrss).
+    #: The most resident memory the process held so far (orchestrator.serving).
     peak_rss_bytes: int = 0
     devices: int
     clock: ClockStatus
@@ -167,7 +167,7 @@ class SchedulerStatus(_Doc):
 
     role: Literal["scheduler"] = "scheduler"
     cpu_seconds: float
-    #: The most resident memory the process held so far (ru_maxrss).
+    #: The most resident memory the process held so far (orchestrator.serving).
     peak_rss_bytes: int = 0
     wall_seconds: float
     dco_urls: list[str]
@@ -209,7 +209,7 @@ class RoleUsage(_Doc):
     role: str
     #: User + system CPU seconds of the process (its last run, if it was restarted).
     cpu_seconds: float | None
-    #: The most resident memory the process held (ru_maxrss; the broker's VmHWM).
+    #: The most resident memory the process held since it started (/proc VmHWM).
     peak_rss_bytes: int | None
     #: How far the process ran behind the shared clock at worst (ClockStatus), simulated s.
     worst_lag_seconds: float | None = None
