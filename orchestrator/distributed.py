@@ -37,8 +37,9 @@ from pydantic import BaseModel, ValidationError
 from orchestrator.autospeed import AUTO
 from orchestrator.errors import DistributedError
 from orchestrator.mosquitto import STOP_TIMEOUT_SECONDS, Mosquitto, free_port
+from orchestrator.report import write_report
 from orchestrator.serving import PARENT_PID_ENV
-from orchestrator.status import DcoStatus, FleetStatus, SchedulerStatus
+from orchestrator.status import DcoStatus, FleetStatus, RoleUsage, SchedulerStatus
 from orchestrator.verdict import lateness_document, verdict
 from smets1.config import load_config
 from smets1.dco_http import TOKEN_ENV
@@ -162,6 +163,23 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def clear_previous_run(out: Path) -> None:
+    """Make `out` ready for a new run: no status, summary or report of the last run in
+    it, none of its roles' state, and none of its private broker's persistence (that
+    keeps the last run's retained clock: the roles would follow it at first, and every
+    message they took as that clock's would seem hours late)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in [*out.glob("*.json"), out / "report.html"]:
+        stale.unlink(missing_ok=True)
+    for state in [
+        out / "scheduler-state",
+        out / "mosquitto",
+        *out.glob("w[0-9]*"),
+        *out.glob("fleet-*-state"),
+    ]:
+        shutil.rmtree(state, ignore_errors=True)
+
+
 def run_distributed(
     config: Path,
     out: Path,
@@ -186,11 +204,7 @@ def run_distributed(
     """
     if shards < 1 or dco_workers < 1:
         raise DistributedError("--shards and --dco-workers must be at least 1")
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob("*.json"):
-        stale.unlink()
-    for state in [out / "scheduler-state", *out.glob("w[0-9]*"), *out.glob("fleet-*-state")]:
-        shutil.rmtree(state, ignore_errors=True)
+    clear_previous_run(out)
     mosquitto: Mosquitto | None = None
     services: list[Service] = []
     # SIGTERM stops the run as Ctrl-C does: every role and the broker are stopped first.
@@ -282,7 +296,14 @@ def run_distributed(
     fleets = [_read(out / f"fleet-{s}.json", FleetStatus) for s in range(shards)]
     dcos = [_read(out / f"dco-w{w}.json", DcoStatus) for w in range(dco_workers)]
     threshold = lateness_threshold_seconds(load_config(config))
-    summary = merge(status, fleets, dcos, campaign_seconds, threshold)
+    broker_usage = None
+    if mosquitto is not None:
+        broker_usage = RoleUsage(
+            role="broker",
+            cpu_seconds=mosquitto.cpu_seconds,
+            peak_rss_bytes=mosquitto.peak_rss_bytes,
+        )
+    summary = merge(status, fleets, dcos, campaign_seconds, threshold, broker_usage)
     summary.update(
         shards=shards,
         dco_workers=dco_workers,
@@ -292,6 +313,7 @@ def run_distributed(
     )
     summary["cpu_seconds"]["mosquitto"] = None if mosquitto is None else mosquitto.cpu_seconds
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_report(out / "report.html", summary, status.activations_per_hour)
     return summary
 
 
@@ -301,14 +323,23 @@ def merge(
     dcos: list[DcoStatus],
     campaign_seconds: float,
     threshold_seconds: float,
+    broker: RoleUsage | None = None,
 ) -> dict[str, Any]:
     """One summary from every process's status: the scheduler's campaign summary with
-    what the fleet shards and DCO workers counted, the broker traffic, CPU and lag, the
-    end-to-end lateness of every process and the verdict it leads to
-    (orchestrator.verdict)."""
+    what the fleet shards and DCO workers counted (every key `smets1 run`'s summary has,
+    each added up over the processes), the broker traffic, CPU and lag, the end-to-end
+    lateness of every process and the verdict it leads to (orchestrator.verdict), and
+    `roles`: per process (and the broker, if the launcher started it: `broker`) its CPU
+    seconds, peak RSS, lag and lateness."""
     states: Counter[str] = Counter()
+    transitions: Counter[str] = Counter()
+    faults: Counter[str] = Counter()
+    dropped: Counter[str] = Counter()
     for f in fleets:
         states.update(f.device_states)
+        transitions.update(f.device_transitions)
+        faults.update(f.fleet.faults)
+        dropped.update(f.fleet.frames_dropped)
     processes: list[FleetStatus | DcoStatus] = [*fleets, *dcos]
     buses = [p.bus.counters for p in processes]
     messages = sum(b.messages_published for b in buses)
@@ -328,6 +359,13 @@ def merge(
         },
         threshold_seconds,
     )
+    roles = {
+        "scheduler": RoleUsage.of(scheduler),
+        **{f"dco-w{w}": RoleUsage.of(d) for w, d in enumerate(dcos)},
+        **{f"fleet-{s}": RoleUsage.of(f) for s, f in enumerate(fleets)},
+    }
+    if broker is not None:
+        roles["mosquitto"] = broker
     campaign = scheduler.summary_document()
     return {
         **campaign,
@@ -335,7 +373,15 @@ def merge(
         "bytes_delivered": sum(f.fleet.block_bytes_received for f in fleets),
         "blocks_sent": sum(d.dco.blocks_sent for d in dcos),
         "bytes_sent": sum(d.dco.bytes_sent for d in dcos),
+        "transfer_rounds": sum(d.dco.rounds for d in dcos),
         "device_states": dict(sorted(states.items())),
+        "device_transitions": dict(sorted(transitions.items())),
+        "faults": dict(sorted(faults.items())),
+        "frames_dropped": dict(sorted(dropped.items())),
+        "dco_retries": sum(d.dco.retries for d in dcos),
+        "dco_resumes": sum(d.dco.resumes for d in dcos),
+        # Answers that came after their request was closed (late or repeated).
+        "dco_stray_frames": sum(d.dco.stray_frames for d in dcos),
         "devices_per_shard": [f.devices for f in fleets],
         "bus": {
             "messages": messages,
@@ -360,4 +406,7 @@ def merge(
         "worst_lag_seconds": max(lag.values()),
         "lateness": lateness,
         "verdict": verdict(lateness, campaign["failed"], campaign["trt_missed"]),
+        # The largest of any one process, as `smets1 run`'s is its one process's.
+        "peak_rss_bytes": max(u.peak_rss_bytes or 0 for u in roles.values()),
+        "roles": {name: u.model_dump() for name, u in roles.items()},
     }

@@ -36,6 +36,22 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def peak_rss_bytes(pid: int | str) -> int | None:
+    """The most resident memory a live process (`pid`, or "self") has held since it was
+    started (Linux /proc: VmHWM), else None."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        if line.startswith("VmHWM:"):
+            # "VmHWM:     5120 kB"
+            parts = line.split()
+            if len(parts) >= 2 and parts[1].isdigit():
+                return int(parts[1]) * 1024
+    return None
+
+
 def find_mosquitto() -> str | None:
     found = shutil.which("mosquitto")
     if found:
@@ -91,6 +107,8 @@ class Mosquitto:
         self._log: IO[bytes] | None = None
         #: CPU seconds the broker had used when last stopped (None: unknown).
         self.cpu_seconds: float | None = None
+        #: Its peak resident memory when last stopped, bytes (None: unknown).
+        self.peak_rss_bytes: int | None = None
 
     @property
     def url(self) -> str:
@@ -147,6 +165,7 @@ class Mosquitto:
         proc, self.proc = self.proc, None
         if proc is not None and proc.poll() is None:
             self.cpu_seconds = cpu_seconds(proc.pid)
+            self.peak_rss_bytes = peak_rss_bytes(proc.pid)
             proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(STOP_TIMEOUT_SECONDS)

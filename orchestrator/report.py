@@ -1,6 +1,8 @@
 """A self-contained HTML report of a run: the summary's figures and charts as inline SVG.
 
 No script, no external file: the page can be mailed or attached to a ticket as it is.
+`smets1 run` and `smets1 distributed` write the same page; a distributed run's summary
+also has `roles`, shown as one row per process (CPU, peak memory, lag, lateness).
 """
 
 from __future__ import annotations
@@ -91,6 +93,75 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+#: A distributed summary's `roles` (orchestrator.status.RoleUsage) as table columns:
+#: (key, heading).
+ROLE_COLUMNS = (
+    ("role", "role"),
+    ("cpu_seconds", "CPU s"),
+    ("peak_rss_bytes", "peak RSS MiB"),
+    ("worst_lag_seconds", "worst lag s"),
+    ("lateness_worst_seconds", "lateness worst s"),
+    ("lateness_p99_seconds", "lateness p99 s"),
+    ("lateness_samples", "lateness samples"),
+)
+MIB = 2**20
+#: A summary's `lateness` (orchestrator.verdict) under the verdict: (key, label).
+LATENESS_ROWS = (
+    ("worst_seconds", "worst lateness, simulated s"),
+    ("p99_seconds", "99th percentile lateness, simulated s"),
+    ("samples", "lateness samples"),
+    ("threshold_seconds", "threshold of a valid run, simulated s"),
+)
+
+
+def _verdict(summary: Mapping[str, Any]) -> str:
+    """The verdict (orchestrator.verdict) and the lateness it rests on."""
+    v: Mapping[str, Any] | None = summary.get("verdict")
+    if not v:
+        return ""
+    status = str(v.get("status", "unknown"))
+    colour = "#1e7b34" if status == "valid" else "#c0392b"
+    parts = [
+        f'<h2>Verdict: <span style="color:{colour}">{html.escape(status)}</span></h2>',
+        f"<p>{html.escape(str(v.get('reason', '')))}</p>",
+    ]
+    lateness: Mapping[str, Any] = summary.get("lateness", {})
+    if lateness:
+        parts.append(_table({label: lateness[k] for k, label in LATENESS_ROWS if k in lateness}))
+    return "".join(parts)
+
+
+def _roles_table(roles: Mapping[str, Mapping[str, Any]]) -> str:
+    """One row per process of a distributed run, and their totals."""
+    if not roles:
+        return ""
+
+    def cell(key: str, v: Any) -> str:
+        if v is None:
+            return "–"
+        if key == "peak_rss_bytes":
+            return f"{v / MIB:,.1f}"
+        return _fmt(v)
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for _, h in ROLE_COLUMNS)
+    rows = [f"<tr><th>process</th>{head}</tr>"]
+    for name, usage in roles.items():
+        cells = "".join(f"<td>{html.escape(cell(k, usage.get(k)))}</td>" for k, _ in ROLE_COLUMNS)
+        rows.append(f"<tr><th>{html.escape(name)}</th>{cells}</tr>")
+    cpu = [u["cpu_seconds"] for u in roles.values() if u.get("cpu_seconds") is not None]
+    rss = [u["peak_rss_bytes"] for u in roles.values() if u.get("peak_rss_bytes") is not None]
+    rows.append(
+        f"<tr><th>all</th><td></td><td>{sum(cpu):,.3f}</td>"
+        f"<td>{sum(rss) / MIB:,.1f}</td>" + "<td></td>" * (len(ROLE_COLUMNS) - 3) + "</tr>"
+    )
+    return (
+        "<h2>Processes</h2><p>CPU: user + system seconds of each process; peak RSS: the "
+        "most memory it held resident; lag and lateness: how far behind the shared clock "
+        "it ran, and how late what it handled arrived, in simulated seconds.</p>"
+        f'<table id="roles">{"".join(rows)}</table>'
+    )
+
+
 def render(summary: Mapping[str, Any], activations_per_hour: Sequence[int] = ()) -> str:
     name = html.escape(str(summary.get("config", "run")))
     facts = {
@@ -104,6 +175,10 @@ def render(summary: Mapping[str, Any], activations_per_hour: Sequence[int] = ())
             "simulated_days",
             "wall_seconds",
             "peak_rss_bytes",
+            "transfer_rounds",
+            "dco_retries",
+            "dco_resumes",
+            "dco_stray_frames",
             "trt_met",
             "trt_missed",
             "max_large_images_released_in_a_day",
@@ -121,9 +196,13 @@ def render(summary: Mapping[str, Any], activations_per_hour: Sequence[int] = ())
     failed: Mapping[str, int] = summary.get("failed", {})
     states: Mapping[str, int] = summary.get("device_states", {})
     capacity = summary.get("large_images_per_day")
+    transitions: Mapping[str, int] = summary.get("device_transitions", {})
+    mode = "distributed run" if summary.get("mode") == "distributed" else "run"
     sections = [
-        f"<h1>smets1-fleet run: {name}</h1>",
+        f"<h1>smets1-fleet {mode}: {name}</h1>",
+        _verdict(summary),
         _table(facts),
+        _roles_table(summary.get("roles", {})),
         bar_chart(
             "Large images released per day",
             list(per_day),
@@ -139,6 +218,8 @@ def render(summary: Mapping[str, Any], activations_per_hour: Sequence[int] = ())
         bar_chart("Failures by reason", list(failed), list(failed.values())),
         bar_chart("Device states at the end", list(states), list(states.values())),
     ]
+    if transitions:
+        sections += ["<h3>Device state entries</h3>", _table(transitions)]
     style = (
         "body{font-family:system-ui,sans-serif;margin:2em;max-width:60em}"
         "table{border-collapse:collapse}th,td{padding:2px 10px;text-align:left;"

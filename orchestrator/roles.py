@@ -48,6 +48,7 @@ from orchestrator.campaign import (
 from orchestrator.dco_client import DcoClient
 from orchestrator.errors import DcoGaveUp
 from orchestrator.lag import LAG_METRICS, LagMonitor
+from orchestrator.report import hourly_counts
 from orchestrator.serving import (
     client_id,
     cpu_seconds,
@@ -309,6 +310,7 @@ async def _serve_fleet(
             bus=BusStatus.of(mqtt),
             fleet=host.counters,
             device_states=dict(sorted(host.state_counts().items())),
+            device_transitions=dict(sorted(host.transitions().items())),
         )
 
     def health() -> tuple[bool, dict[str, Any]]:
@@ -494,6 +496,10 @@ async def _schedule(
                 releases_held=scheduler.releases_held[0],
                 releases_held_seconds=round(scheduler.releases_held[1], 3),
                 summary=summary,
+                activations_per_hour=hourly_counts(
+                    (r.completed_at for r in scheduler.requests if r.completed_at is not None),
+                    started,
+                ),
                 speed_control=None if control is None else control.status(clock.speed),
             )
 

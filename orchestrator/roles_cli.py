@@ -386,6 +386,20 @@ def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
+def _processes_line(roles: dict[str, dict[str, Any]]) -> str:
+    """CPU seconds of every process of a distributed run, and the largest peak RSS."""
+    cpu = {n: u["cpu_seconds"] for n, u in roles.items() if u.get("cpu_seconds") is not None}
+    rss = {n: u["peak_rss_bytes"] for n, u in roles.items() if u.get("peak_rss_bytes")}
+    if not cpu:
+        return "no figures"
+    each = ", ".join(f"{n} {c:.1f}" for n, c in cpu.items())
+    line = f"{sum(cpu.values()):.1f} CPU s in all ({each})"
+    if rss:
+        top = max(rss, key=lambda n: rss[n])
+        line += f"; peak RSS at most {rss[top] / 2**20:.0f} MiB ({top})"
+    return line
+
+
 def _run_distributed(args: argparse.Namespace) -> int:
     from orchestrator.distributed import run_distributed
 
@@ -420,8 +434,9 @@ def _run_distributed(args: argparse.Namespace) -> int:
         f"  broker: {bus['messages']:,} messages, {bus['bytes']:,} bytes published "
         f"({bus['messages_per_second']:,.0f} msg/s, {bus['bytes_per_second'] / 1e6:,.2f} MB/s "
         f"over {bus['seconds']} s of campaign)\n"
-        f"  summary: {out / 'summary.json'}"
+        f"  summary: {out / 'summary.json'}, report: {out / 'report.html'}"
     )
+    print(f"  processes: {_processes_line(summary.get('roles', {}))}")
     lateness, verdict = summary["lateness"], summary["verdict"]
     print(
         f"  lateness: worst {lateness['worst_seconds']:g} simulated s, p99 "
@@ -593,7 +608,9 @@ def add_role_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="'auto' (default: the scheduler finds a speed every role keeps up with) or a "
         "fixed speed, simulated seconds per wall second",
     )
-    dist.add_argument("--out", help="folder for summary.json and each process's status and log")
+    dist.add_argument(
+        "--out", help="folder for summary.json, report.html and each process's status and log"
+    )
     dist.add_argument(
         "--timeout", type=_positive_number, default=600.0, help="give up after, wall seconds"
     )

@@ -205,6 +205,7 @@ class Run:
             "frames_dropped": dict(sorted(host.counters.frames_dropped.items())),
             "dco_retries": dco.counters.retries,
             "dco_resumes": dco.counters.resumes,
+            "dco_stray_frames": dco.counters.stray_frames,
             "bus": {
                 "messages": bus.counters.messages_published,
                 "bytes": bus.counters.bytes_published,

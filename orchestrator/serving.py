@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
 from orchestrator.listener import BoundedSite
+from orchestrator.mosquitto import peak_rss_bytes as proc_peak_rss_bytes
 from smets1.dco_http import RESERVED_FDS
 from smets1.metrics import CONTENT_TYPE, exposition
 from smets1.mqtt import MqttBus
@@ -55,8 +56,14 @@ def cpu_seconds() -> float:
 
 
 def peak_rss_bytes() -> int:
-    """The most resident memory this process has held (Linux: ru_maxrss is KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """The most resident memory this process has held since it started: VmHWM where
+    /proc has it. Not ru_maxrss there: Linux keeps that across exec, so a role started
+    by a large process (the launcher, a test runner) would report that process's peak
+    (its fork, up to the exec, has the parent's memory)."""
+    own = proc_peak_rss_bytes("self")
+    if own is not None:
+        return own
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
 async def start_unless_stopped(bus: MqttBus | DcoWorkerBus | ShardBus, stop: asyncio.Event) -> bool:

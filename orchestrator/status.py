@@ -108,7 +108,7 @@ class DcoStatus(_Doc):
     worker: str
     shards: int
     cpu_seconds: float
-    #: The most resident memory the process held so far (ru_maxrss).
+    #: The most resident memory the process held so far (orchestrator.serving).
     peak_rss_bytes: int = 0
     clock: ClockStatus
     lateness: LatenessStatus
@@ -129,7 +129,7 @@ class FleetStatus(_Doc):
     shard: int
     shards: int
     cpu_seconds: float
-    #: The most resident memory the process held so far (ru_maxrss).
+    #: The most resident memory the process held so far (orchestrator.serving).
     peak_rss_bytes: int = 0
     devices: int
     clock: ClockStatus
@@ -138,6 +138,9 @@ class FleetStatus(_Doc):
     #: The fleet host's own counters (emulator.fleet), as they are.
     fleet: FleetCounters
     device_states: dict[str, int]
+    #: Entries into each device state since the shard's devices were built (the
+    #: in-process summary's `device_transitions`, this shard's share).
+    device_transitions: dict[str, int] = {}
 
 
 class SpeedControlStatus(_Doc):
@@ -164,7 +167,7 @@ class SchedulerStatus(_Doc):
 
     role: Literal["scheduler"] = "scheduler"
     cpu_seconds: float
-    #: The most resident memory the process held so far (ru_maxrss).
+    #: The most resident memory the process held so far (orchestrator.serving).
     peak_rss_bytes: int = 0
     wall_seconds: float
     dco_urls: list[str]
@@ -176,6 +179,9 @@ class SchedulerStatus(_Doc):
     releases_held: int = 0
     releases_held_seconds: float = 0.0
     summary: SchedulerSummary
+    #: Requests answered (activated or failed) in each simulated hour of the campaign,
+    #: for the report's timeline (orchestrator.report.hourly_counts).
+    activations_per_hour: list[int] = []
     #: `--speed auto` only.
     speed_control: SpeedControlStatus | None = None
 
@@ -192,3 +198,36 @@ class SchedulerStatus(_Doc):
             "cpu_seconds": self.cpu_seconds,
             "peak_rss_bytes": self.peak_rss_bytes,
         }
+
+
+class RoleUsage(_Doc):
+    """One process of a distributed run in its summary's `roles`: what it cost and how
+    far behind the shared clock it ran. The broker has no clock: its lag is None, and
+    so is all of it when the launcher did not start it (--broker)."""
+
+    #: "scheduler", "dco", "fleet" or "broker".
+    role: str
+    #: User + system CPU seconds of the process (its last run, if it was restarted).
+    cpu_seconds: float | None
+    #: The most resident memory the process held since it started (/proc VmHWM).
+    peak_rss_bytes: int | None
+    #: How far the process ran behind the shared clock at worst (ClockStatus), simulated s.
+    worst_lag_seconds: float | None = None
+    #: End-to-end lateness of what it handled (LatenessStatus), simulated s.
+    lateness_worst_seconds: float | None = None
+    lateness_p99_seconds: float | None = None
+    lateness_samples: int | None = None
+
+    @classmethod
+    def of(cls, status: SchedulerStatus | DcoStatus | FleetStatus) -> RoleUsage:
+        return cls(
+            role=status.role,
+            cpu_seconds=status.cpu_seconds,
+            peak_rss_bytes=status.peak_rss_bytes,
+            worst_lag_seconds=status.clock.worst_lag_seconds,
+            lateness_worst_seconds=max(
+                status.lateness.worst_seconds, status.lateness.timers_worst_seconds
+            ),
+            lateness_p99_seconds=status.lateness.p99_seconds,
+            lateness_samples=status.lateness.samples,
+        )
