@@ -131,8 +131,8 @@ def _is_duis(request: web.Request) -> bool:
 
 def _error_response(request: web.Request, exc: SchedulerError) -> web.Response:
     """The error as JSON, or on the DUIS routes as a DUIS `sr:Response` with the DUIS
-    ResponseCode (`exc.duis_code`), always under ERROR_BODY_BYTES: a reason that quotes
-    much of the input is cut, never the code.
+    ResponseCode (`exc.duis_code`), always under ERROR_BODY_BYTES (a DUIS document
+    before its signature): a reason that quotes much of the input is cut, never the code.
 
     DUIS has no element for the reason, so a DUIS refusal says it in an XML comment
     and in the `X-Reason` header (and `X-Earliest-Date` for an admission refusal); the
@@ -144,28 +144,27 @@ def _error_response(request: web.Request, exc: SchedulerError) -> web.Response:
     reason = _printable(exc.reason[:ERROR_REASON_CHARS])
     while True:
         if _is_duis(request):
-            rid = request.get(DUIS_REQUEST_ID)
-            resp = _xml(
-                sched.duis_security.seal(
-                    duis.acknowledgement(
-                        rid,
-                        getattr(exc, "duis_code", exc.code),
-                        sched.clock.now(),
-                        request.get(DUIS_SERVICE, "11.1"),
-                        request.get(DUIS_VARIANT),
-                        comment=reason,
-                    )
-                ),
-                exc.status,
+            # Measured before sealing: the signature adds its own fixed size.
+            body = duis.acknowledgement(
+                request.get(DUIS_REQUEST_ID),
+                getattr(exc, "duis_code", exc.code),
+                sched.clock.now(),
+                request.get(DUIS_SERVICE, "11.1"),
+                request.get(DUIS_VARIANT),
+                comment=reason,
             )
+            if len(body) >= ERROR_BODY_BYTES and len(reason) > 2:
+                reason = reason[: len(reason) // 2] + "…"
+                continue
+            resp = _xml(sched.duis_security.seal(body), exc.status)
             resp.headers["X-Reason"] = reason.encode("ascii", "backslashreplace").decode()
             if earliest is not None:
                 resp.headers["X-Earliest-Date"] = earliest
-        else:
-            out = ErrorOut(error=reason, code=exc.code, field=field, earliest_date=earliest)
-            resp = _json(out, exc.status)
+            return resp
+        out = ErrorOut(error=reason, code=exc.code, field=field, earliest_date=earliest)
+        resp = _json(out, exc.status)
         assert isinstance(resp.body, bytes)
-        if len(resp.body) < ERROR_BODY_BYTES or len(reason) <= 1:
+        if len(resp.body) < ERROR_BODY_BYTES or len(reason) <= 2:
             return resp
         reason = reason[: len(reason) // 2] + "…"
 
@@ -557,8 +556,16 @@ async def post_duis(request: web.Request) -> web.Response:
     try:
         data = await _body_bytes(request)
         doc = await _off_loop(data, duis.parse_request, data, s.config.max_document_bytes)
-    except SchedulerError:
+    except SchedulerError as exc:
         counter.labels("unknown", "rejected").inc()
+        context = getattr(exc, "duis_context", None)
+        if context is not None:
+            rid, ref, variant = context
+            if rid is not None:
+                request[DUIS_REQUEST_ID] = rid
+            if ref is not None:
+                request[DUIS_SERVICE] = ref
+                request[DUIS_VARIANT] = variant or ref
         raise
     h = doc.header
     rid = duis.RequestId(h.sender, h.target, h.counter)

@@ -258,6 +258,33 @@ def parse_request(data: bytes, max_bytes: int) -> DuisRequest:
     header_el = _child(root, "Header", "sr:Request")
     body_el = _child(root, "Body", "sr:Request")
     assert header_el is not None and body_el is not None
+    try:
+        return _parse_request(header_el, body_el)
+    except BadDocument as exc:
+        exc.duis_context = _partial_header(header_el)
+        raise
+
+
+_SERVICE_REFERENCE_RE = re.compile(r"^\d{1,2}\.\d{1,2}(\.\d{1,2})?$")
+
+
+def _partial_header(el: ET.Element) -> tuple[RequestId | None, str | None, str | None]:
+    """What a refusal can echo of a header that did not parse whole: the RequestID and
+    ServiceReference(Variant) where each is readable and well-formed, else None."""
+    rid: RequestId | None = None
+    try:
+        rid = split_request_id(_text(el, "RequestID", "sr:Header"))
+    except BadDocument:
+        pass
+    refs: list[str | None] = []
+    for local in ("ServiceReference", "ServiceReferenceVariant"):
+        found = el.findall(_q(local))
+        text = (found[0].text or "").strip() if len(found) == 1 else ""
+        refs.append(text if _SERVICE_REFERENCE_RE.match(text) else None)
+    return rid, refs[0], refs[1] or refs[0]
+
+
+def _parse_request(header_el: ET.Element, body_el: ET.Element) -> DuisRequest:
     header = _parse_header(header_el)
     expected = SERVICE_BODIES[header.service_reference]
     children = list(body_el)

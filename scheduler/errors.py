@@ -22,6 +22,8 @@ with what DUIS means by it.
 
 from __future__ import annotations
 
+from typing import Any
+
 from smets1.errors import Smets1Error
 
 
@@ -50,6 +52,9 @@ class BadDocument(RequestRejected):
 
     code = "E10"
     status = 400
+    #: Set by the DUIS parser when the header was (partly) readable: the RequestID,
+    #: ServiceReference and variant a DUIS refusal echoes (each None if unreadable).
+    duis_context: tuple[Any, str | None, str | None] | None = None
 
     def __init__(self, field: str, reason: str, *, duis_code: str | None = None) -> None:
         super().__init__(f"{field}: {reason}", duis_code=duis_code)
