@@ -6,9 +6,10 @@
 Every route but /healthz, /metrics and /openapi.json wants `Authorization: Bearer <token>`;
 the token names the User, who sees and changes only its own requests and schedules (the
 Service Desk may ask for and accept schedules for others). Errors are JSON
-(`{"error", "code", "field", "earliest_date"}`) on /v1 and a DUIS `sr:Response` with an
-E-code on /duis; nothing of a refused document is stored. What /metrics reports is in
-metrics.py, the /openapi.json document in openapi.py.
+(`{"error", "code", "field", "earliest_date"}`) on /v1 and a DUIS `sr:Response` with a
+DUIS E-code on /api/v1/serviceS and /duis; nothing of a refused document is stored. Every
+DUIS document the scheduler sends goes through `Scheduler.duis_security.seal`. What
+/metrics reports is in metrics.py, the /openapi.json document in openapi.py.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from tests.duis_reference import DuisReference
 from tests.scheduler.duis_fleet import (
     AUTH_READER,
     ESME,
+    PLACEHOLDER_SIGNATURE,
     READ_ESME,
     READER,
     SUPPLIER,
@@ -131,6 +132,7 @@ async def test_the_dcc_templates_are_acknowledged_I99_and_answered_schema_valid(
     bodies = await fleet.callbacks_reach(4)
     await asyncio.wait_for(fleet.scheduler.wait_idle(), WAIT_SECONDS)
     roots = {header(r, "RequestID"): r for r in (assert_schema_valid(schema, b) for b in bodies)}
+    assert all(b.endswith(PLACEHOLDER_SIGNATURE + b"</sr:Response>") for b in bodies)  # sealed
     assert len(roots) == 4 and len(fleet.callbacks) == 4
     for rid, root in roots.items():
         assert header(root, "ResponseID") == swapped(rid)

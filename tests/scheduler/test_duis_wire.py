@@ -21,6 +21,7 @@ from tests.scheduler.duis_fleet import (
     AUTH_SUPPLIER,
     ESME,
     OTHERS_ESME,
+    PLACEHOLDER_SIGNATURE,
     READ_ESME,
     READER,
     SUPPLIER,
@@ -132,6 +133,7 @@ async def test_refusals_carry_the_duis_code_and_say_why_off_the_schema(
     assert got == status, body
     root = assert_schema_valid(schema, body)
     assert code_of(root) == code
+    assert body.endswith(PLACEHOLDER_SIGNATURE + b"</sr:Response>")  # sealed
     assert needle in headers["X-Reason"]
     assert needle.encode() in body  # the XML comment, outside the DUIS elements
     if b"<sr:RequestID>" in doc and status != 401:
