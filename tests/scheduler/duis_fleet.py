@@ -100,6 +100,12 @@ class Fleet:
             )
         return list(self.callbacks)
 
+    async def background_done(self) -> None:
+        """Until every background task the scheduler runs now has finished (an 11.2
+        read answered later, a cancellation sent on)."""
+        tasks = list(self.scheduler._tasks._tasks)
+        await asyncio.wait_for(asyncio.gather(*tasks), WAIT_SECONDS)
+
     async def post(
         self, doc: bytes, auth: dict[str, str] = AUTH_SUPPLIER, path: str = "/api/v1/serviceS"
     ) -> tuple[int, bytes, dict[str, str]]:

@@ -169,6 +169,7 @@ async def test_the_dcc_templates_are_acknowledged_I99_and_answered_schema_valid(
     assert later.state.value == "cancelled" and now.state.value == "done"
 
     # READER has no callback: it polls, one document a call, then 204.
+    await fleet.background_done()
     resp = await fleet.client.get("/duis/responses", headers=AUTH_READER)
     assert resp.status == 200
     polled = assert_schema_valid(schema, await resp.read())

@@ -294,7 +294,7 @@ async def test_polling_gives_one_document_a_call_and_skips_what_duis_cannot_say(
     doc = request("11.2", "<sr:ReadFirmwareVersion/>", 9, format_eui64(READ_ESME),
                   sender=format_eui64(READER))  # fmt: skip
     assert (await fleet.post(doc, AUTH_READER))[0] == 200
-    await s.wait_idle()
+    await fleet.background_done()
     r = await fleet.client.get("/v1/notifications", headers=AUTH_READER)
     assert [n["kind"] for n in await r.json()] == ["held", "response"]
     resp = await fleet.client.get("/duis/responses", headers=AUTH_READER)
@@ -314,6 +314,6 @@ async def test_a_held_notice_is_not_posted_to_a_duis_callback(fleet: Fleet) -> N
     doc = request("11.2", "<sr:ReadFirmwareVersion/>", 3, format_eui64(ESME))
     assert (await fleet.post(doc))[0] == 200
     (only,) = await fleet.callbacks_reach(1)
-    await s.wait_idle()
+    await fleet.background_done()
     assert b"ReadFirmwareVersionRsp" in only and b"held" not in only
     assert len(fleet.callbacks) == 1
