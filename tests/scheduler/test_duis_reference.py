@@ -202,21 +202,23 @@ async def test_templates_signed_by_the_dcc_tool_are_accepted(
         assert_acknowledged(schema, status, body, request_id(signed))
 
 
-async def test_an_acknowledgement_passes_the_dcc_validate_once_signed(
+async def test_an_acknowledgement_and_a_response_pass_the_dcc_validate_once_signed(
     fleet: Fleet, duis_ref: DuisReference, tmp_path: Path
 ) -> None:
-    """The DCC's Validate (schema and signature) on the scheduler's own I99, signed by the
-    DCC's Sign: what `DuisSecurity.seal` will do with the DCC's key. Validate needs a
-    signature, which the seal of this branch does not add yet."""
-    doc = duis_ref.template(T11_2)
-    status, body, _ = await fleet.post(doc, AUTH_READER)
+    """The DCC's Validate (schema and signature) on the scheduler's own I99 and on its
+    asynchronous 11.1 response (with ResponseID), each signed by the DCC's Sign: what
+    `DuisSecurity.seal` will do with the DCC's key. Validate needs a signature, which
+    the seal of this branch does not add yet, so the stand-in is taken off first."""
+    doc = duis_ref.template(T11_1)
+    status, ack, _ = await fleet.post(doc)
     assert status == 200
-    # The placeholder stand-in is removed: Sign adds the real signature.
-    unsigned = body.split(b"<ds:Signature")[0] + b"</sr:Response>"
-    path = tmp_path / "ack.xml"
-    path.write_bytes(unsigned)
-    signed = duis_ref.sign(path)
-    path.write_text(signed)
-    result = duis_ref.validate(path)
-    assert result.passed, (result.returncode, result.stdout, result.stderr, signed[:2000])
-    assert READER != SUPPLIER
+    (response,) = await fleet.callbacks_reach(1)
+    assert b"<sr:ResponseID>" in response
+    for name, body in (("ack.xml", ack), ("response.xml", response)):
+        unsigned = body.split(b"<ds:Signature")[0] + b"</sr:Response>"
+        path = tmp_path / name
+        path.write_bytes(unsigned)
+        signed = duis_ref.sign(path)
+        path.write_text(signed)
+        result = duis_ref.validate(path)
+        assert result.passed, (name, result.returncode, result.stdout, result.stderr, signed)
