@@ -6,9 +6,10 @@
 Every route but /healthz, /metrics and /openapi.json wants `Authorization: Bearer <token>`;
 the token names the User, who sees and changes only its own requests and schedules (the
 Service Desk may ask for and accept schedules for others). Errors are JSON
-(`{"error", "code", "field", "earliest_date"}`) on /v1 and a DUIS `sr:Response` with an
-E-code on /duis; nothing of a refused document is stored. What /metrics reports is in
-metrics.py, the /openapi.json document in openapi.py.
+(`{"error", "code", "field", "earliest_date"}`) on /v1 and a DUIS `sr:Response` with a
+DUIS E-code on /api/v1/serviceS and /duis; nothing of a refused document is stored. Every
+DUIS document the scheduler sends goes through `Scheduler.duis_security.seal`. What
+/metrics reports is in metrics.py, the /openapi.json document in openapi.py.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from scheduler.errors import (
     NotFound,
     SchedulerError,
     Unauthenticated,
+    UnknownDevice,
 )
 from scheduler.metrics import SchedulerCollector
 from scheduler.models import (
@@ -58,6 +60,7 @@ from scheduler.models import (
     ScheduleIn,
     ScheduleOut,
 )
+from scheduler.notify import Renderer, render_json
 from scheduler.openapi import PUBLIC_PATHS, QUERY_PARAMETERS, openapi_document
 from scheduler.policy import Proposal
 from scheduler.requests import ActivationRequest, Priority, RequestState, Schedule
@@ -78,8 +81,11 @@ CLOCK: web.AppKey[Callable[[], dict[str, Any] | None]] = web.AppKey("clock")
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 DOCUMENTS = web.AppKey("documents", PromCounter)
 USER = web.RequestKey("user", int)
-DUIS_REQUEST_ID = web.RequestKey("duis_request_id", str)
+DUIS_REQUEST_ID = web.RequestKey("duis_request_id", duis.RequestId)
 DUIS_SERVICE = web.RequestKey("duis_service_reference", str)
+DUIS_VARIANT = web.RequestKey("duis_service_reference_variant", str)
+#: DCC Boxed's path for DUIS requests; `/duis` is the same route under its older name.
+DUIS_PATH = "/api/v1/serviceS"
 #: Every error body is shorter than this; the reason is cut to fit (field: ERROR_FIELD_CHARS).
 ERROR_BODY_BYTES = 1_024
 ERROR_REASON_CHARS = 400
@@ -119,31 +125,46 @@ def _printable(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
+def _is_duis(request: web.Request) -> bool:
+    return request.path.startswith("/duis") or request.path == DUIS_PATH
+
+
 def _error_response(request: web.Request, exc: SchedulerError) -> web.Response:
-    """The error as JSON (or a DUIS `sr:Response` on /duis), always under
-    ERROR_BODY_BYTES: a reason that quotes much of the input is cut, never the code."""
+    """The error as JSON, or on the DUIS routes as a DUIS `sr:Response` with the DUIS
+    ResponseCode (`exc.duis_code`), always under ERROR_BODY_BYTES (a DUIS document
+    before its signature): a reason that quotes much of the input is cut, never the code.
+
+    DUIS has no element for the reason, so a DUIS refusal says it in an XML comment
+    and in the `X-Reason` header (and `X-Earliest-Date` for an admission refusal); the
+    document itself is what the DUIS schema allows, and is sealed like every other."""
     sched = request.app[SCHEDULER]
     field = getattr(exc, "field", None)
     field = None if field is None else _printable(field[:ERROR_FIELD_CHARS])
     earliest = sched.date_of(exc.earliest_day) if isinstance(exc, AdmissionRefused) else None
     reason = _printable(exc.reason[:ERROR_REASON_CHARS])
     while True:
-        if request.path.startswith("/duis"):
-            resp = _xml(
-                duis.response(
-                    request.get(DUIS_REQUEST_ID),
-                    exc.code,
-                    sched.clock.now(),
-                    request.get(DUIS_SERVICE),
-                    {"Error": reason, "EarliestDate": earliest},
-                ),
-                exc.status,
+        if _is_duis(request):
+            # Measured before sealing: the signature adds its own fixed size.
+            body = duis.acknowledgement(
+                request.get(DUIS_REQUEST_ID),
+                getattr(exc, "duis_code", exc.code),
+                sched.clock.now(),
+                request.get(DUIS_SERVICE, "11.1"),
+                request.get(DUIS_VARIANT),
+                comment=reason,
             )
-        else:
-            out = ErrorOut(error=reason, code=exc.code, field=field, earliest_date=earliest)
-            resp = _json(out, exc.status)
+            if len(body) >= ERROR_BODY_BYTES and len(reason) > 2:
+                reason = reason[: len(reason) // 2] + "…"
+                continue
+            resp = _xml(sched.duis_security.seal(body), exc.status)
+            resp.headers["X-Reason"] = reason.encode("ascii", "backslashreplace").decode()
+            if earliest is not None:
+                resp.headers["X-Earliest-Date"] = earliest
+            return resp
+        out = ErrorOut(error=reason, code=exc.code, field=field, earliest_date=earliest)
+        resp = _json(out, exc.status)
         assert isinstance(resp.body, bytes)
-        if len(resp.body) < ERROR_BODY_BYTES or len(reason) <= 1:
+        if len(resp.body) < ERROR_BODY_BYTES or len(reason) <= 2:
             return resp
         reason = reason[: len(reason) // 2] + "…"
 
@@ -525,55 +546,87 @@ async def get_notifications(request: web.Request) -> web.Response:
 # -- DUIS ---------------------------------------------------------------------------
 
 
+@routes.post(DUIS_PATH)
 @routes.post("/duis")
 async def post_duis(request: web.Request) -> web.Response:
+    """A DUIS request: refused at once with an E-code, or acknowledged `I99` and
+    answered later (callback and polling) by a response of its own."""
     s = request.app[SCHEDULER]
     counter = request.app[DOCUMENTS]
     try:
         data = await _body_bytes(request)
         doc = await _off_loop(data, duis.parse_request, data, s.config.max_document_bytes)
-    except SchedulerError:
+    except SchedulerError as exc:
         counter.labels("unknown", "rejected").inc()
+        context = getattr(exc, "duis_context", None)
+        if context is not None:
+            rid, ref, variant = context
+            if rid is not None:
+                request[DUIS_REQUEST_ID] = rid
+            if ref is not None:
+                request[DUIS_SERVICE] = ref
+                request[DUIS_VARIANT] = variant or ref
         raise
     h = doc.header
-    request[DUIS_REQUEST_ID] = h.request_id
+    rid = duis.RequestId(h.sender, h.target, h.counter)
+    request[DUIS_REQUEST_ID] = rid
     request[DUIS_SERVICE] = h.service_reference
+    request[DUIS_VARIANT] = h.service_reference_variant
     user = request[USER]
     if h.sender != user:
         counter.labels(h.service_reference, "rejected").inc()
         raise Forbidden(
             f"RequestID sender {format_eui64(h.sender)} is not the authenticated User "
-            f"{format_eui64(user)}"
+            f"{format_eui64(user)}",
+            duis_code="E1",
         )
     # Claimed before the first await: of documents that share a RequestID and arrive
     # together, exactly one goes on; the claim is given back if this one is refused.
-    if not s.store.claim_duis_id(h.request_id):
+    if not s.store.claim_duis_id(rid.text):
         counter.labels(h.service_reference, "rejected").inc()
-        raise BadDocument("sr:Header/sr:RequestID", f"{h.request_id} was already used")
+        raise BadDocument("sr:Header/sr:RequestID", f"{rid.text} was already used")
     try:
-        fields = await _serve_duis(request, doc, user)
+        await _serve_duis(request, doc, rid, user)
     except BaseException as exc:
-        s.store.release_duis_id(h.request_id)
+        s.store.release_duis_id(rid.text)
         if isinstance(exc, SchedulerError):
             counter.labels(h.service_reference, "rejected").inc()
         raise
-    s.store.record_duis_id(h.request_id, h.service_reference, s.clock.now())
+    s.store.record_duis_id(rid.text, h.service_reference, s.clock.now())
     counter.labels(h.service_reference, "accepted").inc()
-    body = duis.response(h.request_id, "I0", s.clock.now(), h.service_reference, fields)
+    body = duis.acknowledgement(
+        rid, "I99", s.clock.now(), h.service_reference, h.service_reference_variant
+    )
     return _xml(s.duis_security.seal(body))
 
 
-async def _serve_duis(request: web.Request, doc: duis.DuisRequest, user: int) -> dict[str, Any]:
-    """Carry out one parsed DUIS request; the fields of its `sr:Response`."""
+def _check_known(s: Scheduler, device_ids: Iterable[int]) -> None:
+    """DUIS E19 for a device the fleet does not hold (before ownership, E4)."""
+    if s.devices is None:
+        return
+    for d in device_ids:
+        if d not in s.devices:
+            raise UnknownDevice("DeviceID", f"unknown device {format_eui64(d)}")
+
+
+async def _serve_duis(
+    request: web.Request, doc: duis.DuisRequest, rid: duis.RequestId, user: int
+) -> None:
+    """Carry out one parsed DUIS request; its outcome is posted as a notification
+    (rendered as DUIS for the callback and for polling). What DUIS has no element for
+    (the planned date, a held request's reason) is on the JSON API."""
     s = request.app[SCHEDULER]
     h = doc.header
     if isinstance(doc.body, duis.UpdateFirmware):
         image = doc.body.image
-        await _off_loop(image, _check_image, image, doc.body.firmware_version, "sr:FirmwareImage")
+        await _off_loop(image, _check_image, image, None, "sr:FirmwareImage")
+        _check_known(s, doc.body.device_ids)
         s.check_devices(doc.body.device_ids, user)
-        # Answered (a "response" notification) when the DCO reports it stored.
-        update = s.update_firmware_later(user, image, h.request_id)
-        return {"FirmwareHash": update.firmware_hash.hex()}
+        # Answered (a "response" notification) when the DCO reports it stored; a failure
+        # to store is a DCC alert naming the meters (FirmwareDistributionFailure).
+        s.update_firmware_later(user, image, rid.text, doc.body.device_ids)
+        return
+    _check_known(s, [h.target])
     if isinstance(doc.body, duis.ActivateFirmware):
         text = request.query.get("priority", "routine")
         if text not in {p.value for p in Priority}:
@@ -585,35 +638,53 @@ async def _serve_duis(request: web.Request, doc: duis.DuisRequest, user: int) ->
             priority=Priority(text),
             schedule_id=_int_query(request, "schedule", 0, 1, MAX_ID) or None,
             execution_time=doc.body.execution_time or 0.0,
-            duis_request_ids=[h.request_id],
+            duis_request_ids=[rid.text],
             all_or_nothing=True,
         )
-        if sub.accepted:
-            req = sub.accepted[0]
-            return {
-                "Status": req.state.value,
-                "PlannedDate": s.date_of(req.planned_day),
-                "Reason": s.held_reason(req),
-            }
-        return {
-            "Status": "cancelled",
-            "Cancelled": len(sub.cancelled),
-            "CancellationSent": len(sub.cancelling),
-        }
-    s.read_version_later(user, h.target, h.request_id)
-    return {}
+        if not sub.accepted:
+            # A cancellation: it gets a response of its own (the withdrawn 11.3 gets
+            # one too, as cancelled). Nothing found to cancel is said on the JSON API.
+            found = len(sub.cancelled) + len(sub.cancelling)
+            s.notifier.post(
+                user,
+                "response",
+                {
+                    "duis_request_id": rid.text,
+                    "service_reference": "11.3",
+                    "device_id": format_eui64(h.target),
+                    "firmware_hash": doc.body.firmware_hash.hex(),
+                    "response_code": "I0" if found else "E99",
+                    "state": "cancellation" if found else "not_cancelled",
+                    "cancelled": len(sub.cancelled),
+                    "cancellation_sent": len(sub.cancelling),
+                    "failure": None if found else "cancellation: nothing pending to cancel",
+                },
+            )
+        return
+    s.read_version_later(user, h.target, rid.text)
 
 
 @routes.get("/duis/responses")
 async def get_duis_responses(request: web.Request) -> web.Response:
-    """Poll: every notification after `after`, as `sr:Response` documents in a list."""
+    """Poll: the first DUIS document after notification `after`, as the body (the same
+    sealed `sr:Response` the callback receives), with `X-Last-Id` its id: poll again
+    with `?after=` that id. 204 when there is none (`X-Last-Id` then says how far the
+    scan went, past notifications DUIS has no element for)."""
     s = request.app[SCHEDULER]
     after = _int_query(request, "after", 0, 0, MAX_ID)
-    items = s.store.notifications(request[USER], after)
-    docs = [duis.render_notification(*item)[1] for item in items]
-    resp = _xml(duis.response_list(docs))
-    resp.headers["X-Last-Id"] = str(items[-1][0] if items else after)
-    return resp
+    last = after
+    while True:
+        items = s.store.notifications(request[USER], last)
+        for nid, at, kind, payload in items:
+            last = nid
+            doc = duis.render_notification(kind, at, payload, s.duis_security.seal)
+            if doc is not None:
+                resp = _xml(doc)
+                resp.headers["X-Last-Id"] = str(nid)
+                return resp
+        if not items:
+            break
+    return web.Response(status=204, headers={"X-Last-Id": str(last)})
 
 
 # -- the app ------------------------------------------------------------------------
@@ -650,15 +721,13 @@ def make_app(
     return app
 
 
-def _renderer(
-    scheduler: Scheduler,
-) -> Callable[[int, float, str, dict[str, Any]], tuple[str, bytes]]:
-    from scheduler.notify import render_json
-
-    def render(nid: int, at: float, kind: str, payload: dict[str, Any]) -> tuple[str, bytes]:
-        # A response to a DUIS document goes back as DUIS; everything else as JSON.
+def _renderer(scheduler: Scheduler) -> Renderer:
+    def render(nid: int, at: float, kind: str, payload: dict[str, Any]) -> tuple[str, bytes] | None:
+        # A notification about a DUIS request goes back as DUIS, or not at all where
+        # DUIS has no element for it (the JSON API has it); everything else as JSON.
         if payload.get("duis_request_id"):
-            return duis.render_notification(nid, at, kind, payload)
+            doc = duis.render_notification(kind, at, payload, scheduler.duis_security.seal)
+            return None if doc is None else ("application/xml", doc)
         return render_json(nid, at, kind, payload)
 
     return render

@@ -3,8 +3,9 @@ User registered a callback URL, POSTed there, retried with exponential backoff.
 
 Kinds: `response` (an 11.1/11.2/11.3 outcome, with TRT met or missed), `held` (over the
 daily allowance: waits for a schedule), `refused`, `schedule_moved`, `overdue`.
-A callback receives the DUIS `sr:Response` for responses when the User asked for DUIS,
-otherwise the JSON notification.
+A notification about a DUIS request reaches the callback as the DUIS document the renderer
+makes of it, or not at all where DUIS has no element for it (it stays on the JSON API:
+`/v1/notifications`); every other notification as JSON.
 """
 
 from __future__ import annotations
@@ -20,11 +21,14 @@ from scheduler.store import Store
 from smets1.clock import Clock
 from smets1.config_dcc import UserConfig
 
-#: Renders a stored notification as (content type, body) for a callback.
-Renderer = Callable[[int, float, str, dict[str, Any]], tuple[str, bytes]]
+#: Renders a stored notification as (content type, body) for a callback; None: nothing
+#: to POST (the notification is kept for the JSON API only).
+Renderer = Callable[[int, float, str, dict[str, Any]], tuple[str, bytes] | None]
 
 
-def render_json(nid: int, at: float, kind: str, payload: dict[str, Any]) -> tuple[str, bytes]:
+def render_json(
+    nid: int, at: float, kind: str, payload: dict[str, Any]
+) -> tuple[str, bytes] | None:
     body = {"id": nid, "at": at, "kind": kind, **payload}
     return "application/json", json.dumps(body).encode()
 
@@ -93,7 +97,11 @@ class Notifier:
     ) -> None:
         url = self.users[user].callback_url
         assert url is not None
-        content_type, body = self.render(nid, at, kind, payload)
+        rendered = self.render(nid, at, kind, payload)
+        if rendered is None:
+            self.store.mark_delivered(nid)
+            return
+        content_type, body = rendered
         delay = self.retry_seconds
         for attempt in range(self.attempts):
             try:

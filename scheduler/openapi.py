@@ -98,7 +98,7 @@ _OPS: list[_Op] = [
         )),
     _Op("get", "/v1/notifications", "Notifications after an id", None, NotificationOut,
         many=True, query=(_AFTER,)),
-    _Op("post", "/duis", "A DUIS sr:Request (XML); errors are sr:Response documents too",
+    _Op("post", "/duis", "A DUIS sr:Request (XML): I99 sr:Response, or one with an E-code",
         None, None, media="application/xml", errors=(400, 403, 404, 409, 502),
         query=(
             {"name": "priority", "in": "query", "description": "11.3 only",
@@ -106,8 +106,16 @@ _OPS: list[_Op] = [
             {"name": "schedule", "in": "query", "description": "11.3 only: an agreed schedule",
              "schema": _INTEGER_ID},
         )),
-    _Op("get", "/duis/responses", "Poll DUIS responses (XML)", None, None,
-        media="application/xml", query=(_AFTER,)),
+    _Op("post", "/api/v1/serviceS", "DCC Boxed's path for a DUIS sr:Request (as /duis)",
+        None, None, media="application/xml", errors=(400, 403, 404, 409, 502),
+        query=(
+            {"name": "priority", "in": "query", "description": "11.3 only",
+             "schema": {"type": "string", "enum": [p.value for p in Priority]}},
+            {"name": "schedule", "in": "query", "description": "11.3 only: an agreed schedule",
+             "schema": _INTEGER_ID},
+        )),
+    _Op("get", "/duis/responses", "Poll: the next DUIS response after `after` (204: none)",
+        None, None, media="application/xml", query=(_AFTER,)),
     _Op("get", "/healthz", "Health (503 with the reason while the DCO is unreachable)", None,
         Health, errors=(), also=((503, Health),)),
     _Op("get", "/metrics", "Prometheus metrics", None, None, media="text/plain", errors=()),
@@ -128,7 +136,7 @@ def _ref(model: type[BaseModel]) -> dict[str, str]:
 
 def _operation(op: _Op) -> dict[str, Any]:
     out: dict[str, Any] = {"summary": op.summary}
-    xml = op.path.startswith("/duis")
+    xml = op.path.startswith("/duis") or op.path == "/api/v1/serviceS"
     params = [
         {"name": p[1:-1], "in": "path", "required": True, "schema": _INTEGER_ID}
         for p in op.path.split("/")
@@ -155,14 +163,17 @@ def _operation(op: _Op) -> dict[str, Any]:
         ok["content"] = {"application/json": {"schema": {"type": "object"}}}
     elif op.media is not None:
         ok["content"] = {op.media: {"schema": {"type": "string"}}}
-    if op.path == "/duis/responses":
-        ok["headers"] = {
-            "X-Last-Id": {
-                "description": "the id of the last notification in the list (poll after it)",
-                "schema": {"type": "string", "pattern": "^[0-9]+$"},
-            }
+    last_id = {
+        "X-Last-Id": {
+            "description": "the id of the notification returned, or scanned to (poll after it)",
+            "schema": {"type": "string", "pattern": "^[0-9]+$"},
         }
+    }
+    if op.path == "/duis/responses":
+        ok["headers"] = last_id
     responses: dict[str, Any] = {str(op.status): ok}
+    if op.path == "/duis/responses":
+        responses["204"] = {"description": "no DUIS response after `after`", "headers": last_id}
     err_media = "application/xml" if xml else "application/json"
     err_schema: dict[str, Any] = {"type": "string"} if xml else dict(_ref(ErrorOut))
     errors = set(op.errors) | (set() if op.path in PUBLIC_PATHS else {401})

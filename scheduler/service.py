@@ -298,10 +298,13 @@ class Scheduler:
         update = self._updates.submit(user, image)
         return await self._updates.result(update)
 
-    def update_firmware_later(self, user: int, image: bytes, duis_request_id: str) -> ImageUpdate:
+    def update_firmware_later(
+        self, user: int, image: bytes, duis_request_id: str, device_ids: Iterable[int] = ()
+    ) -> ImageUpdate:
         """11.1 from DUIS: acknowledged now; the response (a `response` notification) is
-        posted when the DCO reports the image stored (updates.py)."""
-        return self._updates.submit(user, image, duis_request_id)
+        posted when the DCO reports the image stored (updates.py); a failure names the
+        request's `device_ids` (DUIS reports it as a FirmwareDistributionFailure alert)."""
+        return self._updates.submit(user, image, duis_request_id, device_ids)
 
     async def read_version(self, user: int, device_id: int) -> VersionReading:
         """11.2: read at once, through the DCO."""

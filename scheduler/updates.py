@@ -21,7 +21,7 @@ already holds the image answers at once). The image bytes are dropped once it is
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from scheduler.errors import BadDocument, DcoFailed
@@ -33,6 +33,7 @@ from scheduler.tasks import TaskSet
 from scheduler.users import check_user
 from smets1.clock import Clock
 from smets1.config_dcc import UserConfig
+from smets1.eui64 import format_eui64
 from smets1.image import ImageError, parse_image
 from smets1.services import StoredImage
 
@@ -65,6 +66,8 @@ class ImageUpdates:
         self.updates: list[ImageUpdate] = []
         self._done: dict[int, asyncio.Event] = {}
         self._resume: list[ImageUpdate] = []
+        #: The meters an 11.1 from DUIS named, by update id, until it is answered.
+        self._meters: dict[int, list[int]] = {}
 
     # -- restart -----------------------------------------------------------------------
 
@@ -87,7 +90,13 @@ class ImageUpdates:
 
     # -- accepting -----------------------------------------------------------------------
 
-    def submit(self, user: int, image: bytes, duis_request_id: str | None = None) -> ImageUpdate:
+    def submit(
+        self,
+        user: int,
+        image: bytes,
+        duis_request_id: str | None = None,
+        device_ids: Iterable[int] = (),
+    ) -> ImageUpdate:
         """Accept an 11.1 (committed with its image) and send it to the DCO; it is
         answered when the DCO reports the image stored."""
         check_user(self.users, user)
@@ -106,6 +115,11 @@ class ImageUpdates:
         )
         self.store.add_update(u, image)
         self.updates.append(u)
+        meters = list(device_ids)
+        if meters:
+            # Named in a failure's alert; kept in memory (a restarted scheduler's alert
+            # for an 11.1 it resumed names no meters: DUIS then gets E20 without them).
+            self._meters[u.update_id] = meters
         self._done[u.update_id] = asyncio.Event()
         self.sweep.track_update(u)
         self.tasks.spawn(self._process(u, image))
@@ -145,8 +159,12 @@ class ImageUpdates:
             u.firmware_hash = stored.firmware_hash
             u.file_version = stored.file_version
         self.store.save_update(u)
+        meters = self._meters.pop(u.update_id, [])
         if u.duis_request_id is not None:
-            self.notifier.post(u.user, "response", response_payload(u))
+            payload = response_payload(u)
+            if stored is None and meters:
+                payload["device_ids"] = [format_eui64(d) for d in meters]
+            self.notifier.post(u.user, "response", payload)
         done = self._done.pop(u.update_id, None)
         if done is not None:
             done.set()

@@ -18,6 +18,7 @@ from scheduler.service import Scheduler
 from smets1.clock import DEFAULT_EPOCH_SECONDS, ScaledClock
 from smets1.config_dcc import UserConfig
 from smets1.eui64 import format_eui64
+from smets1.image import parse_image
 from tests.scheduler.fakes import (
     LARGE_IMAGE,
     USER_A,
@@ -141,11 +142,15 @@ async def post_duis(h: Harness, doc: bytes, auth: dict[str, str] = AUTH_A) -> tu
     return resp.status, await resp.text()
 
 
+#: What a User computes for its 11.3 (DUIS returns no hash): the image's FirmwareHash.
+LARGE_IMAGE_HASH = parse_image(LARGE_IMAGE).firmware_hash.hex()
+
+
 async def store_image(h: Harness, counter: int = 1) -> str:
     status, text = await post_duis(h, duis_request("11.1", update_firmware(), counter))
     assert status == 200, text
-    assert "<sr:ResponseCode>I0</sr:ResponseCode>" in text
-    return text.split("<sr:FirmwareHash>")[1].split("<")[0]
+    assert "<sr:ResponseCode>I99</sr:ResponseCode>" in text
+    return LARGE_IMAGE_HASH
 
 
 async def test_duis_update_activate_read_with_callbacks_and_polling(harness: Harness) -> None:
@@ -154,22 +159,33 @@ async def test_duis_update_activate_read_with_callbacks_and_polling(harness: Har
     assert len(fw) == 64
     status, text = await post_duis(h, duis_request("11.3", activate_firmware(fw), 2))
     assert status == 200, text
-    assert "<sr:Status>waiting</sr:Status>" in text
+    assert "<sr:ResponseCode>I99</sr:ResponseCode>" in text
+    (req,) = h.scheduler.requests
+    assert req.duis_request_id == f"{A}:{DEV[0]}:2"
     status, text = await post_duis(h, duis_request("11.2", "<sr:ReadFirmwareVersion/>", 3))
     assert status == 200, text
     await h.callbacks_reach(3)
     bodies = [b.decode() for _, b in h.callbacks]
     assert len(bodies) == 3 and all(ct == "application/xml" for ct, _ in h.callbacks)
     assert h.callback_fail == [0]  # the first delivery failed and was retried
-    activation = next(b for b in bodies if f"{A}:{DEV[0]}:2" in b)
+    activation = next(b for b in bodies if f"<sr:RequestID>{A}:{DEV[0]}:2<" in b)
+    assert f"<sr:ResponseID>{DEV[0]}:{A}:2</sr:ResponseID>" in activation
     assert "<sr:ResponseCode>I0</sr:ResponseCode>" in activation
-    assert "<sr:TRTMet>true</sr:TRTMet>" in activation
     assert "<sr:ServiceReference>11.3</sr:ServiceReference>" in activation
-    resp = await h.client.get("/duis/responses", headers=AUTH_A)
-    polled = await resp.text()
-    assert polled.count("<sr:Response ") == 3 and resp.headers["X-Last-Id"] == "3"
-    resp = await h.client.get("/duis/responses?after=3", headers=AUTH_A)
-    assert "<sr:Response " not in await resp.text()
+    assert "TRT" not in activation  # DUIS has no element for it: the JSON API has it
+    r = await h.client.get("/v1/notifications", headers=AUTH_A)
+    assert [n["payload"].get("trt_met") for n in await r.json()].count(True) == 1
+    # Polling: one document a call, as the callback got it; 204 once there is none.
+    ids = []
+    for _ in range(3):
+        resp = await h.client.get(f"/duis/responses?after={ids[-1] if ids else 0}", headers=AUTH_A)
+        assert resp.status == 200
+        polled = await resp.text()
+        assert polled.count("<sr:Response ") == 1 and "<sr:ResponseID>" in polled
+        ids.append(int(resp.headers["X-Last-Id"]))
+    assert ids == sorted(ids) and len(set(ids)) == 3
+    resp = await h.client.get(f"/duis/responses?after={ids[-1]}", headers=AUTH_A)
+    assert resp.status == 204 and await resp.text() == ""
     # The same RequestID twice is refused, whatever the service.
     status, text = await post_duis(h, duis_request("11.3", activate_firmware(fw), 2))
     assert status == 400 and "already used" in text
@@ -202,8 +218,7 @@ async def test_duis_update_activate_read_with_callbacks_and_polling(harness: Har
             "unknown device",
         ),
         (duis_request("11.1", update_firmware(b"not an image at all"), 9), 400, "not a firmware"),
-        (duis_request("11.1", update_firmware(version="0200"), 9), 400, "8 hex"),
-        (duis_request("11.1", update_firmware(version="03000000"), 9), 400, "does not match"),
+        (duis_request("11.1", update_firmware(version="020000000"), 9), 400, "1 to 8 char"),
         (duis_request("11.3", "<sr:ReadFirmwareVersion/>", 9), 400, "needs one sr:Activate"),
         (duis_request("4.1", "<sr:ReadFirmwareVersion/>", 9), 400, "ServiceReference"),
         (duis_request("11.2", "<sr:ReadFirmwareVersion/>", 9, sender=B), 403, "sender"),
@@ -298,7 +313,8 @@ async def test_duis_activation_refused_with_earliest_date_and_held_over_allowanc
         resp = await client.post(
             "/duis", data=duis_request("11.1", update_firmware(), 1), headers=AUTH_A
         )
-        fw = (await resp.text()).split("<sr:FirmwareHash>")[1].split("<")[0]
+        assert resp.status == 200, await resp.text()
+        fw = LARGE_IMAGE_HASH
         codes = []
         for n, dev in enumerate(DEV[:3]):
             for sender, auth in ((A, AUTH_A), (B, AUTH_B)):
@@ -307,14 +323,8 @@ async def test_duis_activation_refused_with_earliest_date_and_held_over_allowanc
                 codes.append((resp.status, await resp.text()))
         # A and B each get one a day (their allowance); capacity 2 a day for 2 days.
         assert [code for code, _ in codes] == [200] * 6
-        assert ["<sr:Status>held</sr:Status>" in text for _, text in codes] == [
-            False,
-            False,
-            True,
-            True,
-            True,
-            True,
-        ]
+        assert all("<sr:ResponseCode>I99</sr:ResponseCode>" in text for _, text in codes)
+        assert [r.state.value for r in s.requests] == ["waiting"] * 2 + ["held"] * 4
         r = await client.get("/v1/capacity?days=3", headers=AUTH_A)
         assert [d["free"] for d in await r.json()] == [0, 2, 2]
         # Days 1 and 2 filled by others: a third User's 11.3 cannot be met in time: 409.
@@ -326,7 +336,7 @@ async def test_duis_activation_refused_with_earliest_date_and_held_over_allowanc
         text = await resp.text()
         assert resp.status == 409, text
         assert "<sr:ResponseCode>E57</sr:ResponseCode>" in text
-        assert "<sr:EarliestDate>2025-03-04</sr:EarliestDate>" in text
+        assert resp.headers["X-Earliest-Date"] == "2025-03-04"
         assert len(s.requests) == 6
     finally:
         await client.close()
@@ -338,7 +348,7 @@ async def test_duis_cancel_reaches_a_released_future_dated_activation(harness: H
     fw = await store_image(h)
     later = activate_firmware(fw, "2025-03-01T06:00:00Z")
     status, text = await post_duis(h, duis_request("11.3", later, 2))
-    assert status == 200 and "<sr:Status>waiting</sr:Status>" in text, text
+    assert status == 200 and "<sr:ResponseCode>I99</sr:ResponseCode>" in text, text
     (req,) = h.scheduler.requests
     dco = h.scheduler.dco
     assert isinstance(dco, FakeDco)
@@ -347,8 +357,13 @@ async def test_duis_cancel_reaches_a_released_future_dated_activation(harness: H
     assert req.device_id in dco.scheduled and req.state.value == "released"
     cancel = activate_firmware(fw, "3000-01-01T00:00:00Z")
     status, text = await post_duis(h, duis_request("11.3", cancel, 3))
-    assert status == 200, text
-    assert "<sr:Cancelled>0</sr:Cancelled>" in text
-    assert "<sr:CancellationSent>1</sr:CancellationSent>" in text
+    assert status == 200 and "<sr:ResponseCode>I99</sr:ResponseCode>" in text, text
+    # The cancellation's own response; the counts are on the JSON API (DUIS has none).
+    own = [
+        p
+        for _, _, _, p in h.scheduler.store.notifications(USER_A)
+        if p.get("duis_request_id") == f"{A}:{DEV[0]}:3"
+    ]
+    assert [(p["cancelled"], p["cancellation_sent"]) for p in own] == [(0, 1)]
     await asyncio.wait_for(h.scheduler.wait_idle(), WAIT_SECONDS)  # its answer came
     assert req.state.value == "cancelled"

@@ -25,6 +25,7 @@ from tests.scheduler.fakes import LARGE_IMAGE, FakeDco, config, make_scheduler
 from tests.scheduler.test_api import (
     AUTH_A,
     DEV,
+    LARGE_IMAGE_HASH,
     WAIT_SECONDS,
     activate_firmware,
     duis_request,
@@ -295,8 +296,7 @@ async def test_concurrent_11_1_with_one_request_id_is_accepted_once(api_: Api) -
 async def test_concurrent_11_3_with_one_request_id_is_accepted_once(api_: Api) -> None:
     status, text = await api_.post_duis(duis_request("11.1", update_firmware(), 1))
     assert status == 200, text
-    fw = text.split("<sr:FirmwareHash>")[1].split("<")[0]
-    doc = duis_request("11.3", activate_firmware(fw), 2)
+    doc = duis_request("11.3", activate_firmware(LARGE_IMAGE_HASH), 2)
     results = await asyncio.gather(*(api_.post_duis(doc) for _ in range(10)))
     assert sorted(status for status, _ in results) == [200] + [400] * 9
     assert len(api_.scheduler.requests) == 1

@@ -205,7 +205,7 @@ async def test_over_http_the_duis_11_1_is_acknowledged_before_the_image_is_store
         assert resp.status == 200, text
         (u,) = s.image_updates
         assert u.state is UpdateState.PROCESSING and u.duis_request_id in text
-        assert f"<sr:FirmwareHash>{u.firmware_hash.hex()}</sr:FirmwareHash>" in text
+        assert "<sr:ResponseCode>I99</sr:ResponseCode>" in text  # acknowledged, no more
         assert len(dco.stores) == 1 and notes(s, USER_A, "response") == []
     finally:
         await client.close()
