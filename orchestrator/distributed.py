@@ -160,6 +160,8 @@ def _read(path: Path, doc: type[_S]) -> _S:
 
 
 def _interrupt(signum: int, frame: object) -> None:
+    # Once: a second SIGTERM (`timeout` passes one on, say) must not cut the clean-up short.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt(f"signal {signum}")
 
 

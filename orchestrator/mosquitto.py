@@ -5,11 +5,13 @@ never touching a broker that may already run on 1883.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import IO
@@ -63,6 +65,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+#: prctl option: the signal a child gets when its parent dies (linux/prctl.h).
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the process that started it dies, however
+    it dies (Linux's PR_SET_PDEATHSIG), so no private broker outlives its run."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _wait_port(host: str, port: int, timeout: float, proc: subprocess.Popen[bytes]) -> None:
@@ -156,7 +169,10 @@ class Mosquitto:
         conf = self._write_config()
         self._log = (self.workdir / "mosquitto.log").open("ab")
         self.proc = subprocess.Popen(
-            [self.exe, "-c", str(conf)], stdout=self._log, stderr=subprocess.STDOUT
+            [self.exe, "-c", str(conf)],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
         _wait_port("127.0.0.1", self.port, timeout, self.proc)
 

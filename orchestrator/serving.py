@@ -83,6 +83,8 @@ async def start_unless_stopped(bus: MqttBus | DcoWorkerBus | ShardBus, stop: asy
 #: Set by `smets1 distributed` for the roles it starts: the launcher's process id.
 PARENT_PID_ENV = "SMETS1_PARENT_PID"
 PARENT_CHECK_SECONDS = 1.0
+#: How long a stopping role's HTTP server waits for requests in flight, wall seconds.
+HTTP_SHUTDOWN_SECONDS = 2.0
 
 
 def install_stop(stop: asyncio.Event) -> None:
@@ -119,7 +121,9 @@ async def serve_http(app: web.Application, host: str, port: int | None) -> Async
     if port is None:
         yield
         return
-    runner = web.AppRunner(app, access_log=None)
+    # A held request (a DCO's 11.3 lasts as long as its transfer) gets this long to end
+    # once the role stops, then is cancelled: aiohttp's default would wait 60 s.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=HTTP_SHUTDOWN_SECONDS)
     await runner.setup()
     site = BoundedSite(
         runner, host, port, max_connections=connection_limit(), backlog=LISTEN_BACKLOG
