@@ -17,6 +17,7 @@ import asyncio
 import base64
 import binascii
 import json
+import logging
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, date, datetime
 from typing import Any, TypeVar
@@ -30,6 +31,8 @@ from scheduler import duis
 from scheduler.errors import (
     AdmissionRefused,
     BadDocument,
+    DuisRefused,
+    DuisSchemaInvalid,
     Forbidden,
     MethodNotAllowed,
     NotFound,
@@ -67,6 +70,8 @@ from smets1.eui64 import format_eui64, parse_eui64
 from smets1.image import ImageError, parse_image
 from smets1.metrics import CONTENT_TYPE
 
+log = logging.getLogger("scheduler.api")
+
 #: Why the scheduler cannot do its work now, in one line (None: healthy). /healthz
 #: answers 503 with it; the scheduler role says so while the DCO is unreachable.
 ProblemFn = Callable[[], str | None]
@@ -80,6 +85,8 @@ DOCUMENTS = web.AppKey("documents", PromCounter)
 USER = web.RequestKey("user", int)
 DUIS_REQUEST_ID = web.RequestKey("duis_request_id", str)
 DUIS_SERVICE = web.RequestKey("duis_service_reference", str)
+#: Where DUIS requests are POSTed: a signed one needs no bearer token.
+DUIS_POST_PATHS = frozenset({"/duis", "/api/v1/serviceS"})
 #: Every error body is shorter than this; the reason is cut to fit (field: ERROR_FIELD_CHARS).
 ERROR_BODY_BYTES = 1_024
 ERROR_REASON_CHARS = 400
@@ -128,17 +135,15 @@ def _error_response(request: web.Request, exc: SchedulerError) -> web.Response:
     earliest = sched.date_of(exc.earliest_day) if isinstance(exc, AdmissionRefused) else None
     reason = _printable(exc.reason[:ERROR_REASON_CHARS])
     while True:
-        if request.path.startswith("/duis"):
-            resp = _xml(
-                duis.response(
-                    request.get(DUIS_REQUEST_ID),
-                    exc.code,
-                    sched.clock.now(),
-                    request.get(DUIS_SERVICE),
-                    {"Error": reason, "EarliestDate": earliest},
-                ),
-                exc.status,
+        if request.path.startswith("/duis") or request.path in DUIS_POST_PATHS:
+            refusal = duis.response(
+                request.get(DUIS_REQUEST_ID),
+                exc.code,
+                sched.clock.now(),
+                request.get(DUIS_SERVICE),
+                {"Error": reason, "EarliestDate": earliest},
             )
+            resp = _xml(_sealed_refusal(sched, refusal), exc.status)
         else:
             out = ErrorOut(error=reason, code=exc.code, field=field, earliest_date=earliest)
             resp = _json(out, exc.status)
@@ -146,6 +151,16 @@ def _error_response(request: web.Request, exc: SchedulerError) -> web.Response:
         if len(resp.body) < ERROR_BODY_BYTES or len(reason) <= 1:
             return resp
         reason = reason[: len(reason) // 2] + "…"
+
+
+def _sealed_refusal(sched: Scheduler, document: bytes) -> bytes:
+    """A refusal, signed like every DUIS document sent. One the schema refuses is sent
+    signed all the same (and the fault logged): a refusal must not turn into a 500."""
+    try:
+        return sched.duis_security.seal(document)
+    except DuisSchemaInvalid as exc:
+        log.error("sending a DUIS refusal the schema refuses: %s", exc.reason)
+        return sched.duis_security.seal(document, check_schema=False)
 
 
 @web.middleware
@@ -178,6 +193,14 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 @web.middleware
 async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path in PUBLIC_PATHS:
+        return await handler(request)
+    if (
+        request.method == "POST"
+        and request.path in DUIS_POST_PATHS
+        and "Authorization" not in request.headers
+    ):
+        # A DUIS request may prove its User by its XML signature alone: the route
+        # authenticates it (duis_security), and refuses it if it is not signed.
         return await handler(request)
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
@@ -525,20 +548,49 @@ async def get_notifications(request: web.Request) -> web.Response:
 # -- DUIS ---------------------------------------------------------------------------
 
 
+async def _duis_user(request: web.Request, data: bytes) -> int | None:
+    """The User a DUIS request's signature names (None: unsigned, and signatures are not
+    required). Without a bearer token the signature is the only proof: an unsigned or
+    unreadable document is then refused as unauthenticated."""
+    security = request.app[SCHEDULER].duis_security
+    try:
+        signer = await _off_loop(data, security.authenticate, data)
+    except DuisRefused as exc:
+        if exc.request_id:
+            request[DUIS_REQUEST_ID] = exc.request_id
+        raise
+    except BadDocument:
+        if USER not in request:
+            raise Unauthenticated(
+                "a valid bearer token or a DUIS request signed with a User's certificate "
+                "is needed"
+            ) from None
+        raise
+    if signer is None and USER not in request:
+        raise Unauthenticated(
+            "a valid bearer token (Authorization: Bearer <token>) or a DUIS request signed "
+            "with a User's certificate is needed"
+        )
+    return signer
+
+
 @routes.post("/duis")
 async def post_duis(request: web.Request) -> web.Response:
     s = request.app[SCHEDULER]
     counter = request.app[DOCUMENTS]
     try:
         data = await _body_bytes(request)
+        signer = None if USER in request else await _duis_user(request, data)
         doc = await _off_loop(data, duis.parse_request, data, s.config.max_document_bytes)
+        if signer is None and USER in request:
+            signer = await _duis_user(request, data)
     except SchedulerError:
         counter.labels("unknown", "rejected").inc()
         raise
     h = doc.header
     request[DUIS_REQUEST_ID] = h.request_id
     request[DUIS_SERVICE] = h.service_reference
-    user = request[USER]
+    user = signer if signer is not None else request[USER]
     if h.sender != user:
         counter.labels(h.service_reference, "rejected").inc()
         raise Forbidden(

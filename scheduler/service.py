@@ -123,7 +123,7 @@ class Scheduler:
             [(w.start_hour, w.end_hour) for w in config.peak_windows],
         )
         self.store = Store(state_dir)
-        self.duis_security = DuisSecurity(config)
+        self.duis_security = DuisSecurity(config, self.users, self.store)
         self.notifier = Notifier(
             clock, self.store, self.users, config.callback_retry_seconds, config.callback_attempts
         )
