@@ -127,8 +127,9 @@ def _printable(text: str) -> str:
 
 
 def _error_response(request: web.Request, exc: SchedulerError) -> web.Response:
-    """The error as JSON (or a DUIS `sr:Response` on /duis), always under
-    ERROR_BODY_BYTES: a reason that quotes much of the input is cut, never the code."""
+    """The error as JSON (or a DUIS `sr:Response` on /duis, sealed), always under
+    ERROR_BODY_BYTES before its signature: a reason that quotes much of the input is
+    cut, never the code."""
     sched = request.app[SCHEDULER]
     field = getattr(exc, "field", None)
     field = None if field is None else _printable(field[:ERROR_FIELD_CHARS])
@@ -143,12 +144,14 @@ def _error_response(request: web.Request, exc: SchedulerError) -> web.Response:
                 request.get(DUIS_SERVICE),
                 {"Error": reason, "EarliestDate": earliest},
             )
-            resp = _xml(_sealed_refusal(sched, refusal), exc.status)
+            resp = _xml(refusal, exc.status)
         else:
             out = ErrorOut(error=reason, code=exc.code, field=field, earliest_date=earliest)
             resp = _json(out, exc.status)
         assert isinstance(resp.body, bytes)
-        if len(resp.body) < ERROR_BODY_BYTES or len(reason) <= 1:
+        if len(resp.body) < ERROR_BODY_BYTES or len(reason) <= 2:
+            if resp.content_type == "application/xml":
+                return _xml(_sealed_refusal(sched, resp.body), exc.status)
             return resp
         reason = reason[: len(reason) // 2] + "…"
 
