@@ -565,8 +565,7 @@ async def _duis_user(request: web.Request, data: bytes) -> int | None:
     except BadDocument:
         if USER not in request:
             raise Unauthenticated(
-                "a valid bearer token or a DUIS request signed with a User's certificate "
-                "is needed"
+                "a valid bearer token or a DUIS request signed with a User's certificate is needed"
             ) from None
         raise
     if signer is None and USER not in request:

@@ -78,8 +78,9 @@ class DuisSchema:
         """BadDocument if a received document is not valid DUIS."""
         found = self.problems(root)
         if found:
-            raise BadDocument("document", f"not valid against {DUIS_SCHEMA_FILE}: "
-                              + self._summary(found))
+            raise BadDocument(
+                "document", f"not valid against {DUIS_SCHEMA_FILE}: " + self._summary(found)
+            )
 
     def check_outgoing(self, document: bytes) -> None:
         """DuisSchemaInvalid if a document the scheduler is about to send is not valid."""

@@ -285,8 +285,8 @@ def load_config(path: str | Path) -> FleetConfig:
         out = []
         for loc, message in problems[:MAX_PROBLEMS_SHOWN]:
             full = ("scheduler", *loc)
-            line = line_of(lines, full)
-            where = f"{path}:{line}" if line is not None else f"{path}"
+            at = line_of(lines, full)
+            where = f"{path}:{at}" if at is not None else f"{path}"
             out.append(f"{where}: {'.'.join(str(p) for p in full)}: {message}")
         raise ConfigError("\n".join(out))
     return config

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import Field, field_validator, model_validator
 
 from smets1.config_types import U16, U32, Eui64, FieldError, FilePath, Number, Strict
@@ -260,7 +262,8 @@ def duis_file_problems(config: SchedulerConfig) -> list[tuple[tuple[str | int, .
             )
         seen[ident] = n
     duis = config.duis
-    key = cert = None
+    key: ec.EllipticCurvePrivateKey | None = None
+    signing_cert: x509.Certificate | None = None
     if duis.signing_key is not None:
         try:
             key = load_private_key(duis.signing_key)
@@ -268,12 +271,12 @@ def duis_file_problems(config: SchedulerConfig) -> list[tuple[tuple[str | int, .
             problems.append((("duis", "signing_key"), str(exc)))
     if duis.signing_certificate is not None:
         try:
-            cert = load_certificate(duis.signing_certificate)
+            signing_cert = load_certificate(duis.signing_certificate)
         except KeyFileError as exc:
             problems.append((("duis", "signing_certificate"), str(exc)))
-    if key is not None and cert is not None:
+    if key is not None and signing_cert is not None:
         try:
-            check_pair(key, cert)
+            check_pair(key, signing_cert)
         except KeyFileError as exc:
             problems.append((("duis", "signing_key"), f"{duis.signing_key}: {exc}"))
     if duis.schema_dir is not None and not (duis.schema_dir / DUIS_SCHEMA_FILE).is_file():

@@ -309,9 +309,7 @@ class Served:
         s = self.scheduler
         s.store.flush()
         tables = ("requests", "refusals", "images", "duis_requests", "duis_counters")
-        return {
-            t: s.store.db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in tables
-        }
+        return {t: s.store.db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in tables}
 
     def noted(self, request_id: str) -> bool:
         s = self.scheduler
