@@ -557,7 +557,16 @@ async def _duis_user(request: web.Request, data: bytes) -> int | None:
     unreadable document is then refused as unauthenticated."""
     security = request.app[SCHEDULER].duis_security
     try:
-        signer = await _off_loop(data, security.authenticate, data)
+        signer = await _off_loop(data, security.verify, data)
+        if signer is not None:
+            security.check_replay(signer)  # the store: on the loop, never in a thread
+            if USER in request and request[USER] != signer.user:
+                raise DuisRefused(
+                    f"the bearer token's User {format_eui64(request[USER])} is not the "
+                    f"signer {format_eui64(signer.user)}",
+                    status=403,
+                    request_id=signer.request_id,
+                )
     except DuisRefused as exc:
         if exc.request_id:
             request[DUIS_REQUEST_ID] = exc.request_id
@@ -573,7 +582,7 @@ async def _duis_user(request: web.Request, data: bytes) -> int | None:
             "a valid bearer token (Authorization: Bearer <token>) or a DUIS request signed "
             "with a User's certificate is needed"
         )
-    return signer
+    return None if signer is None else signer.user
 
 
 @routes.post("/duis")

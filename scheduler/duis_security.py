@@ -8,7 +8,8 @@ P-256, exclusive C14N, KeyInfo naming the certificate by issuer and serial.
   `signing_certificate`; without them, sent unsigned). Every acknowledgement, response
   and refusal goes through it. A document that fails the schema is not sent
   (DuisSchemaInvalid: a bug of the scheduler's).
-- `authenticate(document)`: validates a received document against the schema (with
+- `authenticate(document)` (`verify`, which may run in a worker thread, then
+  `check_replay`, which reads the store): validates a received document against the schema (with
   `schema_dir`) and returns the EUI-64 of the User whose configured `certificate` signed
   it, or None for an unsigned document where `require_signature` is false (the bearer
   token then says who it is). A signature must be the DCC profile's, made with a
@@ -21,6 +22,7 @@ P-256, exclusive C14N, KeyInfo naming the certificate by issuer and serial.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from cryptography import x509
@@ -51,6 +53,16 @@ REFUSAL_CODE = "E1"
 STATUS_UNAUTHENTICATED = 401
 STATUS_NOT_SIGNER = 403
 STATUS_REPLAY = 409
+
+
+@dataclass(frozen=True, slots=True)
+class Signer:
+    """A request whose signature verified: its User (the RequestID's sender too), the
+    RequestID's counter, the RequestID."""
+
+    user: int
+    counter: int
+    request_id: str
 
 
 def _now() -> datetime:
@@ -146,7 +158,16 @@ class DuisSecurity:
 
     def authenticate(self, document: bytes) -> int | None:
         """The User who signed `document` (see the module's docstring); None when it is
-        unsigned and signatures are not required."""
+        unsigned and signatures are not required. `verify` then `check_replay`."""
+        signer = self.verify(document)
+        if signer is None:
+            return None
+        self.check_replay(signer)
+        return signer.user
+
+    def verify(self, document: bytes) -> Signer | None:
+        """Everything `authenticate` checks but the counter: schema, signature, signer,
+        sender. Reads no store, so it may run in a worker thread (large documents)."""
         root = xmldsig.parse(document)
         if self.schema is not None:
             self.schema.check_request(root)
@@ -186,15 +207,19 @@ class DuisSecurity:
                 request_id,
                 STATUS_NOT_SIGNER,
             )
-        last = self.store.last_duis_counter(sender)
-        if last is not None and counter <= last:
+        return Signer(user.id, counter, request_id)
+
+    def check_replay(self, signer: Signer) -> None:
+        """DuisRefused unless the signed request's counter is greater than the last one
+        accepted from its sender (the store's, so on the event loop's thread)."""
+        last = self.store.last_duis_counter(signer.user)
+        if last is not None and signer.counter <= last:
             raise self._refused(
-                f"RequestID counter {counter} is not greater than {last}, the last accepted "
-                f"from {format_eui64(sender)} (a replay?)",
-                request_id,
+                f"RequestID counter {signer.counter} is not greater than {last}, the last "
+                f"accepted from {format_eui64(signer.user)} (a replay?)",
+                signer.request_id,
                 STATUS_REPLAY,
             )
-        return user.id
 
     @staticmethod
     def _refused(

@@ -7,6 +7,7 @@ The DCC's own tool checks the same code in test_duis_reference_signatures.py.
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from scheduler import duis, xmldsig
-from scheduler.api import make_app
+from scheduler.api import PARSE_ON_LOOP_BYTES, make_app
 from scheduler.duis_security import DuisSecurity
 from scheduler.errors import BadDocument, DuisRefused, DuisSchemaInvalid
 from scheduler.service import Scheduler
@@ -29,7 +30,14 @@ from smets1.config_dcc import SchedulerConfig
 from smets1.errors import ConfigError
 from smets1.eui64 import format_eui64
 from tests.duis_reference import DuisReference
-from tests.scheduler.fakes import USER_A, USER_B, config, devices, make_scheduler
+from tests.scheduler.fakes import (
+    LARGE_IMAGE,
+    USER_A,
+    USER_B,
+    config,
+    devices,
+    make_scheduler,
+)
 from tests.xml_identities import Identity, make_identity
 
 A = format_eui64(USER_A)
@@ -382,6 +390,32 @@ async def test_a_signed_request_needs_no_token_and_a_refused_one_leaves_nothing(
     assert status == 200, body
     assert served.rows()["duis_requests"] == 2
     assert served.scheduler.store.last_duis_counter(USER_A) == 16
+
+
+async def test_a_large_signed_11_1_is_checked_off_the_loop_and_accepted(served: Served) -> None:
+    """Over PARSE_ON_LOOP_BYTES the signature is checked in a worker thread; the replay
+    check (the store) stays on the loop."""
+    image = base64.b64encode(LARGE_IMAGE).decode()
+    ids = "".join(f"<sr:DeviceID>{d}</sr:DeviceID>" for d in DEV)
+    body = (
+        f"<sr:UpdateFirmware><sr:FirmwareImage>{image}</sr:FirmwareImage>"
+        f"<sr:FirmwareVersion>02000000</sr:FirmwareVersion>"
+        f"<sr:DeviceIDList>{ids}</sr:DeviceIDList></sr:UpdateFirmware>"
+    )
+    doc = signed(request(30, ref="11.1", body=body), served.keys.a)
+    assert len(doc) > PARSE_ON_LOOP_BYTES
+    status, text = await served.post(doc)
+    assert status == 200, text
+    status, text = await served.post(doc)  # the same again: a replay
+    assert status == 409 and _code(text) == "E1", text
+    assert served.rows()["images"] == 1
+
+
+async def test_a_token_of_another_user_beside_a_signature_is_refused(served: Served) -> None:
+    doc = signed(request(40, ref="11.2"), served.keys.a)
+    status, body = await served.post(doc, {"Authorization": "Bearer token-b"})
+    assert status == 403 and _code(body) == "E1", body
+    assert served.rows()["duis_requests"] == 0
 
 
 async def test_a_wrong_token_is_refused_even_beside_a_good_signature(served: Served) -> None:
