@@ -3,8 +3,9 @@
     app = make_app(scheduler, users)        # users: extra UserConfigs beyond the config's
     web.run_app(app, port=8080)             # or an AppRunner/TCPSite beside scheduler.run()
 
-Every route but /healthz, /metrics and /openapi.json wants `Authorization: Bearer <token>`;
-the token names the User, who sees and changes only its own requests and schedules (the
+Every route but /healthz, /metrics and /openapi.json wants `Authorization: Bearer <token>`
+(a DUIS request signed with a User's certificate needs none: duis_security.py); the token
+names the User, who sees and changes only its own requests and schedules (the
 Service Desk may ask for and accept schedules for others). Errors are JSON
 (`{"error", "code", "field", "earliest_date"}`) on /v1 and a DUIS `sr:Response` with an
 E-code on /duis; nothing of a refused document is stored. What /metrics reports is in
