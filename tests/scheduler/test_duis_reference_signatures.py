@@ -6,21 +6,30 @@
 - a response our signer seals with the DCC's key and certificate from the tool passes the
   tool's Validate (schema and signature); spoiled, it fails there.
 
-Three java calls in all (one Sign, two Validate). Skipped only where Java is missing.
+- over HTTP, a request the tool signed is accepted with no bearer token, and refused when
+  sent again (a replay).
+
+Four java calls in all (two Sign, two Validate). Skipped only where Java is missing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from cryptography import x509
 
 from scheduler import xmldsig
+from scheduler.api import make_app
 from scheduler.duis_security import DuisSecurity
 from scheduler.errors import DuisRefused
+from smets1.clock import DEFAULT_EPOCH_SECONDS, ScaledClock
+from smets1.eui64 import format_eui64
 from tests.duis_reference import DuisReference
-from tests.scheduler.fakes import USER_A, config
+from tests.scheduler.fakes import USER_A, config, devices, make_scheduler
 
 TEMPLATE = "CS06_11.3_IMMEDIATE_SUCCESS_REQUEST_DUIS.XML"
 #: The tool signs a request from 90-B3-D5-1F-30-01-00-00 (USER_A) with this one's key.
@@ -123,3 +132,47 @@ def test_what_we_seal_with_the_dccs_key_passes_the_dcc_tools_validate(
     bad.write_bytes(sealed.replace(b">I99<", b">I0<"))
     result = duis_ref.validate(bad)
     assert result.returncode == 10, (result.returncode, result.stderr)
+
+
+async def test_over_http_a_tool_signed_request_needs_no_token_and_is_not_replayed(
+    duis_ref: DuisReference, tmp_path: Path
+) -> None:
+    device = format_eui64(devices(1)[0])
+    unsigned = tmp_path / "read.xml"
+    unsigned.write_bytes(
+        b'<?xml version="1.0" encoding="UTF-8"?>\n'
+        b'<sr:Request xmlns:sr="http://www.dccinterface.co.uk/ServiceUserGateway" '
+        b'schemaVersion="5.1"><sr:Header>'
+        b"<sr:RequestID>90-B3-D5-1F-30-01-00-00:" + device.encode() + b":7001</sr:RequestID>"
+        b"<sr:CommandVariant>1</sr:CommandVariant>"
+        b"<sr:ServiceReference>11.2</sr:ServiceReference>"
+        b"<sr:ServiceReferenceVariant>11.2</sr:ServiceReferenceVariant></sr:Header>"
+        b"<sr:Body><sr:ReadFirmwareVersion/></sr:Body></sr:Request>"
+    )
+    signed = duis_ref.sign(unsigned).encode()
+    supplier = _jar_file(duis_ref, tmp_path, SUPPLIER_CERT)
+    dcc_cert = _jar_file(duis_ref, tmp_path, DCC_CERT)
+    dcc_key = _jar_file(duis_ref, tmp_path, DCC_KEY)
+    cfg = config(
+        users=[{"id": USER_A, "name": "supplier", "certificate": str(supplier)}],
+        duis={"signing_key": str(dcc_key), "signing_certificate": str(dcc_cert)},
+    )
+    s, _ = make_scheduler(ScaledClock(DEFAULT_EPOCH_SECONDS, speed=10_000), cfg, n_devices=1)
+    client = TestClient(TestServer(make_app(s)))
+    await client.start_server()
+    task = asyncio.create_task(s.run())
+    try:
+        resp = await client.post("/duis", data=signed)
+        body = await resp.read()
+        assert resp.status == 200, body
+        answer = xmldsig.parse(body)
+        dcc = x509.load_pem_x509_certificate(duis_ref.jar_member(DCC_CERT))
+        xmldsig.verify(answer, dcc, at=None)  # the acknowledgement is the DCC's, signed
+        again = await client.post("/duis", data=signed)
+        assert again.status == 409, await again.text()
+        assert b"<sr:ResponseCode>E1</sr:ResponseCode>" in await again.read()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await client.close()
+        await s.close()
