@@ -43,7 +43,25 @@ ECDSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256"
 SHA256 = "http://www.w3.org/2001/04/xmlenc#sha256"
 _NS = {"ds": DS_NS}
 
-_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
+
+def _parser() -> etree.XMLParser:
+    """No entities, no DTD, no network. `huge_tree`: an 11.1 carries its image as one
+    base64 text node, past libxml2's 10 MB default (the document's size is bounded by
+    `max_document_bytes` before it gets here). One parser a call: lxml parsers are not
+    shared between threads."""
+    return etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=True)
+
+
+class _Verifier(XMLVerifier):
+    @property
+    def parser(self) -> etree.XMLParser:
+        return _parser()
+
+
+class _Signer(XMLSigner):
+    @property
+    def parser(self) -> etree.XMLParser:
+        return _parser()
 
 
 def _ds(local: str) -> str:
@@ -61,7 +79,7 @@ class KeyRef:
 def parse(document: bytes) -> etree._Element:
     """The root of `document` (lxml); a DTD or entity is refused (BadDocument)."""
     try:
-        tree = etree.fromstring(document, _PARSER).getroottree()
+        tree = etree.fromstring(document, _parser()).getroottree()
     except etree.XMLSyntaxError as exc:
         raise BadDocument("document", f"not well-formed XML: {exc}") from None
     if tree.docinfo.doctype or tree.docinfo.internalDTD is not None:
@@ -180,7 +198,7 @@ def verify(root: etree._Element, cert: x509.Certificate, *, at: datetime | None)
     )
     document = etree.tostring(root)
     try:
-        XMLVerifier().verify(document, x509_cert=cert, expect_config=config)
+        _Verifier().verify(document, x509_cert=cert, expect_config=config)
     except InvalidInput as exc:
         raise SignatureInvalid(f"the signature cannot be checked: {exc}") from None
     except SignXMLException as exc:
@@ -204,7 +222,7 @@ def sign(document: bytes, key: ec.EllipticCurvePrivateKey, cert: x509.Certificat
     pair = etree.SubElement(data, _ds("X509IssuerSerial"))
     etree.SubElement(pair, _ds("X509IssuerName")).text = issuer
     etree.SubElement(pair, _ds("X509SerialNumber")).text = str(serial)
-    signer = XMLSigner(
+    signer = _Signer(
         signature_algorithm=SignatureMethod.ECDSA_SHA256,
         digest_algorithm=DigestAlgorithm.SHA256,
         c14n_algorithm=CanonicalizationMethod.EXCLUSIVE_XML_CANONICALIZATION_1_0,

@@ -246,6 +246,15 @@ def test_certificate_dates_are_checked_unless_turned_off(keys: Keys, tmp_path: P
     assert in_2020.authenticate(doc) == USER_A
 
 
+def test_an_image_past_libxml2s_10_mb_text_limit_still_verifies(keys: Keys) -> None:
+    """An 11.1 holds its image as one base64 text node; 8 MB of image is 11 MB of text."""
+    big = request(3, ref="11.1", body=f"<sr:X>{'A' * 11_000_000}</sr:X>")
+    sec = DuisSecurity(sched_config(keys))
+    assert sec.authenticate(signed(big, keys.a)) == USER_A
+    with pytest.raises(DuisRefused, match="Digest mismatch"):
+        sec.authenticate(signed(big, keys.a).replace(b"AAAA</sr:X>", b"AAAB</sr:X>"))
+
+
 # -- seal -----------------------------------------------------------------------------
 
 
