@@ -427,6 +427,29 @@ async def test_a_token_of_another_user_beside_a_signature_is_refused(served: Ser
     assert served.rows()["duis_requests"] == 0
 
 
+async def test_with_the_schema_a_refusal_is_still_sent_signed(
+    keys: Keys, duis_ref: DuisReference
+) -> None:
+    """A refusal goes out signed even if the schema check of it fails (logged): a refusal
+    never turns into a 500."""
+    cfg = sched_config(keys, schema_dir=str(duis_ref.schema_dir))
+    s, _ = make_scheduler(ScaledClock(DEFAULT_EPOCH_SECONDS, speed=10_000), cfg, n_devices=3)
+    client = TestClient(TestServer(make_app(s)))
+    await client.start_server()
+    try:
+        resp = await client.post("/duis", data=_retarget(signed(request(1, ref="11.2"), keys.a)))
+        body = await resp.read()
+        assert resp.status == 401 and _code(body) == "E1", body
+        _dcc_signed(body, keys.dcc)
+        bad = signed(request(2, ref="11.2").replace(b' schemaVersion="5.1"', b""), keys.a)
+        resp = await client.post("/duis", data=bad, headers={"Authorization": "Bearer token-a"})
+        assert resp.status == 400, await resp.text()  # schemaVersion is required
+        assert b"not valid against DUIS Schema V5.1.xsd" in await resp.read()
+    finally:
+        await client.close()
+        await s.close()
+
+
 async def test_a_wrong_token_is_refused_even_beside_a_good_signature(served: Served) -> None:
     doc = signed(request(20, ref="11.2"), served.keys.a)
     status, body = await served.post(doc, {"Authorization": "Bearer nonsense"})
