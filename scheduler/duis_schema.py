@@ -12,6 +12,7 @@ xmldsig schema beside it. They are read once, from that folder only (no network)
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -61,12 +62,14 @@ class DuisSchema:
                 f"scheduler.duis.schema_dir: {path} cannot be used as the DUIS schema: {exc}"
             ) from None
         self.folder = folder
+        self._lock = threading.Lock()
 
     def problems(self, root: etree._Element) -> list[str]:
         """What makes `root` invalid against the DUIS schema ([] when it is valid)."""
-        if self._schema.validate(root):
-            return []
-        return [f"line {e.line}: {e.message}" for e in self._schema.error_log]
+        with self._lock:  # the error log is the schema object's: one validation at a time
+            if self._schema.validate(root):
+                return []
+            return [f"line {e.line}: {e.message}" for e in self._schema.error_log]
 
     def _summary(self, problems: list[str]) -> str:
         text = "; ".join(problems[:MAX_PROBLEMS_SHOWN])
