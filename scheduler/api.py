@@ -583,6 +583,7 @@ async def _duis_user(request: web.Request, data: bytes) -> int | None:
             "a valid bearer token (Authorization: Bearer <token>) or a DUIS request signed "
             "with a User's certificate is needed"
         )
+    await _off_loop(data, security.check_schema, data)  # authenticated: now validated
     return None if signer is None else signer.user
 
 

@@ -8,15 +8,16 @@ P-256, exclusive C14N, KeyInfo naming the certificate by issuer and serial.
   `signing_certificate`; without them, sent unsigned). Every acknowledgement, response
   and refusal goes through it. A document that fails the schema is not sent
   (DuisSchemaInvalid: a bug of the scheduler's).
-- `authenticate(document)` (`verify`, which may run in a worker thread, then
-  `check_replay`, which reads the store): validates a received document against the schema (with
-  `schema_dir`) and returns the EUI-64 of the User whose configured `certificate` signed
-  it, or None for an unsigned document where `require_signature` is false (the bearer
-  token then says who it is). A signature must be the DCC profile's, made with a
-  configured User's certificate, over the whole document; the RequestID's sender must be
-  that User, and its counter greater than the last one accepted from that sender (the
-  store keeps it across restarts). Otherwise DuisRefused, with the DUIS response code
-  (`REFUSAL_CODE`) and the HTTP status.
+- `authenticate(document)` (`verify`, which may run in a worker thread; `check_replay`,
+  which reads the store; then `check_schema`): the EUI-64 of the User whose configured
+  `certificate` signed the document, or None for an unsigned document where
+  `require_signature` is false (the bearer token then says who it is). A signature must
+  be the DCC profile's, made with a configured User's certificate, over the whole
+  document; the RequestID's sender must be that User, and its counter greater than the
+  last one accepted from that sender (the store keeps it across restarts). Otherwise
+  DuisRefused, with the DUIS response code (`REFUSAL_CODE`) and the HTTP status. Once
+  authenticated, the document is validated against the schema (with `schema_dir`;
+  BadDocument otherwise).
 """
 
 from __future__ import annotations
@@ -158,19 +159,24 @@ class DuisSecurity:
 
     def authenticate(self, document: bytes) -> int | None:
         """The User who signed `document` (see the module's docstring); None when it is
-        unsigned and signatures are not required. `verify` then `check_replay`."""
+        unsigned and signatures are not required. `verify`, `check_replay`, then
+        `check_schema`: a request is authenticated before it is validated."""
         signer = self.verify(document)
-        if signer is None:
-            return None
-        self.check_replay(signer)
-        return signer.user
+        if signer is not None:
+            self.check_replay(signer)
+        self.check_schema(document)
+        return None if signer is None else signer.user
+
+    def check_schema(self, document: bytes) -> None:
+        """BadDocument if `document` is not valid against the DUIS schema (with
+        `schema_dir`; without it, nothing to check)."""
+        if self.schema is not None:
+            self.schema.check_request(xmldsig.parse(document))
 
     def verify(self, document: bytes) -> Signer | None:
-        """Everything `authenticate` checks but the counter: schema, signature, signer,
-        sender. Reads no store, so it may run in a worker thread (large documents)."""
+        """The signature, its signer and the RequestID's sender (not the counter, not the
+        schema). Reads no store, so it may run in a worker thread (large documents)."""
         root = xmldsig.parse(document)
-        if self.schema is not None:
-            self.schema.check_request(root)
         request_id = _request_id(root)
         try:
             ref = xmldsig.key_reference(root)

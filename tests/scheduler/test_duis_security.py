@@ -299,8 +299,11 @@ def test_schema_checks_requests_in_and_documents_out(keys: Keys, duis_ref: DuisR
     template = duis_ref.template("CS06_11.3_IMMEDIATE_SUCCESS_REQUEST_DUIS.XML")
     unsigned = _unsigned(template)
     assert sec.schema is not None and sec.schema.problems(xmldsig.parse(unsigned)) == []
+    invalid = unsigned.replace(b"AA758690", b"ZZ758690")
+    with pytest.raises(DuisRefused, match="not signed"):
+        sec.authenticate(invalid)  # authenticated first, then validated
     with pytest.raises(BadDocument, match=r"not valid against DUIS Schema V5.1.xsd: line \d+"):
-        sec.authenticate(unsigned.replace(b"AA758690", b"ZZ758690"))
+        sec.authenticate(signed(invalid, keys.a))
     assert sec.authenticate(signed(request(1), keys.a)) == USER_A
     assert b"<ds:Signature" in sec.seal(valid_response())
     # Our own elements straight under sr:Body are not DUIS: not sent.
@@ -442,7 +445,7 @@ async def test_with_the_schema_a_refusal_is_still_sent_signed(
         assert resp.status == 401 and _code(body) == "E1", body
         _dcc_signed(body, keys.dcc)
         bad = signed(request(2, ref="11.2").replace(b' schemaVersion="5.1"', b""), keys.a)
-        resp = await client.post("/duis", data=bad, headers={"Authorization": "Bearer token-a"})
+        resp = await client.post("/duis", data=bad)  # signed: authenticated, then validated
         assert resp.status == 400, await resp.text()  # schemaVersion is required
         assert b"not valid against DUIS Schema V5.1.xsd" in await resp.read()
     finally:
