@@ -3,8 +3,9 @@
     app = make_app(scheduler, users)        # users: extra UserConfigs beyond the config's
     web.run_app(app, port=8080)             # or an AppRunner/TCPSite beside scheduler.run()
 
-Every route but /healthz, /metrics and /openapi.json wants `Authorization: Bearer <token>`;
-the token names the User, who sees and changes only its own requests and schedules (the
+Every route but /healthz, /metrics and /openapi.json wants `Authorization: Bearer <token>`
+(a DUIS request signed with a User's certificate needs none: duis_security.py); the token
+names the User, who sees and changes only its own requests and schedules (the
 Service Desk may ask for and accept schedules for others). Errors are JSON
 (`{"error", "code", "field", "earliest_date"}`) on /v1 and a DUIS `sr:Response` with a
 DUIS E-code on /api/v1/serviceS and /duis; nothing of a refused document is stored. Every
@@ -17,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import json
+import logging
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, date, datetime
 from typing import Any, TypeVar
@@ -31,6 +34,8 @@ from scheduler import duis
 from scheduler.errors import (
     AdmissionRefused,
     BadDocument,
+    DuisRefused,
+    DuisSchemaInvalid,
     Forbidden,
     MethodNotAllowed,
     NotFound,
@@ -70,6 +75,8 @@ from smets1.eui64 import format_eui64, parse_eui64
 from smets1.image import ImageError, parse_image
 from smets1.metrics import CONTENT_TYPE
 
+log = logging.getLogger("scheduler.api")
+
 #: Why the scheduler cannot do its work now, in one line (None: healthy). /healthz
 #: answers 503 with it; the scheduler role says so while the DCO is unreachable.
 ProblemFn = Callable[[], str | None]
@@ -86,6 +93,8 @@ DUIS_SERVICE = web.RequestKey("duis_service_reference", str)
 DUIS_VARIANT = web.RequestKey("duis_service_reference_variant", str)
 #: DCC Boxed's path for DUIS requests; `/duis` is the same route under its older name.
 DUIS_PATH = "/api/v1/serviceS"
+#: Where DUIS requests are POSTed: a signed one needs no bearer token.
+DUIS_POST_PATHS = frozenset({"/duis", DUIS_PATH})
 #: Every error body is shorter than this; the reason is cut to fit (field: ERROR_FIELD_CHARS).
 ERROR_BODY_BYTES = 1_024
 ERROR_REASON_CHARS = 400
@@ -136,7 +145,8 @@ def _error_response(request: web.Request, exc: SchedulerError) -> web.Response:
 
     DUIS has no element for the reason, so a DUIS refusal says it in an XML comment
     and in the `X-Reason` header (and `X-Earliest-Date` for an admission refusal); the
-    document itself is what the DUIS schema allows, and is sealed like every other."""
+    document itself is what the DUIS schema allows, and is sealed like every other
+    (`_sealed_refusal`: a refusal never turns into a 500)."""
     sched = request.app[SCHEDULER]
     field = getattr(exc, "field", None)
     field = None if field is None else _printable(field[:ERROR_FIELD_CHARS])
@@ -156,7 +166,7 @@ def _error_response(request: web.Request, exc: SchedulerError) -> web.Response:
             if len(body) >= ERROR_BODY_BYTES and len(reason) > 2:
                 reason = reason[: len(reason) // 2] + "…"
                 continue
-            resp = _xml(sched.duis_security.seal(body), exc.status)
+            resp = _xml(_sealed_refusal(sched, body), exc.status)
             resp.headers["X-Reason"] = reason.encode("ascii", "backslashreplace").decode()
             if earliest is not None:
                 resp.headers["X-Earliest-Date"] = earliest
@@ -167,6 +177,16 @@ def _error_response(request: web.Request, exc: SchedulerError) -> web.Response:
         if len(resp.body) < ERROR_BODY_BYTES or len(reason) <= 2:
             return resp
         reason = reason[: len(reason) // 2] + "…"
+
+
+def _sealed_refusal(sched: Scheduler, document: bytes) -> bytes:
+    """A refusal, signed like every DUIS document sent. One the schema refuses is sent
+    signed all the same (and the fault logged): a refusal must not turn into a 500."""
+    try:
+        return sched.duis_security.seal(document)
+    except DuisSchemaInvalid as exc:
+        log.error("sending a DUIS refusal the schema refuses: %s", exc.reason)
+        return sched.duis_security.seal(document, check_schema=False)
 
 
 @web.middleware
@@ -199,6 +219,14 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 @web.middleware
 async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path in PUBLIC_PATHS:
+        return await handler(request)
+    if (
+        request.method == "POST"
+        and request.path in DUIS_POST_PATHS
+        and "Authorization" not in request.headers
+    ):
+        # A DUIS request may prove its User by its XML signature alone: the route
+        # authenticates it (duis_security), and refuses it if it is not signed.
         return await handler(request)
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
@@ -546,6 +574,42 @@ async def get_notifications(request: web.Request) -> web.Response:
 # -- DUIS ---------------------------------------------------------------------------
 
 
+async def _duis_user(request: web.Request, data: bytes) -> int | None:
+    """The User a DUIS request's signature names (None: unsigned, and signatures are not
+    required). Without a bearer token the signature is the only proof: an unsigned or
+    unreadable document is then refused as unauthenticated."""
+    security = request.app[SCHEDULER].duis_security
+    try:
+        signer = await _off_loop(data, security.verify, data)
+        if signer is not None:
+            security.check_replay(signer)  # the store: on the loop, never in a thread
+            if USER in request and request[USER] != signer.user:
+                raise DuisRefused(
+                    f"the bearer token's User {format_eui64(request[USER])} is not the "
+                    f"signer {format_eui64(signer.user)}",
+                    status=403,
+                    request_id=signer.request_id,
+                )
+    except DuisRefused as exc:
+        if exc.request_id:
+            with contextlib.suppress(BadDocument):  # echoed if it reads as a RequestID
+                request[DUIS_REQUEST_ID] = duis.split_request_id(exc.request_id)
+        raise
+    except BadDocument:
+        if USER not in request:
+            raise Unauthenticated(
+                "a valid bearer token or a DUIS request signed with a User's certificate is needed"
+            ) from None
+        raise
+    if signer is None and USER not in request:
+        raise Unauthenticated(
+            "a valid bearer token (Authorization: Bearer <token>) or a DUIS request signed "
+            "with a User's certificate is needed"
+        )
+    await _off_loop(data, security.check_schema, data)  # authenticated: now validated
+    return None if signer is None else signer.user
+
+
 @routes.post(DUIS_PATH)
 @routes.post("/duis")
 async def post_duis(request: web.Request) -> web.Response:
@@ -555,7 +619,10 @@ async def post_duis(request: web.Request) -> web.Response:
     counter = request.app[DOCUMENTS]
     try:
         data = await _body_bytes(request)
+        signer = None if USER in request else await _duis_user(request, data)
         doc = await _off_loop(data, duis.parse_request, data, s.config.max_document_bytes)
+        if signer is None and USER in request:
+            signer = await _duis_user(request, data)
     except SchedulerError as exc:
         counter.labels("unknown", "rejected").inc()
         context = getattr(exc, "duis_context", None)
@@ -572,7 +639,7 @@ async def post_duis(request: web.Request) -> web.Response:
     request[DUIS_REQUEST_ID] = rid
     request[DUIS_SERVICE] = h.service_reference
     request[DUIS_VARIANT] = h.service_reference_variant
-    user = request[USER]
+    user = signer if signer is not None else request[USER]
     if h.sender != user:
         counter.labels(h.service_reference, "rejected").inc()
         raise Forbidden(
@@ -580,6 +647,13 @@ async def post_duis(request: web.Request) -> web.Response:
             f"{format_eui64(user)}",
             duis_code="E1",
         )
+    # Sealed before anything is stored: an acknowledgement that could not be sent (a
+    # schema fault) must not leave an accepted request behind.
+    ack = s.duis_security.seal(
+        duis.acknowledgement(
+            rid, "I99", s.clock.now(), h.service_reference, h.service_reference_variant
+        )
+    )
     # Claimed before the first await: of documents that share a RequestID and arrive
     # together, exactly one goes on; the claim is given back if this one is refused.
     if not s.store.claim_duis_id(rid.text):
@@ -594,10 +668,7 @@ async def post_duis(request: web.Request) -> web.Response:
         raise
     s.store.record_duis_id(rid.text, h.service_reference, s.clock.now())
     counter.labels(h.service_reference, "accepted").inc()
-    body = duis.acknowledgement(
-        rid, "I99", s.clock.now(), h.service_reference, h.service_reference_variant
-    )
-    return _xml(s.duis_security.seal(body))
+    return _xml(ack)
 
 
 def _check_known(s: Scheduler, device_ids: Iterable[int]) -> None:

@@ -10,7 +10,12 @@ SchedulerError                  root (a smets1.errors.Smets1Error): all it raise
 │   ├── MethodNotAllowed        a route that does not take that HTTP method
 │   ├── Forbidden               a User acting on another User's requests or schedules
 │   ├── AdmissionRefused        cannot be met within its TRT; carries the earliest day
-│   └── ScheduleConflict        a proposal no longer fits, or is in the wrong state
+│   ├── ScheduleConflict        a proposal no longer fits, or is in the wrong state
+│   └── DuisRefused             a DUIS request whose signature or RequestID counter fails
+│                               (unsigned, bad signature, unknown certificate, replay)
+├── SignatureInvalid            an XML signature that does not verify (scheduler.xmldsig)
+├── DuisSchemaInvalid           a document the scheduler was about to send fails the DUIS
+│                               schema (a bug here, never sent)
 └── DcoFailed                   the DCO raised while storing or reading (converted here)
 
 Each carries `reason` (human text), `code` (the short tag the JSON API puts in its error
@@ -126,3 +131,35 @@ class DcoFailed(SchedulerError):
     code = "E90"
     duis_code = "E20"
     status = 502
+
+
+class DuisRefused(RequestRejected):
+    """A DUIS request refused by its signature or its RequestID counter: `code` is the
+    DUIS ResponseCode sent back, `request_id` the refused request's RequestID (if read)."""
+
+    code = "E1"
+    duis_code = "E1"
+    status = 401
+
+    def __init__(
+        self, reason: str, *, code: str = "E1", status: int = 401, request_id: str | None = None
+    ) -> None:
+        super().__init__(reason, duis_code=code)
+        self.code = code
+        self.status = status
+        self.request_id = request_id
+
+
+class SignatureInvalid(SchedulerError):
+    """An XML signature that is missing a part, malformed, or does not verify."""
+
+    code = "E1"
+    duis_code = "E1"
+    status = 401
+
+
+class DuisSchemaInvalid(SchedulerError):
+    """A document about to be sent is not valid against the DUIS schema (not sent)."""
+
+    code = "E0"
+    status = 500

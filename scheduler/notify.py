@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +21,8 @@ import aiohttp
 from scheduler.store import Store
 from smets1.clock import Clock
 from smets1.config_dcc import UserConfig
+
+log = logging.getLogger("scheduler.notify")
 
 #: Renders a stored notification as (content type, body) for a callback; None: nothing
 #: to POST (the notification is kept for the JSON API only).
@@ -97,7 +100,12 @@ class Notifier:
     ) -> None:
         url = self.users[user].callback_url
         assert url is not None
-        rendered = self.render(nid, at, kind, payload)
+        try:
+            rendered = self.render(nid, at, kind, payload)
+        except Exception:  # a bug (or a schema fault) must not stop this User's deliveries
+            log.exception("notification %d (%s) for user %d could not be rendered", nid, kind, user)
+            self.gave_up += 1
+            return
         if rendered is None:
             self.store.mark_delivered(nid)
             return

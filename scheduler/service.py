@@ -129,7 +129,7 @@ class Scheduler:
             config.peak_timezone,
         )
         self.store = Store(state_dir)
-        self.duis_security = DuisSecurity(config)
+        self.duis_security = DuisSecurity(config, self.users, self.store)
         self.notifier = Notifier(
             clock, self.store, self.users, config.callback_retry_seconds, config.callback_attempts
         )

@@ -31,6 +31,7 @@ from scheduler.requests import (
     UpdateState,
 )
 from smets1.clock import wall_seconds
+from smets1.eui64 import parse_eui64
 from smets1.services import StoredImage
 
 _SCHEMA = """
@@ -116,6 +117,10 @@ CREATE TABLE IF NOT EXISTS image_updates (
     failure TEXT,
     overdue INTEGER NOT NULL,
     image BLOB                        -- kept until stored: a restart sends it again
+);
+CREATE TABLE IF NOT EXISTS duis_counters (
+    sender INTEGER PRIMARY KEY,       -- a User's EUI-64 (as a signed 64-bit integer)
+    counter TEXT NOT NULL             -- the highest RequestID counter accepted from it
 );
 CREATE TABLE IF NOT EXISTS campaign_ledger (
     name TEXT PRIMARY KEY,            -- a config campaign: submitted once, whatever restarts
@@ -352,6 +357,25 @@ class Store:
             (duis_request_id, service_reference, at),
         )
         self._duis_claims.discard(duis_request_id)
+        sender_text, _, rest = duis_request_id.partition(":")
+        counter_text = rest.rpartition(":")[2]
+        try:
+            sender, counter = parse_eui64(sender_text), int(counter_text)
+        except ValueError:  # not sender:target:counter; nothing to count
+            return
+        last = self.last_duis_counter(sender)
+        if last is None or counter > last:
+            self.db.execute(
+                "INSERT OR REPLACE INTO duis_counters VALUES (?, ?)", (_s64(sender), str(counter))
+            )
+
+    def last_duis_counter(self, sender: int) -> int | None:
+        """The highest RequestID counter accepted from `sender` (None: none yet). DUIS
+        counters only grow: a signed request with one no greater is a replay."""
+        row = self.db.execute(
+            "SELECT counter FROM duis_counters WHERE sender = ?", (_s64(sender),)
+        ).fetchone()
+        return None if row is None else int(row[0])
 
     # -- schedules -------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from smets1.config_dcc import (
     DeviceSelection,
     ImageConfig,
     SchedulerConfig,
+    duis_file_problems,
 )
 from smets1.config_fleet import DeviceGroup, DeviceModelConfig, LinkProfile
 from smets1.config_types import FieldError, Strict
@@ -278,7 +279,17 @@ def load_config(path: str | Path) -> FleetConfig:
         config = FleetConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_format_error(path, exc, lines)) from None
-    return _resolve_paths(config, path.parent)
+    config = _resolve_paths(config, path.parent)
+    problems = duis_file_problems(config.scheduler)
+    if problems:
+        out = []
+        for loc, message in problems[:MAX_PROBLEMS_SHOWN]:
+            full = ("scheduler", *loc)
+            at = line_of(lines, full)
+            where = f"{path}:{at}" if at is not None else f"{path}"
+            out.append(f"{where}: {'.'.join(str(p) for p in full)}: {message}")
+        raise ConfigError("\n".join(out))
+    return config
 
 
 def _resolve_paths(config: FleetConfig, base: Path) -> FleetConfig:
@@ -287,4 +298,13 @@ def _resolve_paths(config: FleetConfig, base: Path) -> FleetConfig:
 
     models = [m.model_copy(update={"public_key": fix(m.public_key)}) for m in config.models]
     images = [i.model_copy(update={"file": fix(i.file), "key": fix(i.key)}) for i in config.images]
-    return config.model_copy(update={"models": models, "images": images})
+    sched = config.scheduler
+    users = [u.model_copy(update={"certificate": fix(u.certificate)}) for u in sched.users]
+    duis = sched.duis.model_copy(
+        update={
+            name: fix(getattr(sched.duis, name))
+            for name in ("signing_key", "signing_certificate", "schema_dir")
+        }
+    )
+    scheduler = sched.model_copy(update={"users": users, "duis": duis})
+    return config.model_copy(update={"models": models, "images": images, "scheduler": scheduler})

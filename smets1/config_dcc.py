@@ -5,9 +5,18 @@ from __future__ import annotations
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import Field, field_validator, model_validator
 
 from smets1.config_types import U16, U32, Eui64, FieldError, FilePath, Number, Strict
+from smets1.duis_keys import (
+    KeyFileError,
+    check_pair,
+    issuer_serial,
+    load_certificate,
+    load_private_key,
+)
 from smets1.image import (
     LARGE_IMAGE_BYTES,
     SIGNATURE_BYTES,
@@ -108,6 +117,9 @@ class UserConfig(Strict):
     callback_url: str | None = None
     #: May ask for and accept schedules on behalf of other Users.
     service_desk: bool = False
+    #: PEM X.509 certificate of its XML-signing key: a DUIS request signed with it is
+    #: authenticated by the signature alone (scheduler.duis).
+    certificate: FilePath | None = None
 
 
 class PeakWindow(Strict):
@@ -122,6 +134,32 @@ class PeakWindow(Strict):
     def _ordered(self) -> PeakWindow:
         if self.end_hour <= self.start_hour:
             raise ValueError("end_hour must be after start_hour")
+        return self
+
+
+class DuisConfig(Strict):
+    """XML signatures and schema checks of DUIS (XMLDSig, ECDSA P-256, exclusive C14N)."""
+
+    #: The DCC's private key (PEM or DER, EC P-256) with which every response and
+    #: acknowledgement is signed; with `signing_certificate`, or neither (unsigned).
+    signing_key: FilePath | None = None
+    #: Its X.509 certificate (PEM): its issuer and serial go into each signature's KeyInfo.
+    signing_certificate: FilePath | None = None
+    #: Refuse unsigned DUIS requests (default: when any User has a `certificate`).
+    require_signature: bool | None = None
+    #: Folder holding `DUIS Schema V5.1.xsd` (and what it imports): when given, every
+    #: request is validated against it and every document sent is checked first.
+    schema_dir: FilePath | None = None
+    #: Refuse a signature whose certificate is outside its validity dates (wall clock).
+    check_certificate_dates: bool = True
+
+    @model_validator(mode="after")
+    def _pair(self) -> DuisConfig:
+        if (self.signing_key is None) != (self.signing_certificate is None):
+            missing = "signing_certificate" if self.signing_key else "signing_key"
+            raise FieldError(
+                (missing,), "give both signing_key and signing_certificate, or neither"
+            )
         return self
 
 
@@ -153,6 +191,8 @@ class SchedulerConfig(Strict):
     callback_attempts: int = Field(8, gt=0)
     #: Users allowed to call the scheduler (none: Users are taken from the campaigns).
     users: list[UserConfig] = []
+    #: DUIS signatures and schema validation.
+    duis: DuisConfig = DuisConfig()
 
     @field_validator("peak_timezone")
     @classmethod
@@ -221,3 +261,63 @@ class DcoConfig(Strict):
         if any(not 0x21 <= ord(ch) <= 0x7E for ch in value):
             raise ValueError("a token is visible ASCII without spaces (it travels in a header)")
         return value
+
+
+#: The DUIS schema the scheduler validates against, inside `scheduler.duis.schema_dir`.
+DUIS_SCHEMA_FILE = "DUIS Schema V5.1.xsd"
+
+
+def duis_file_problems(config: SchedulerConfig) -> list[tuple[tuple[str | int, ...], str]]:
+    """What is wrong with the files `config` names for DUIS signing (certificates, the
+    signing key, the schema folder), each with the path of its field; [] if all is well.
+    Paths are taken as they are: resolve them against the config's folder first."""
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    seen: dict[tuple[str, int], int] = {}
+    for n, user in enumerate(config.users):
+        if user.certificate is None:
+            continue
+        try:
+            cert = load_certificate(user.certificate)
+        except KeyFileError as exc:
+            problems.append((("users", n, "certificate"), str(exc)))
+            continue
+        ident = issuer_serial(cert)
+        if ident in seen:
+            problems.append(
+                (
+                    ("users", n, "certificate"),
+                    f"the certificate of users.{seen[ident]} too (issuer {ident[0]}, serial "
+                    f"{ident[1]}); a certificate names one User",
+                )
+            )
+        seen[ident] = n
+    duis = config.duis
+    key: ec.EllipticCurvePrivateKey | None = None
+    signing_cert: x509.Certificate | None = None
+    if duis.signing_key is not None:
+        try:
+            key = load_private_key(duis.signing_key)
+        except KeyFileError as exc:
+            problems.append((("duis", "signing_key"), str(exc)))
+    if duis.signing_certificate is not None:
+        try:
+            signing_cert = load_certificate(duis.signing_certificate)
+        except KeyFileError as exc:
+            problems.append((("duis", "signing_certificate"), str(exc)))
+    if key is not None and signing_cert is not None:
+        try:
+            check_pair(key, signing_cert)
+        except KeyFileError as exc:
+            problems.append((("duis", "signing_key"), f"{duis.signing_key}: {exc}"))
+    if duis.schema_dir is not None and not (duis.schema_dir / DUIS_SCHEMA_FILE).is_file():
+        what = "is not a folder" if not duis.schema_dir.is_dir() else "has no"
+        problems.append(
+            (
+                ("duis", "schema_dir"),
+                f"{duis.schema_dir} {what}"
+                + (f" {DUIS_SCHEMA_FILE!r}" if what == "has no" else "")
+                + f"; expected the folder of the DUIS schemas ({DUIS_SCHEMA_FILE!r} and the"
+                " xmldsig schema it imports)",
+            )
+        )
+    return problems

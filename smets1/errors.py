@@ -10,6 +10,8 @@ Smets1Error                 root of everything the project raises on purpose
 │   ├── EnvelopeError       ... an MQTT envelope or batch (also a BusError)
 │   └── ClockAnnouncementError ... the shared clock's announcement (also a ClockError)
 ├── SigningError            a key or signature file that cannot be used
+├── KeyFileError            an XML-signing certificate or key file of DUIS that cannot
+│                           be used (smets1.duis_keys; also a ValueError)
 ├── ConfigError             a fleet config that does not validate (file, field)
 ├── BusError                a transport that cannot deliver or connect
 ├── ClockError              the shared clock: no announcement in time, a bad speed

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,8 +113,15 @@ class Fleet:
         return resp.status, await resp.read(), dict(resp.headers)
 
 
-async def serve_fleet(seal: Any = placeholder_seal, **config_kw: Any) -> AsyncIterator[Fleet]:
-    """The scheduler (Users SUPPLIER with a callback, READER polling) on a test server."""
+async def serve_fleet(
+    seal: Any = placeholder_seal,
+    certificates: Mapping[int, Path] | None = None,
+    **config_kw: Any,
+) -> AsyncIterator[Fleet]:
+    """The scheduler (Users SUPPLIER with a callback, READER polling) on a test server.
+    `seal` None: the scheduler's own (config `duis` in `config_kw`); `certificates`: each
+    User's XML-signing certificate, by EUI-64."""
+    certs = certificates or {}
     callbacks: list[bytes] = []
     arrived = asyncio.Condition()
 
@@ -136,13 +143,15 @@ async def serve_fleet(seal: Any = placeholder_seal, **config_kw: Any) -> AsyncIt
             name="supplier",
             token="supplier-token",
             callback_url=str(cb_server.make_url("/cb")),
+            certificate=certs.get(SUPPLIER),
         ),
-        UserConfig(id=READER, name="reader", token="reader-token"),
+        UserConfig(id=READER, name="reader", token="reader-token", certificate=certs.get(READER)),
     ]
     cfg = config(users=[u.model_dump() for u in users], max_document_bytes=2_000_000, **config_kw)
     dco = FakeDco(clock)
     s = Scheduler(clock, dco, cfg, devices=set(SUPPLIERS), suppliers=SUPPLIERS.get)
-    s.duis_security.seal = seal  # type: ignore[method-assign]
+    if seal is not None:
+        s.duis_security.seal = seal  # type: ignore[method-assign]
     client = TestClient(TestServer(make_app(s)))
     await client.start_server()
     task = asyncio.create_task(s.run())

@@ -36,10 +36,6 @@ DEV = [format_eui64(d) for d in devices(5)]
 AUTH_A = {"Authorization": "Bearer token-a"}
 AUTH_B = {"Authorization": "Bearer token-b"}
 AUTH_DESK = {"Authorization": "Bearer token-desk"}
-SIGNATURE = (
-    '<ds:Signature xmlns:ds="http://www.w3.org/2000/09/xmldsig#"><ds:SignedInfo/>'
-    "<ds:SignatureValue>AAAA</ds:SignatureValue></ds:Signature>"
-)
 
 
 def duis_request(
@@ -53,7 +49,7 @@ def duis_request(
         f"<sr:CommandVariant>1</sr:CommandVariant>"
         f"<sr:ServiceReference>{ref}</sr:ServiceReference>"
         f"<sr:ServiceReferenceVariant>{ref}</sr:ServiceReferenceVariant></sr:Header>"
-        f"<sr:Body>{body}</sr:Body>{SIGNATURE}</sr:Request>"
+        f"<sr:Body>{body}</sr:Body></sr:Request>"
     ).encode()
 
 

@@ -1,12 +1,17 @@
-"""The DCC's own DUIS templates, sent as they are, and every answer checked against the
-DCC's DUIS 5.1 / MMC 5.1 schemas (tests/duis_reference.py fetches both at test time).
+"""The DCC's own DUIS templates, signed by the DCC's own tool, sent to the scheduler, and
+every answer checked against the DCC's DUIS 5.1 / MMC 5.1 schemas and by the DCC's
+Validate (tests/duis_reference.py fetches the tool, schemas and templates at test time).
 
 Changed in the templates: nothing but the FirmwareHash each 11.3 names (the hash of the
-image the 11.1 template stored, as the issue allows). The fleet is built around the
-templates' Users and devices (tests/scheduler/duis_fleet.py). The 11.1 template's
-FirmwareImage is the DCC's sample ZigBee OTA file (361 bytes, manufacturer 0x121D, no
-project signature): the scheduler takes it as it is, and its FirmwareVersion 00000000,
-which is not the image's file version, is not compared (DUIS does not ask the DCC to).
+image the 11.1 template stored, as the issue allows); the DCC's Sign then signs each with
+its sender's test key and gives it a fresh counter (as a User's DCC tooling does: the
+templates share counter 1000, which DUIS would refuse as a replay). The scheduler knows
+the senders' certificates from the tool and signs with the DCC's test key. The fleet is
+built around the templates' Users and devices (tests/scheduler/duis_fleet.py). The 11.1
+template's FirmwareImage is the DCC's sample ZigBee OTA file (361 bytes, manufacturer
+0x121D, no project signature): the scheduler takes it as it is, and its FirmwareVersion
+00000000, which is not the image's file version, is not compared (DUIS does not ask the
+DCC to).
 """
 
 from __future__ import annotations
@@ -27,7 +32,6 @@ from tests.duis_reference import DuisReference
 from tests.scheduler.duis_fleet import (
     AUTH_READER,
     ESME,
-    PLACEHOLDER_SIGNATURE,
     READ_ESME,
     READER,
     SUPPLIER,
@@ -53,10 +57,45 @@ def schema(duis_ref: DuisReference) -> xmlschema.XMLSchema:
     return load_schema(duis_ref.schema_dir)
 
 
+#: The certificate the DCC's Sign uses for each sender (the tool's own test set), and
+#: the DCC's key and certificate, which its Validate knows (tests of xmldsig say more).
+CERTIFICATES = {
+    SUPPLIER: "xml-sign-90B3D51F30010000-ds.pem",
+    READER: "dsp-xml-sign-90B3D51F30000002-ds.pem",
+}
+DCC_KEY = "dsp-xml-sign-90B3D51F30000002-ds.key"
+DCC_CERT = "dsp-xml-sign-90B3D51F30000002-ds.pem"
+
+
+def _jar_files(ref: DuisReference, folder: Path, names: list[str]) -> dict[str, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for name in names:
+        out[name] = folder / name
+        out[name].write_bytes(ref.jar_member(name))
+    return out
+
+
 @pytest.fixture
-async def fleet() -> AsyncIterator[Fleet]:
-    async for f in serve_fleet():
+async def fleet(duis_ref: DuisReference, tmp_path: Path) -> AsyncIterator[Fleet]:
+    files = _jar_files(duis_ref, tmp_path / "keys", [*CERTIFICATES.values(), DCC_KEY])
+    duis = {
+        "signing_key": str(files[DCC_KEY]),
+        "signing_certificate": str(files[DCC_CERT]),
+        "schema_dir": str(duis_ref.schema_dir),
+    }
+    certs = {user: files[name] for user, name in CERTIFICATES.items()}
+    async for f in serve_fleet(seal=None, certificates=certs, duis=duis):
         yield f
+
+
+def tool_signed(ref: DuisReference, folder: Path, doc: bytes, name: str) -> bytes:
+    """`doc` signed by the DCC's Sign with its sender's key, under a fresh counter."""
+    path = folder / name
+    path.write_bytes(doc)
+    signed = ref.sign(path, preserve_counter=False).encode()
+    assert b"ZGVmYXVsdA==" not in signed  # the template's placeholders were replaced
+    return signed
 
 
 def with_hash(template: bytes, firmware_hash: bytes) -> bytes:
@@ -94,8 +133,11 @@ def swapped(rid: str) -> str:
 
 
 async def test_the_dcc_templates_are_acknowledged_I99_and_answered_schema_valid(
-    fleet: Fleet, duis_ref: DuisReference, schema: xmlschema.XMLSchema
+    fleet: Fleet, duis_ref: DuisReference, schema: xmlschema.XMLSchema, tmp_path: Path
 ) -> None:
+    def signed(doc: bytes, name: str) -> bytes:
+        return tool_signed(duis_ref, tmp_path, doc, name)
+
     t11_1 = duis_ref.template(T11_1)
     image = parse_image(template_image(t11_1))
     # The template's FirmwareVersion is not the image's: DUIS does not ask for a match.
@@ -103,12 +145,16 @@ async def test_the_dcc_templates_are_acknowledged_I99_and_answered_schema_valid(
     assert image.header.file_version != 0
     assert b"<sr:DeviceIDList>00-DB-12-34-56-78-90-A0</sr:DeviceIDList>" in t11_1
 
+    t11_1 = signed(t11_1, T11_1)
     status, body, _ = await fleet.post(t11_1)
     assert_acknowledged(schema, status, body, request_id(t11_1))
     (stored,) = fleet.scheduler.images.values()
     assert stored.firmware_hash == image.firmware_hash
 
-    sent = [with_hash(duis_ref.template(t), image.firmware_hash) for t in (T11_3_NOW, T11_3_LATER)]
+    sent = [
+        signed(with_hash(duis_ref.template(t), image.firmware_hash), t)
+        for t in (T11_3_NOW, T11_3_LATER)
+    ]
     for doc in sent:
         status, body, _ = await fleet.post(doc, path="/duis")  # the older path, same route
         assert_acknowledged(schema, status, body, request_id(doc))
@@ -119,11 +165,11 @@ async def test_the_dcc_templates_are_acknowledged_I99_and_answered_schema_valid(
     await asyncio.wait_for(fleet.dco.holding.wait(), WAIT_SECONDS)
     await fleet.callbacks_reach(2)  # the 11.1's response and the immediate 11.3's
     assert now.state.value == "done"
-    cancel = with_hash(duis_ref.template(T11_3_CANCEL), image.firmware_hash)
+    cancel = signed(with_hash(duis_ref.template(T11_3_CANCEL), image.firmware_hash), T11_3_CANCEL)
     status, body, _ = await fleet.post(cancel)
     assert_acknowledged(schema, status, body, request_id(cancel))
 
-    t11_2 = duis_ref.template(T11_2)
+    t11_2 = signed(duis_ref.template(T11_2), T11_2)
     status, body, _ = await fleet.post(t11_2, AUTH_READER)
     assert_acknowledged(schema, status, body, request_id(t11_2))
 
@@ -132,7 +178,15 @@ async def test_the_dcc_templates_are_acknowledged_I99_and_answered_schema_valid(
     bodies = await fleet.callbacks_reach(4)
     await asyncio.wait_for(fleet.scheduler.wait_idle(), WAIT_SECONDS)
     roots = {header(r, "RequestID"): r for r in (assert_schema_valid(schema, b) for b in bodies)}
-    assert all(b.endswith(PLACEHOLDER_SIGNATURE + b"</sr:Response>") for b in bodies)  # sealed
+    # Sealed: signed with the DCC's key; the DCC's Validate passes a SMETS1 response
+    # (its signed SMETS1SignedResponse inside) as it passes the others (below).
+    assert all(b"<ds:SignatureValue>" in b and b"ZGVmYXVsdA==" not in b for b in bodies)
+    smets1 = next(b for b in bodies if b"SMETS1SignedResponse" in b)
+    assert smets1.count(b"<ds:SignatureValue>") == 2  # the inner one and the outer
+    path = tmp_path / "smets1-response.xml"
+    path.write_bytes(smets1)
+    result = duis_ref.validate(path)
+    assert result.passed, (result.returncode, result.stderr, smets1)
     assert len(roots) == 4 and len(fleet.callbacks) == 4
     for rid, root in roots.items():
         assert header(root, "ResponseID") == swapped(rid)
@@ -202,23 +256,24 @@ async def test_templates_signed_by_the_dcc_tool_are_accepted(
         assert_acknowledged(schema, status, body, request_id(signed))
 
 
-async def test_an_acknowledgement_and_a_response_pass_the_dcc_validate_once_signed(
+async def test_what_the_scheduler_sends_passes_the_dcc_validate(
     fleet: Fleet, duis_ref: DuisReference, tmp_path: Path
 ) -> None:
-    """The DCC's Validate (schema and signature) on the scheduler's own I99 and on its
-    asynchronous 11.1 response (with ResponseID), each signed by the DCC's Sign: what
-    `DuisSecurity.seal` will do with the DCC's key. Validate needs a signature, which
-    the seal of this branch does not add yet, so the stand-in is taken off first."""
-    doc = duis_ref.template(T11_1)
+    """The DCC's Validate (schema and signature) on the scheduler's own I99, its
+    asynchronous 11.1 response (with ResponseID) and a refusal, as the scheduler sent
+    them: signed with the DCC's key by `DuisSecurity.seal`. One spoilt byte fails it."""
+    doc = tool_signed(duis_ref, tmp_path, duis_ref.template(T11_1), T11_1)
     status, ack, _ = await fleet.post(doc)
     assert status == 200
     (response,) = await fleet.callbacks_reach(1)
     assert b"<sr:ResponseID>" in response
-    for name, body in (("ack.xml", ack), ("response.xml", response)):
-        unsigned = body.split(b"<ds:Signature")[0] + b"</sr:Response>"
+    status, refusal, _ = await fleet.post(doc)  # the same counter again: a replay
+    assert status != 200 and b"<sr:ResponseCode>E" in refusal
+    for name, body in (("ack.xml", ack), ("response.xml", response), ("refusal.xml", refusal)):
         path = tmp_path / name
-        path.write_bytes(unsigned)
-        signed = duis_ref.sign(path)
-        path.write_text(signed)
+        path.write_bytes(body)
         result = duis_ref.validate(path)
-        assert result.passed, (name, result.returncode, result.stdout, result.stderr, signed)
+        assert result.passed, (name, result.returncode, result.stdout, result.stderr, body)
+    spoilt = tmp_path / "spoilt.xml"
+    spoilt.write_bytes(ack.replace(b"<sr:ResponseCode>I99", b"<sr:ResponseCode>I0"))
+    assert duis_ref.validate(spoilt).returncode == 10
