@@ -103,6 +103,11 @@ OLD_MAGICS = (0xE5, 0xE6)
 #: a frame this large or larger travels alone. A DCO's round of a 1 MiB image fits.
 BATCH_MAX_BYTES = 2 * 2**20
 
+#: On a quiet bus, a lone frame waits this long (wall seconds) for more to join its
+#: message before it goes: a fleet shard's answers and a DCO's rounds then share MQTT
+#: messages even when nothing queues. It adds at most this much to a frame's lateness.
+LINGER_SECONDS = 0.002
+
 #: Outbound bytes (frames accepted by `publish` and not yet acknowledged by the broker)
 #: a bus holds before `has_room` says no; producers await `wait_for_room` (default).
 MAX_QUEUED_BYTES = 32 * 2**20
@@ -293,6 +298,7 @@ class MqttBus(Bus):
         connect_timeout_seconds: float | None = 30.0,
         clock: Clock | None = None,
         max_queued_bytes: int = MAX_QUEUED_BYTES,
+        linger_seconds: float = LINGER_SECONDS,
     ) -> None:
         if max_queued_bytes < 1:
             raise ValueError(f"max_queued_bytes must be at least 1, got {max_queued_bytes}")
@@ -302,6 +308,8 @@ class MqttBus(Bus):
         self.clock: Clock = clock if clock is not None else RealClock()
         self.counters = MqttCounters(max_queued_bytes=max_queued_bytes)
         self.max_queued_bytes = max_queued_bytes
+        #: How long a lone frame waits, on a quiet bus, for others to join its message.
+        self.linger_seconds = linger_seconds
         #: Producers waiting for room, in turn: (bytes, woken when they fit).
         self._room_waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
         #: Bytes of waiters woken and not yet back to publish them.
@@ -647,6 +655,10 @@ class MqttBus(Bus):
         while True:
             msg = self._retry.popleft() if self._retry else await self._queue.get()
             if msg.frames is not None:
+                if self.linger_seconds and self._queue.empty() and msg.frame_count == 1:
+                    # A quiet bus: the frames of the next moment join this one's message
+                    # (a loaded bus batches without waiting: its queue is never empty).
+                    await asyncio.sleep(self.linger_seconds)
                 if self._open.get(msg.topic) is msg:
                     del self._open[msg.topic]
                 msg.close_batch()
