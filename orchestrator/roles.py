@@ -56,6 +56,7 @@ from orchestrator.serving import (
     install_stop,
     peak_rss_bytes,
     serve_http,
+    settle_heap,
     start_unless_stopped,
     write_atomically,
     write_status,
@@ -129,6 +130,7 @@ async def _serve_until_stopped(
         return
     joining.result()  # ClockError: no clock in time
     start()
+    settle_heap()
     async with asyncio.TaskGroup() as tg:
         lag_task = tg.create_task(lag.run())
         async with serve_http(app, opts.listen_host, opts.http_port):
@@ -454,6 +456,7 @@ async def _schedule(
     )
     async with client as dco:
         scheduler = build_scheduler(cfg, clock, dco, state_dir, by_model)
+        settle_heap()
         resumed = len(scheduler.requests)
 
         def by_state() -> dict[str, int]:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import resource
 import secrets
 import signal
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -87,10 +89,59 @@ PARENT_CHECK_SECONDS = 1.0
 HTTP_SHUTDOWN_SECONDS = 2.0
 
 
+class GcWatch:
+    """How long the garbage collector stops this process: every pause of a role is
+    lateness for the frames and timers it holds up (a run that shows lateness spikes
+    may find them here: `smets1.serving` logs the worst at the end, and each pause over
+    GC_PAUSE_WARN_SECONDS as it happens)."""
+
+    def __init__(self) -> None:
+        self.collections = 0
+        self.seconds = 0.0
+        self.worst_seconds = 0.0
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        took = time.perf_counter() - self._started
+        self.collections += 1
+        self.seconds += took
+        if took > self.worst_seconds:
+            self.worst_seconds = took
+        if took > GC_PAUSE_WARN_SECONDS:
+            log.warning(
+                "garbage collection (generation %d) stopped the process for %.0f ms",
+                info.get("generation", -1),
+                took * 1000,
+            )
+
+
+GC_PAUSE_WARN_SECONDS = 0.05
+GC_WATCH = GcWatch()
+#: Allocations between young collections (CPython's default is 700): fewer, so fewer of
+#: the older collections that follow them, which are the long pauses.
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def settle_heap() -> None:
+    """Once a role has built what it keeps for the run (devices, images, sessions'
+    bookkeeping): move every object alive now out of the collector's sight
+    (`gc.freeze`), so no later collection walks them again: a pause of a role on a
+    shared clock is lateness for everything it holds up."""
+    gc.collect()
+    gc.freeze()
+    gen0, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(max(gen0, GC_YOUNG_THRESHOLD), gen1, gen2)
+
+
 def install_stop(stop: asyncio.Event) -> None:
     """SIGTERM and SIGINT set `stop`: the role finishes cleanly and writes its status.
     A role started by `smets1 distributed` (PARENT_PID_ENV set) stops the same way when
     its launcher is gone, however it went (even `kill -9`): no role outlives its run."""
+    if GC_WATCH not in gc.callbacks:
+        gc.callbacks.append(GC_WATCH)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -162,5 +213,12 @@ def write_atomically(path: Path, text: str) -> None:
 
 def write_status(path: Path | None, doc: BaseModel) -> None:
     """Write a status document (orchestrator.status), if the role was given a path."""
+    if GC_WATCH.collections:
+        log.info(
+            "garbage collection: %d collections, %.2f s in all, the longest %.0f ms",
+            GC_WATCH.collections,
+            GC_WATCH.seconds,
+            GC_WATCH.worst_seconds * 1000,
+        )
     if path is not None:
         write_atomically(path, doc.model_dump_json(indent=2) + "\n")

@@ -179,9 +179,16 @@ class VirtualClock(Clock):
         return seconds
 
 
-def _run_simulated(_t: float, callback: Callable[..., Any], *args: Any) -> None:
-    """The callback of every loop timer a `ScaledClock` plans: the simulated deadline `_t`
-    rides along, so that a change of speed can find the timer and plan it again."""
+def _run_simulated(t: float, clock: ScaledClock, callback: Callable[..., Any], *args: Any) -> None:
+    """The callback of every loop timer a `ScaledClock` plans: the simulated deadline `t`
+    rides along, so that a change of speed can find the timer and plan it again. The
+    loop may fire a timer a little before its simulated time (loop time is monotonic,
+    simulated time follows the wall clock, and the two drift by microseconds, which a
+    fast clock makes milliseconds): the clock never reads earlier than a deadline that
+    has fired, so a callback always finds its time come (a device whose reboot timer
+    found it "not yet" would stay activating for ever)."""
+    if t > clock._floor:
+        clock._floor = t
     callback(*args)
 
 
@@ -217,6 +224,8 @@ class ScaledClock(Clock):
         self.origin_sim = epoch if origin_sim is None else origin_sim
         #: The leader's announcement this clock follows (smets1.shared_clock); 0: none yet.
         self.sequence = 0
+        #: The latest deadline of a timer that has fired: `now` never reads earlier.
+        self._floor = -math.inf
         self._lag = 0.0
         # Loop time and Unix wall time differ by a constant; measured once.
         self._loop_offset: float | None = None
@@ -235,7 +244,8 @@ class ScaledClock(Clock):
         return self._loop_offset
 
     def now(self) -> float:
-        return self.origin_sim + (time.time() - self.origin_wall) * self.speed
+        t = self.origin_sim + (time.time() - self.origin_wall) * self.speed
+        return t if t >= self._floor else self._floor
 
     def _to_loop(self, t: float) -> float:
         return self.origin_wall + (t - self.origin_sim) / self.speed + self._wall_to_loop()
@@ -245,7 +255,7 @@ class ScaledClock(Clock):
 
     def call_at(self, t: float, callback: Callable[..., Any], *args: Any) -> asyncio.TimerHandle:
         loop = asyncio.get_running_loop()
-        return loop.call_at(self._to_loop(t), _run_simulated, t, callback, *args)
+        return loop.call_at(self._to_loop(t), _run_simulated, t, self, callback, *args)
 
     def call_later(
         self, seconds: float, callback: Callable[..., Any], *args: Any
@@ -278,6 +288,7 @@ class ScaledClock(Clock):
             raise ValueError(f"speed must be a finite number above 0, got {speed!r}")
         self.origin_wall, self.origin_sim, self.speed = origin_wall, origin_sim, speed
         self.sequence = sequence
+        self._floor = -math.inf  # a new origin: the old clock's deadlines say nothing
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:

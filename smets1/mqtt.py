@@ -654,6 +654,8 @@ class MqttBus(Bus):
         window = asyncio.Semaphore(PUBLISH_WINDOW)
         while True:
             msg = self._retry.popleft() if self._retry else await self._queue.get()
+            # Unacknowledged from here: a connection lost from now on sends it again.
+            self._unacked[msg.seq] = msg
             if msg.frames is not None:
                 if self.linger_seconds and self._queue.empty() and msg.frame_count == 1:
                     # A quiet bus: the frames of the next moment join this one's message
@@ -662,7 +664,6 @@ class MqttBus(Bus):
                 if self._open.get(msg.topic) is msg:
                     del self._open[msg.topic]
                 msg.close_batch()
-            self._unacked[msg.seq] = msg
             await window.acquire()
             tg.create_task(self._publish_one(client, msg, window))
 

@@ -64,3 +64,26 @@ def test_scaled_clock_runs_faster_than_wall() -> None:
 
     elapsed = clock.run(main())
     assert 50 <= elapsed < 5000
+
+
+def test_a_scaled_timer_that_fires_early_finds_its_time_come() -> None:
+    """Loop time (monotonic) and simulated time (wall clock) drift apart by microseconds;
+    at speed 1000 a timer the loop fires 5 ms early would see the clock 5 simulated s
+    short of its deadline, and a device whose reboot timer found it "not yet" stayed
+    activating for ever (seen in a distributed demo day). The clock never reads earlier
+    than a deadline that has fired, and later reads go on from there."""
+    clock = ScaledClock(epoch=0.0, speed=1000.0)
+
+    async def main() -> tuple[float, float, float]:
+        clock._to_loop(0.0)  # measure the loop's offset, then make the loop run early
+        assert clock._loop_offset is not None
+        clock._loop_offset -= 0.005
+        deadline = clock.now() + 20.0
+        seen: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        clock.call_at(deadline, lambda: seen.set_result(clock.now()))
+        at = await seen
+        return deadline, at, clock.now()
+
+    deadline, at, after = clock.run(main())
+    assert at >= deadline
+    assert after >= at
