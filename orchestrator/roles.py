@@ -120,6 +120,7 @@ async def _serve_until_stopped(
     lag until told to stop."""
     if not await start_unless_stopped(bus, opts.stop):
         return
+    settle_heap()  # what the role keeps is built: its pause comes before the clock counts
     joining = asyncio.create_task(follower.wait(opts.clock_wait_seconds))
     stopping = asyncio.create_task(opts.stop.wait())
     await asyncio.wait({joining, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -130,7 +131,6 @@ async def _serve_until_stopped(
         return
     joining.result()  # ClockError: no clock in time
     start()
-    settle_heap()
     async with asyncio.TaskGroup() as tg:
         lag_task = tg.create_task(lag.run())
         async with serve_http(app, opts.listen_host, opts.http_port):
@@ -378,6 +378,7 @@ async def run_scheduler(
     log.info("scheduler: connecting to %s to lead the clock", broker)
     await mqtt.start()  # BusError when the broker cannot be reached in time
     try:
+        settle_heap()  # before the clock starts: a pause now is nobody's lateness
         await leader.start()
         return await _schedule(
             opts,
@@ -456,7 +457,6 @@ async def _schedule(
     )
     async with client as dco:
         scheduler = build_scheduler(cfg, clock, dco, state_dir, by_model)
-        settle_heap()
         resumed = len(scheduler.requests)
 
         def by_state() -> dict[str, int]:
