@@ -175,8 +175,9 @@ def test_a_dco_frozen_mid_campaign_makes_the_run_invalid(broker: Mosquitto, tmp_
     def freeze_a_shard(services: dict[str, Service]) -> None:
         svc = services["dco-w0"]
         deadline = time.monotonic() + 20.0
-        while time.monotonic() < deadline:  # until transfers are under way
-            if health(svc).get("dco", {}).get("in_flight"):
+        while time.monotonic() < deadline:  # until blocks are out: answers will follow
+            dco = health(svc).get("dco", {})
+            if dco.get("in_flight") and dco.get("blocks_sent"):
                 break
             time.sleep(0.02)
         proc = svc.proc
