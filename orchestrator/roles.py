@@ -118,9 +118,9 @@ async def _serve_until_stopped(
     """Connect (as long as it takes), join the shared clock (ClockError past
     `opts.clock_wait_seconds`), then `start` the component, serve `app` and watch the
     lag until told to stop."""
+    settle_heap()  # what the role keeps is built: its pause comes before the clock counts
     if not await start_unless_stopped(bus, opts.stop):
         return
-    settle_heap()  # what the role keeps is built: its pause comes before the clock counts
     joining = asyncio.create_task(follower.wait(opts.clock_wait_seconds))
     stopping = asyncio.create_task(opts.stop.wait())
     await asyncio.wait({joining, stopping}, return_when=asyncio.FIRST_COMPLETED)

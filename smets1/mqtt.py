@@ -79,6 +79,24 @@ from smets1.structs import Field, LVBytes, Struct, binary, f64, u8, u32
 
 log = logging.getLogger("smets1.mqtt")
 
+
+class _LateAcknowledgement(logging.Filter):
+    """aiomqtt logs, with a traceback, an acknowledgement that arrives for a request it
+    has already given up (a SUBSCRIBE or PUBLISH whose waiter was cancelled because the
+    process is stopping): harmless, and a traceback in a role's log reads as a crash. It
+    is kept, as one debug line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if str(record.msg).startswith("Unexpected message ID"):
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return log.isEnabledFor(logging.DEBUG)
+        return True
+
+
+log.addFilter(_LateAcknowledgement())
+
 QOS = 1
 #: How long the broker keeps a disconnected client's session (subscriptions, queued messages).
 SESSION_EXPIRY_SECONDS = 300

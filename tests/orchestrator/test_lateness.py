@@ -202,15 +202,22 @@ def test_a_dco_frozen_mid_campaign_makes_the_run_invalid(broker: Mosquitto, tmp_
     )
     assert stopped["seconds"] >= 3.0
     lateness = summary["lateness"]
-    dco = lateness["roles"]["dco-w0"]
-    # At least one answer waited in the broker for a good part of the freeze.
-    assert dco["of"] == "messages" and dco["worst_seconds"] >= 1.0 * speed, lateness
-    assert lateness["worst_seconds"] >= dco["worst_seconds"]
+    # The freeze shows as lateness of a good part of it, wherever it landed: answers
+    # that waited in the broker for the DCO, the DCO's own timers, or frames it had
+    # queued and sent on waking (a shard's lateness: they were meant to go before).
+    roles = lateness["roles"]
+
+    def worst(r: str) -> float:
+        return max(roles[r]["worst_seconds"], roles[r]["timers_worst_seconds"])
+
+    latest = max(roles, key=worst)
+    assert latest in ("dco-w0", "fleet-0", "fleet-1"), lateness
+    assert worst(latest) >= 1.0 * speed, lateness
+    assert lateness["worst_seconds"] == worst(latest)
     assert summary["verdict"]["status"] == "invalid"
-    # The reason names the latest role: the DCO, or a shard whose frames the frozen DCO
-    # sent late on waking (both are the freeze's doing).
+    # The reason names the latest role (both are the freeze's doing).
     assert summary["verdict"]["reason"].split("'s ")[0] in ("dco-w0", "fleet-0", "fleet-1")
     assert "not to be trusted" in summary["verdict"]["reason"]
-    status = json.loads((out / "dco-w0.json").read_text())
-    assert status["lateness"]["worst_seconds"] >= 1.0 * speed
-    assert "over the run's threshold" in (out / "dco-w0.log").read_text()
+    status = json.loads((out / f"{latest}.json").read_text())["lateness"]
+    assert max(status["worst_seconds"], status["timers_worst_seconds"]) >= 1.0 * speed
+    assert "over the run's threshold" in (out / f"{latest}.log").read_text()
