@@ -75,9 +75,13 @@ from smets1.bus import Bus, BusCounters, Handler, topic_matches
 from smets1.clock import Clock, RealClock
 from smets1.errors import BusError, EnvelopeError
 from smets1.lateness import LatenessMeter
+from smets1.paho_copies import install as _install_paho_copies
 from smets1.structs import Field, LVBytes, Struct, binary, f64, u8, u32
 
 log = logging.getLogger("smets1.mqtt")
+
+#: paho copies each large payload less (smets1.paho_copies).
+_install_paho_copies()
 
 
 class _LateAcknowledgement(logging.Filter):
@@ -721,7 +725,7 @@ class MqttBus(Bus):
     def _deliver(self, message: aiomqtt.Message) -> None:
         c = self.counters
         payload = message.payload
-        if not isinstance(payload, bytes | bytearray):
+        if not isinstance(payload, bytes | bytearray | memoryview):
             return
         c.mqtt_received += 1
         try:
