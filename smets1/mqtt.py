@@ -109,8 +109,11 @@ BACKOFF_FIRST_SECONDS = 0.1
 BACKOFF_MAX_SECONDS = 10.0
 #: QoS 1 publishes waiting for their PUBACK at once (aiomqtt's bookkeeping is linear in it).
 PUBLISH_WINDOW = 64
-#: A publish not acknowledged in this long means the connection is dead.
-PUBLISH_TIMEOUT_SECONDS = 60.0
+#: A publish waits for its PUBACK without a timer of its own: a broker that stops
+#: answering is found by the keepalive (`KEEPALIVE_SECONDS`: paho drops a connection
+#: whose PINGREQ goes unanswered), which ends the connection and every publish with it.
+#: (A 60 s timeout per publish cost a timer and a callback a message.)
+PUBLISH_TIMEOUT_SECONDS = math.inf
 #: Message numbers remembered per sender to drop redeliveries.
 DEDUP_WINDOW = 16_384
 #: First byte of the envelope (a frame starts with its format version, smets1.wire's
