@@ -12,6 +12,7 @@ BENCHMARKS = {
     "estate-memory": "bench.bench_estate_memory",
     "estate-campaign": "bench.estate_campaign",
     "flash-shard": "bench.flash_shard",
+    "mqtt-floor": "bench.mqtt_floor",
 }
 QUICK = ["day12k", "scale"]
 
