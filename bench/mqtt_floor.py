@@ -5,8 +5,9 @@ and so what a distributed demo day's messages and bytes cost with it.
                                [--messages-per-device 6.5] [--devices 12000]
                                [--image-mib 1] [--twin-cpu 44.8]
 
-Two processes with nothing in them but an aiomqtt client each (MQTT v5, QoS 1, as
-smets1.mqtt uses it), through a private Mosquitto:
+Two processes with nothing in them but an aiomqtt client each (MQTT v5, QoS 1, and
+paho with `smets1.paho_copies`, as smets1.mqtt uses them; `--plain-paho` without it),
+through a private Mosquitto:
 
 * **per message**: the publisher sends `--messages` small messages (60 bytes) one at a
   time, each once the last one's PUBACK is back, so that every message wakes each
@@ -46,6 +47,9 @@ _SIDE = textwrap.dedent(
     """
     import asyncio, json, resource, sys
     import aiomqtt
+    if sys.argv[6] == "patched":
+        from smets1.paho_copies import install
+        install()
     role = sys.argv[1]
     port, count, size, window = (int(x) for x in sys.argv[2:6])
 
@@ -88,10 +92,12 @@ _SIDE = textwrap.dedent(
 )
 
 
-def _pair(port: int, broker_pid: int, count: int, size: int, window: int) -> dict[str, float]:
+def _pair(
+    port: int, broker_pid: int, count: int, size: int, window: int, paho: str
+) -> dict[str, float]:
     """CPU seconds of publisher, subscriber and broker for `count` messages of `size`,
     `window` of them awaiting their PUBACK at once."""
-    args = [str(port), str(count), str(size), str(window)]
+    args = [str(port), str(count), str(size), str(window), paho]
     sub = subprocess.Popen(
         [sys.executable, "-c", _SIDE, "sub", *args], stdout=subprocess.PIPE, text=True, cwd=ROOT
     )
@@ -123,12 +129,16 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--devices", type=int, default=12_000)
     ap.add_argument("--image-mib", type=float, default=1.0)
     ap.add_argument("--twin-cpu", type=float, default=44.8)
+    ap.add_argument(
+        "--plain-paho", action="store_true", help="without smets1.paho_copies (the roles use it)"
+    )
     a = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="smets1-floor-") as tmp, Mosquitto(Path(tmp)) as mq:
         assert mq.proc is not None
-        small = _pair(mq.port, mq.proc.pid, a.messages, 60, 1)
+        paho = "plain" if a.plain_paho else "patched"
+        small = _pair(mq.port, mq.proc.pid, a.messages, 60, 1, paho)
         big_count = max(1, a.mib // 2)
-        big = _pair(mq.port, mq.proc.pid, big_count, 2 * 2**20, 8)
+        big = _pair(mq.port, mq.proc.pid, big_count, 2 * 2**20, 8, paho)
     per_message = {k: v / a.messages * 1e6 for k, v in small.items()}
     gib = big_count * 2 / 1024
     per_gib = {k: v / gib for k, v in big.items()}
@@ -139,6 +149,7 @@ def main(argv: list[str]) -> int:
     result: dict[str, Any] = {
         "benchmark": "mqtt-floor",
         "machine": machine(),
+        "paho": "plain" if a.plain_paho else "smets1.paho_copies installed",
         "cpu_us_per_message": {k: round(v, 1) for k, v in per_message.items()},
         "cpu_seconds_per_gib": {k: round(v, 3) for k, v in per_gib.items()},
         "demo_day": {
