@@ -12,6 +12,7 @@ BENCHMARKS = {
     "estate-memory": "bench.bench_estate_memory",
     "estate-campaign": "bench.estate_campaign",
     "flash-shard": "bench.flash_shard",
+    "dco-calls": "bench.dco_calls",
 }
 QUICK = ["day12k", "scale"]
 
