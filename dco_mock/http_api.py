@@ -55,8 +55,6 @@ MAX_IMAGE_BYTES = 64 * 2**20
 #: (healthy, details) for /health.
 HealthFn = Callable[[], tuple[bool, Mapping[str, Any]]]
 
-__all__ = ["GATE_KEY", "Gate", "HealthFn", "RoomFn", "make_app"]
-
 DCO_KEY = web.AppKey("dco", DcoApi)
 HEALTH_KEY: web.AppKey[HealthFn] = web.AppKey("health")
 REGISTRY_KEY = web.AppKey("registry", CollectorRegistry)

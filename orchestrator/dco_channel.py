@@ -76,6 +76,8 @@ class DcoChannel:
             return await answer
         finally:
             del self._pending[call_id]
+            if answer.done() and not answer.cancelled():
+                answer.exception()  # dropped while it was being sent: read, not left over
 
     async def close(self) -> None:
         self.closed = True

@@ -33,11 +33,12 @@ already, the 11.3 is answered from that reading, without a transfer.
 
 Bounds: each worker gets at most `max_in_flight` calls at once (over HTTP one pooled
 connection each; an 11.3 holds its connection for its whole transfer); more wait their
-turn in the client, holding no socket. A worker that is full answers 503 with Retry-After: the call
-waits that long and goes again, for as long as the worker keeps answering so. An 11.3
-turned away so (the worker has no free transfer slot, or its outbound queue is full)
-also makes `room_for_release()` false until its Retry-After has passed: the scheduler's
-release loop holds its releases meanwhile (scheduler.release.ReleaseRoom).
+turn in the client, holding no socket. A worker that is full answers 503 with
+Retry-After: the call waits that long and goes again, for as long as the worker keeps
+answering so. An 11.3 turned away so (the worker has no free transfer slot, or its
+outbound queue is full) also makes `room_for_release()` false until its Retry-After has
+passed: the scheduler's release loop holds its releases meanwhile
+(scheduler.release.ReleaseRoom).
 
 A worker that cannot be reached is logged at error level when it goes, every
 DOWN_REPORT_SECONDS while it stays away, and when it is back; `problem()` says which
@@ -209,10 +210,11 @@ class DcoClient:
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 # An 11.3 stays open for its whole transfer: no total timeout. The pool
-                # holds as many connections as calls may be in flight.
+                # holds as many connections as calls may be in flight, and the call
+                # channel's beside them (it holds its connection while it is open).
                 connector=aiohttp.TCPConnector(
-                    limit=self.max_in_flight * len(self.base_urls),
-                    limit_per_host=self.max_in_flight,
+                    limit=(self.max_in_flight + 1) * len(self.base_urls),
+                    limit_per_host=self.max_in_flight + 1,
                 ),
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
                 headers=self._headers,
