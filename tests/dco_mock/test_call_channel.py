@@ -102,6 +102,23 @@ async def test_a_call_beyond_the_bound_is_answered_busy_and_one_without_room_no_
     assert dco.calls == 1
 
 
+async def test_the_client_sends_a_call_turned_away_busy_again_after_retry_after(
+    served: tuple[TestServer, GatedDco],
+) -> None:
+    server, dco = served
+    async with DcoClient([str(server.make_url(""))], token=TOKEN) as client:
+        held = asyncio.create_task(client.activate_firmware(DEVICE, HASH))
+        await dco.entered.wait()  # the one call the DCO serves at once
+        turned_away = asyncio.create_task(client.read_firmware_version(DEVICE))
+        while client.busy_retries == 0:  # noqa: ASYNC110 (no event to await for it)
+            await asyncio.sleep(0.01)
+        assert not turned_away.done()
+        dco.release.set()
+        assert (await held).ok and (await turned_away).ok
+        assert client.retries == 0 and client.problem() is None
+    assert server.app is not None and server.app[GATE_KEY].refused_busy >= 1
+
+
 async def test_an_11_3_without_room_gets_no_room_with_retry_after() -> None:
     dco = GatedDco()
     server = TestServer(make_app(dco, token=TOKEN, room=lambda _at: "all 2 transfer slots taken"))
