@@ -75,6 +75,8 @@ class CallChannel:
         self._tasks: set[asyncio.Task[None]] = set()
         #: Set when the DCO stops: no new calls, and the channel closes once idle.
         self.stopping = False
+        #: Set once the channel is being torn down (its handler cancelled).
+        self._ended = False
 
     async def serve(self) -> None:
         """Read calls until the channel closes."""
@@ -87,6 +89,7 @@ class CallChannel:
                     break
         except asyncio.CancelledError:
             # The server's shutdown grace is over: the calls still open end here.
+            self._ended = True
             for task in self._tasks:
                 task.cancel()
             raise
@@ -98,8 +101,12 @@ class CallChannel:
             await self._close()
 
     async def _close(self) -> None:
-        if not self._ws.closed:
+        if self._ws.closed:
+            return
+        try:
             await self._ws.close(code=WSCloseCode.GOING_AWAY, message=b"the DCO is stopping")
+        except (ConnectionError, TimeoutError) as exc:  # the client went first
+            log.debug("call channel closed under us: %r", exc)
 
     async def _take(self, data: bytes | str) -> None:
         try:
@@ -133,7 +140,7 @@ class CallChannel:
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         self._gate.in_flight -= 1
-        if self.stopping and not self._tasks:
+        if self.stopping and not self._tasks and not self._ended:
             closing = asyncio.create_task(self._close())
             self._tasks.add(closing)  # held until it ends, as the calls are
             closing.add_done_callback(self._tasks.discard)

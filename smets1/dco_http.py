@@ -1,4 +1,5 @@
-"""The DCO's HTTP API as data: routes and the documents of SRV 11.1, 11.3 and 11.2.
+"""The DCO's HTTP API as data: routes and the documents of SRV 11.1, 11.3 and 11.2, and
+the messages of its call channel.
 
 Both sides use this module: `dco_mock.http_api` serves it, `orchestrator.dco_client`
 calls it. The documents are the `smets1.services` dataclasses themselves, validated and
@@ -46,14 +47,17 @@ so answers come in the order they are ready, not that of the calls:
     {"id": 7, "status": 400 | 404 | 500, "body": ErrorDoc}
     {"id": 7, "status": 503, "body": ErrorDoc, "retry_after": 1}
 
-`status` and `body` are what the REST route would answer, and `retry_after` its
-Retry-After: a call is answered 503 beyond the bound on calls served at once (each call
-of a channel counts one while it runs) and, for an 11.3, while the DCO has no room for
-it. A message that is not a call gets a 400 naming what is wrong (`id` null if even that
-could not be read) and the channel stays open. A channel that closes takes the answers
-of its open calls with it: the client sends each again (see orchestrator.dco_client);
-the DCO goes on with what it was asked, as it does for an HTTP request whose connection
-closed. An id is the client's to choose; the DCO echoes it and keeps no memory of it.
+(the DCO writes them in binary frames, `retry_after` null but with 503). `status` and
+`body` are what the REST route would answer, and `retry_after` its Retry-After: a call
+is answered 503 beyond the bound on calls served at once (each call of a channel counts
+one while it runs) and, for an 11.3, while the DCO has no room for it. A message that is
+not a call gets a 400 naming what is wrong (`id` null if even that could not be read)
+and the channel stays open. A channel that closes takes the answers of its open calls
+with it: the client sends each again (see orchestrator.dco_client); the DCO goes on with
+what it was asked, as it does for an HTTP request whose connection closed. A DCO that
+stops answers new calls 503 and closes each channel (1001, going away) once the calls it
+holds are answered, or when its shutdown grace is over. An id is the client's to choose;
+the DCO echoes it and keeps no memory of it.
 """
 
 from __future__ import annotations
