@@ -13,6 +13,7 @@ BENCHMARKS = {
     "estate-campaign": "bench.estate_campaign",
     "flash-shard": "bench.flash_shard",
     "mqtt-floor": "bench.mqtt_floor",
+    "dco-calls": "bench.dco_calls",
 }
 QUICK = ["day12k", "scale"]
 

@@ -2,30 +2,35 @@
 
 Routes and documents are in `smets1.dco_http`. An 11.3 answers when the device has: the
 request stays open for the whole transfer and activation, as the in-process call does.
+The call channel (/v1/calls, `dco_mock.call_channel`) carries 11.3s and 11.2s as
+messages on one WebSocket instead, with the same answers.
 
 Two guards stand before every route but /health and /metrics (`_guard`): the bearer
 token the scheduler shares with the DCO (401 without it, compared in constant time), and
 a bound on the requests served at once (503 with Retry-After beyond it, the connection
 closed so that its file descriptor is free again at once). Each 11.3 in flight holds a
 socket for its whole transfer, so without the bound a burst of them would take every
-file descriptor the process has.
+file descriptor the process has. A call channel is let in by the same guards, but counts
+for nothing itself while open: each call on it counts one while it is served
+(`dco_mock.gate.Gate`).
 """
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from dco_mock.call_channel import CLOSE_TIMEOUT_SECONDS, CallChannel, Channels, RoomFn
 from dco_mock.errors import ImageRejected, UnknownImage
+from dco_mock.gate import HTTP_METRICS, Gate
 from smets1.dco_http import (
     ACTIVATION_ORDER,
     ACTIVATION_OUTCOME,
     ACTIVATIONS_PATH,
+    CALLS_PATH,
     ERROR,
     HEALTH_PATH,
     IMAGES_PATH,
@@ -33,6 +38,7 @@ from smets1.dco_http import (
     PUBLIC_PATHS,
     RETRY_AFTER_SECONDS,
     STORED_IMAGE,
+    UNAUTHORIZED_MESSAGE,
     VERSION_PATH,
     VERSION_READING,
     Document,
@@ -40,7 +46,7 @@ from smets1.dco_http import (
     check_token,
 )
 from smets1.eui64 import parse_eui64
-from smets1.metrics import CONTENT_TYPE, Metric, RoleCollector, exposition, sampler
+from smets1.metrics import CONTENT_TYPE, RoleCollector, exposition, sampler
 from smets1.services import DcoApi
 
 #: The largest 11.1 image accepted, bytes (a large image is 750 kB and up).
@@ -48,54 +54,13 @@ MAX_IMAGE_BYTES = 64 * 2**20
 
 #: (healthy, details) for /health.
 HealthFn = Callable[[], tuple[bool, Mapping[str, Any]]]
-#: Given an 11.3's execution time, why the DCO has no room for it now (None: it has).
-RoomFn = Callable[[float], str | None]
-
-
-@dataclass(slots=True)
-class Gate:
-    """What `_guard` checks and counts: the shared token and the requests in flight."""
-
-    #: The token as bytes, for hmac.compare_digest.
-    token: bytes
-    #: Requests served at once; more are answered 503.
-    max_in_flight: int
-    in_flight: int = 0
-    refused_busy: int = 0
-    refused_unauthenticated: int = 0
-    #: 11.3s answered 503 because the DCO had no room for them (slots, outbound bytes).
-    refused_no_room: int = 0
-
-    def admits(self, authorization: str) -> bool:
-        scheme, _, given = authorization.partition(" ")
-        # compare_digest takes as long whatever the token sent: a wrong guess tells an
-        # attacker nothing about how much of it was right.
-        ok = hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"), self.token)
-        return ok and scheme == "Bearer"
-
-
-#: What /metrics tells of the guard, beside the DCO's own (dco_mock.metrics).
-HTTP_METRICS: tuple[Metric[Gate], ...] = (
-    Metric("gauge", "dco_http_requests_in_flight", "HTTP requests being served",
-           lambda g: g.in_flight),
-    Metric("gauge", "dco_http_requests_max_in_flight", "HTTP requests served at most at once",
-           lambda g: g.max_in_flight),
-    Metric("counter", "dco_http_refused_busy",
-           "HTTP requests answered 503 (Retry-After): too many in flight",
-           lambda g: g.refused_busy),
-    Metric("counter", "dco_http_refused_unauthenticated",
-           "HTTP requests answered 401: no valid bearer token",
-           lambda g: g.refused_unauthenticated),
-    Metric("counter", "dco_http_refused_no_room",
-           "11.3s answered 503 (Retry-After): no free transfer slot or outbound queue full",
-           lambda g: g.refused_no_room),
-)  # fmt: skip
 
 DCO_KEY = web.AppKey("dco", DcoApi)
 HEALTH_KEY: web.AppKey[HealthFn] = web.AppKey("health")
 REGISTRY_KEY = web.AppKey("registry", CollectorRegistry)
 GATE_KEY = web.AppKey("gate", Gate)
 ROOM_KEY: web.AppKey[RoomFn] = web.AppKey("room")
+CHANNELS_KEY = web.AppKey("channels", Channels)
 
 routes = web.RouteTableDef()
 T = TypeVar("T")
@@ -118,20 +83,17 @@ async def _guard(
     gate = request.app[GATE_KEY]
     if not gate.admits(request.headers.get("Authorization", "")):
         gate.refused_unauthenticated += 1
-        resp = _error(401, "unauthorized", "a valid bearer token is needed")
+        resp = _error(401, "unauthorized", UNAUTHORIZED_MESSAGE)
         resp.headers["WWW-Authenticate"] = "Bearer"
         return resp
-    if gate.in_flight >= gate.max_in_flight:
+    if gate.full():
         gate.refused_busy += 1
-        resp = _error(
-            503,
-            "busy",
-            f"{gate.in_flight} requests in flight, the most this DCO serves at once; "
-            f"send again after {RETRY_AFTER_SECONDS} s",
-        )
+        resp = _error(503, "busy", gate.busy_message())
         resp.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         resp.force_close()  # its file descriptor is what a busy DCO is short of
         return resp
+    if request.path == CALLS_PATH:
+        return await handler(request)  # its calls are counted, each while it runs
     gate.in_flight += 1
     try:
         return await handler(request)
@@ -184,6 +146,18 @@ async def read_firmware_version(request: web.Request) -> web.Response:
     return _json(VERSION_READING, reading)
 
 
+@routes.get(CALLS_PATH)
+async def calls(request: web.Request) -> web.WebSocketResponse:
+    # No compression: the messages are small, and deflate would cost more CPU than the
+    # bytes it saves on a local network.
+    ws = web.WebSocketResponse(compress=False, timeout=CLOSE_TIMEOUT_SECONDS)
+    await ws.prepare(request)
+    app = request.app
+    channel = CallChannel(ws, app[DCO_KEY], app[GATE_KEY], app[ROOM_KEY])
+    await app[CHANNELS_KEY].serve(channel)
+    return ws
+
+
 @routes.get(HEALTH_PATH)
 async def health(request: web.Request) -> web.Response:
     ok, details = request.app[HEALTH_KEY]()
@@ -209,7 +183,9 @@ def make_app(
     with the HTTP guard's counters added. `token` is the bearer token every call but
     /health and /metrics must carry; `max_in_flight` the requests served at once (see
     smets1.dco_http.in_flight_limit for a bound the process's file descriptors allow);
-    `room` says why a new 11.3 must wait (answered 503 with Retry-After), None if never."""
+    `room` says why a new 11.3 must wait (answered 503 with Retry-After), None if never.
+    Stopping the app (its on_shutdown) closes its call channels once their calls are
+    answered (dco_mock.call_channel)."""
     if max_in_flight < 1:
         raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight}")
     app = web.Application(client_max_size=MAX_IMAGE_BYTES, middlewares=[_guard])
@@ -220,5 +196,11 @@ def make_app(
     app[REGISTRY_KEY].register(RoleCollector("dco", [sampler(gate, HTTP_METRICS)]))
     app[GATE_KEY] = gate
     app[ROOM_KEY] = room or (lambda _execution_time: None)
+    channels = app[CHANNELS_KEY] = Channels()
+
+    async def stop_channels(_: web.Application) -> None:
+        await channels.stop()
+
+    app.on_shutdown.append(stop_channels)
     app.add_routes(routes)
     return app

@@ -14,6 +14,7 @@ the roles, and nothing imports it:
     lag            how far a role process runs behind its shared clock
     status         the status documents role processes write and the launcher reads
     dco_client     the DCO's HTTP API as a `DcoApi`, for a scheduler in another process
+    dco_channel    the client's side of a DCO worker's call channel (11.3, 11.2 on a WebSocket)
     mosquitto      a private Mosquitto broker (the launcher and the tests start one)
     distributed    `smets1 distributed`: every role as a process of its own, merged summary
     report         the self-contained HTML report of a run

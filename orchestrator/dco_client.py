@@ -3,6 +3,18 @@
 Given several DCO workers, an 11.1 goes to every worker (each stores the image), and the
 11.3 and 11.2 of a device always go to the same worker, chosen by `shard_of`.
 
+An 11.1 is an HTTP request. 11.3s and 11.2s go on the worker's call channel
+(`orchestrator.dco_channel`): one WebSocket to each worker, opened by the first call
+that needs it and again by the first call after it closed, carrying every call as a
+message; an HTTP request each costs several times the CPU at both ends, and an 11.3
+would hold its connection for minutes. With `channel=False`, or to a worker that does
+not serve the channel (404 to its upgrade: an older DCO), they are HTTP requests too.
+Either way a call has the same answers, and the same failures, described below in HTTP
+terms: a channel that closes before a call's answer is a connection dropped while the
+call was open, a channel refused when it opens is a connection refused (or a 401 or
+503, as to any request), and an answer carries the status and document the HTTP route
+would (a 503 its Retry-After).
+
 A request whose connection fails is sent again with exponential backoff, for up to
 `retry_seconds` of wall time after the first failure in a row: refused before it reached
 the DCO (a worker starting or restarting), or dropped while it was open (an 11.3 stays
@@ -19,13 +31,14 @@ before an 11.3 whose connection dropped is sent again, the client reads the devi
 version (11.2): activating, it waits for the reboot to end; running the image's version
 already, the 11.3 is answered from that reading, without a transfer.
 
-Bounds: each worker gets at most `max_in_flight` calls at once (one pooled connection
-each; an 11.3 holds its connection for its whole transfer); more wait their turn in the
-client, holding no socket. A worker that is full answers 503 with Retry-After: the call
-waits that long and goes again, for as long as the worker keeps answering so. An 11.3
-turned away so (the worker has no free transfer slot, or its outbound queue is full)
-also makes `room_for_release()` false until its Retry-After has passed: the scheduler's
-release loop holds its releases meanwhile (scheduler.release.ReleaseRoom).
+Bounds: each worker gets at most `max_in_flight` calls at once (over HTTP one pooled
+connection each; an 11.3 holds its connection for its whole transfer); more wait their
+turn in the client, holding no socket. A worker that is full answers 503 with
+Retry-After: the call waits that long and goes again, for as long as the worker keeps
+answering so. An 11.3 turned away so (the worker has no free transfer slot, or its
+outbound queue is full) also makes `room_for_release()` false until its Retry-After has
+passed: the scheduler's release loop holds its releases meanwhile
+(scheduler.release.ReleaseRoom).
 
 A worker that cannot be reached is logged at error level when it goes, every
 DOWN_REPORT_SECONDS while it stays away, and when it is back; `problem()` says which
@@ -35,7 +48,7 @@ refuse a User's work), and `gave_up` is set once a worker has been unreachable f
 `give_up_seconds`, for a caller that must stop some time (`--exit-when-done`).
 
 Every call carries the token the DCO shares with the scheduler (`Authorization:
-Bearer`); a 401 names the setting to check.
+Bearer`; a call channel carries it when it opens); a 401 names the setting to check.
 
 Errors: `orchestrator.errors.DcoHttpError`, the DCO answered with an error or could not
 be reached.
@@ -51,6 +64,7 @@ from typing import TypeVar
 
 import aiohttp
 
+from orchestrator.dco_channel import DcoChannel
 from orchestrator.errors import DcoHttpError
 from smets1.bus import shard_of
 from smets1.codes import DeviceState, Reason
@@ -58,16 +72,21 @@ from smets1.dco_http import (
     ACTIVATION_ORDER,
     ACTIVATION_OUTCOME,
     ACTIVATIONS_PATH,
+    CALL,
     ERROR,
     IMAGES_PATH,
     RETRY_AFTER_SECONDS,
     STORED_IMAGE,
     TOKEN_ENV,
+    UNAUTHORIZED_MESSAGE,
     VERSION_PATH,
     VERSION_READING,
+    ActivateCall,
     ActivationOrder,
+    Answer,
     Document,
     ErrorDoc,
+    ReadVersionCall,
     bearer,
     check_token,
     in_flight_limit,
@@ -95,8 +114,11 @@ BUSY_REPORT_SECONDS = 30.0
 log = logging.getLogger("orchestrator.dco_client")
 
 #: The DCO could not be reached, or the connection broke before its answer was read
-#: (refused, reset, closed by a worker that stopped, or a truncated body).
+#: (refused, reset, closed by a worker that stopped, or a truncated body), or the call
+#: channel closed before it (orchestrator.dco_channel.ChannelDropped).
 _CONNECTION_FAILED = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError)
+#: What a 401 adds: where the token the client sent comes from.
+_TOKEN_HINT = f"the scheduler's dco.token or {TOKEN_ENV} must be the DCO's"
 
 
 class _Busy(Exception):
@@ -107,7 +129,11 @@ class _Busy(Exception):
         self.retry_after = retry_after
 
 
-def _retry_after(value: str | None) -> float:
+class _NoChannel(Exception):
+    """The worker does not serve the call channel: its calls go as HTTP requests."""
+
+
+def _retry_after(value: str | float | None) -> float:
     """Retry-After in seconds (the HTTP-date form is not used by the DCO: the default)."""
     try:
         seconds = float(value) if value is not None else float(RETRY_AFTER_SECONDS)
@@ -133,6 +159,12 @@ class _Worker:
     #: Wall time (loop.time) until which the worker has no room for a new 11.3: it
     #: turned one away (503) with this Retry-After.
     no_room_until: float = 0.0
+    #: Its call channel, while one is open.
+    channel: DcoChannel | None = None
+    #: The channel being opened, which every call that needs it waits for.
+    opening: asyncio.Task[DcoChannel] | None = None
+    #: It answered the channel's upgrade 404 or 405: 11.3s and 11.2s go over HTTP.
+    no_channel: bool = False
 
 
 class DcoClient:
@@ -146,6 +178,7 @@ class DcoClient:
         retry_seconds: float | None = 60.0,
         max_in_flight: int = 1_000,
         give_up_seconds: float | None = None,
+        channel: bool = True,
     ) -> None:
         if not base_urls:
             raise ValueError("at least one DCO URL is needed")
@@ -153,6 +186,8 @@ class DcoClient:
         self._headers = bearer(check_token(token, TOKEN_ENV))
         self.retry_seconds = retry_seconds
         self.give_up_seconds = give_up_seconds
+        #: 11.3s and 11.2s go on each worker's call channel (else as HTTP requests).
+        self.channel = channel
         #: Calls to one worker at once (and connections to it), within the process's
         #: file descriptors (smets1.dco_http.in_flight_limit).
         self.max_in_flight = in_flight_limit(max_in_flight, share=len(self.base_urls))
@@ -175,10 +210,11 @@ class DcoClient:
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 # An 11.3 stays open for its whole transfer: no total timeout. The pool
-                # holds as many connections as calls may be in flight.
+                # holds as many connections as calls may be in flight, and the call
+                # channel's beside them (it holds its connection while it is open).
                 connector=aiohttp.TCPConnector(
-                    limit=self.max_in_flight * len(self.base_urls),
-                    limit_per_host=self.max_in_flight,
+                    limit=(self.max_in_flight + 1) * len(self.base_urls),
+                    limit_per_host=self.max_in_flight + 1,
                 ),
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
                 headers=self._headers,
@@ -254,6 +290,13 @@ class DcoClient:
             )
 
     async def close(self) -> None:
+        for w in self._workers.values():
+            if w.opening is not None:
+                w.opening.cancel()
+                await asyncio.gather(w.opening, return_exceptions=True)
+            if w.channel is not None:
+                await w.channel.close()
+                w.channel = None
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -338,15 +381,79 @@ class DcoClient:
             except ValueError:
                 error = ErrorDoc("bad_response", body[:200].decode(errors="replace"))
             if resp.status == 401:
-                error = ErrorDoc(
-                    error.error,
-                    f"{error.message} (the scheduler's dco.token or {TOKEN_ENV} must be the DCO's)",
-                )
+                error = ErrorDoc(error.error, f"{error.message} ({_TOKEN_HINT})")
             raise DcoHttpError(base, resp.status, error.error, error.message)
         try:
             return doc.from_json(body)
         except ValueError as exc:
             raise DcoHttpError(base, resp.status, "bad_response", str(exc)) from None
+
+    # -- the call channel --------------------------------------------------------------
+
+    def _on_channel(self, w: _Worker) -> bool:
+        return self.channel and not w.no_channel
+
+    async def _channel(self, w: _Worker) -> DcoChannel:
+        """The worker's open channel; opened by the first call that finds none, and
+        waited for by the others (each gets the same error if it cannot be opened)."""
+        channel = w.channel
+        if channel is not None and not channel.closed:
+            return channel
+        if w.opening is None:
+            w.opening = asyncio.create_task(self._open_channel(w))
+            # Retrieved here too: if every caller waiting for it was cancelled, its
+            # error is still not left unread.
+            w.opening.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return await asyncio.shield(w.opening)
+
+    async def _open_channel(self, w: _Worker) -> DcoChannel:
+        try:
+            channel = await DcoChannel.open(self._http(), w.base)
+        except aiohttp.WSServerHandshakeError as exc:
+            if exc.status == 401:
+                message = f"{UNAUTHORIZED_MESSAGE} ({_TOKEN_HINT})"
+                raise DcoHttpError(w.base, 401, "unauthorized", message) from None
+            if exc.status == 503:
+                after = exc.headers.get("Retry-After") if exc.headers is not None else None
+                raise _Busy(_retry_after(after)) from None
+            if exc.status in (404, 405):
+                w.no_channel = True
+                log.warning(
+                    "DCO %s has no call channel (HTTP %d): 11.3s and 11.2s go as HTTP requests",
+                    w.base,
+                    exc.status,
+                )
+                raise _NoChannel() from None
+            message = f"the call channel was refused: {exc.message}"
+            raise DcoHttpError(w.base, exc.status, "bad_response", message) from None
+        finally:
+            w.opening = None
+        w.channel = channel
+        return channel
+
+    async def _over_channel(
+        self, w: _Worker, message: Callable[[int], bytes], doc: Document[T]
+    ) -> T:
+        """The call `message(id)` makes, sent on the worker's channel; its answer as
+        `doc`, with the same exceptions as an HTTP answer (`_answer`)."""
+        channel = await self._channel(w)
+        answer = await channel.call(message)
+        return self._settle(w.base, answer, doc)
+
+    @staticmethod
+    def _settle(base: str, answer: Answer[object], doc: Document[T]) -> T:
+        if answer.status == 200:
+            try:
+                return doc.from_python(answer.body)
+            except ValueError as exc:
+                raise DcoHttpError(base, 200, "bad_response", str(exc)) from None
+        if answer.status == 503:
+            raise _Busy(_retry_after(answer.retry_after))
+        try:
+            error = ERROR.from_python(answer.body)
+        except ValueError as exc:
+            error = ErrorDoc("bad_response", f"an error answer without its document: {exc}")
+        raise DcoHttpError(base, answer.status, error.error, error.message)
 
     async def update_firmware(self, image: bytes) -> StoredImage:
         async def one(base: str) -> StoredImage:
@@ -372,23 +479,29 @@ class DcoClient:
         originator: int | None = None,
     ) -> ActivationOutcome:
         base = self._worker(device_id)
-        body = ACTIVATION_ORDER.to_json(
-            ActivationOrder(device_id, firmware_hash, execution_time, originator)
-        )
+        w = self._workers[base]
+        order = ActivationOrder(device_id, firmware_hash, execution_time, originator)
+
+        def message(call_id: int) -> bytes:
+            return CALL.to_json(ActivateCall(call_id, order))
 
         async def send(http: aiohttp.ClientSession) -> ActivationOutcome:
-            async with http.post(
-                base + ACTIVATIONS_PATH,
-                data=body,
-                headers={"Content-Type": "application/json"},
-            ) as resp:
-                try:
+            try:
+                if self._on_channel(w):
+                    try:
+                        return await self._over_channel(w, message, ACTIVATION_OUTCOME)
+                    except _NoChannel:
+                        pass
+                async with http.post(
+                    base + ACTIVATIONS_PATH,
+                    data=ACTIVATION_ORDER.to_json(order),
+                    headers={"Content-Type": "application/json"},
+                ) as resp:
                     return await self._answer(base, resp, ACTIVATION_OUTCOME)
-                except _Busy as busy:
-                    w = self._workers[base]
-                    until = asyncio.get_running_loop().time() + busy.retry_after
-                    w.no_room_until = max(w.no_room_until, until)
-                    raise
+            except _Busy as busy:
+                until = asyncio.get_running_loop().time() + busy.retry_after
+                w.no_room_until = max(w.no_room_until, until)
+                raise
 
         async def resume() -> ActivationOutcome | None:
             return await self._activated_already(device_id, firmware_hash, execution_time)
@@ -436,9 +549,18 @@ class DcoClient:
 
     async def read_firmware_version(self, device_id: int) -> VersionReading:
         base = self._worker(device_id)
-        path = VERSION_PATH.format(device_id=format_eui64(device_id))
+        w = self._workers[base]
+
+        def message(call_id: int) -> bytes:
+            return CALL.to_json(ReadVersionCall(call_id, device_id))
 
         async def send(http: aiohttp.ClientSession) -> VersionReading:
+            if self._on_channel(w):
+                try:
+                    return await self._over_channel(w, message, VERSION_READING)
+                except _NoChannel:
+                    pass
+            path = VERSION_PATH.format(device_id=format_eui64(device_id))
             async with http.get(base + path) as resp:
                 return await self._answer(base, resp, VERSION_READING)
 

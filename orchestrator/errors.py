@@ -21,10 +21,14 @@ class DistributedError(OrchestratorError):
 
 
 class DcoHttpError(OrchestratorError):
-    """The DCO answered an HTTP call with an error, or could not be reached."""
+    """The DCO answered an HTTP call (or a call on its call channel) with an error, or
+    could not be reached, or its answer could not be read (`bad_response`)."""
 
     def __init__(self, url: str, status: int | None, code: str, message: str) -> None:
-        where = f"HTTP {status}" if status is not None else "unreachable"
+        if status is not None:
+            where = f"HTTP {status}"
+        else:  # no HTTP status: not reached, or an answer on the call channel unread
+            where = "unreachable" if code == "unreachable" else "call channel"
         super().__init__(f"DCO {url}: {where} {code}: {message}")
         self.url = url
         self.status = status

@@ -8,7 +8,8 @@ frames), `image` and
 interface and its in-process twin), `mqtt`, `broker_url` and `routing` (the transport over
 a real broker), `config`, `config_fleet`, `config_dcc` and `config_types` (the fleet config
 models), `services` (the DCO API protocol: SRV 11.1, 11.2, 11.3) and `dco_http` (its HTTP
-documents), `metrics` (prometheus-client plumbing), `errors` (the root of every error).
+documents and call-channel messages), `metrics` (prometheus-client plumbing), `errors`
+(the root of every error).
 
 The roles (`emulator`, `dco_mock`, `scheduler`) import this package only; the composition
 root (`orchestrator`) wires them together.

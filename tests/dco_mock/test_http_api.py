@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 import pytest
 from aiohttp import web
@@ -14,7 +15,7 @@ from dco_mock.http_api import make_app
 from orchestrator.dco_client import DcoClient
 from orchestrator.errors import DcoHttpError
 from smets1.codes import DeviceState, Reason
-from smets1.dco_http import ACTIVATIONS_PATH
+from smets1.dco_http import ACTIVATIONS_PATH, CALLS_PATH
 from smets1.services import ActivationOutcome, StoredImage, VersionReading
 
 DEVICE = 0x00DB_1200_0000_0042
@@ -50,13 +51,15 @@ class FakeDco:
         )
 
 
-async def test_round_trip_of_11_1_11_3_11_2_through_two_workers() -> None:
+@pytest.mark.parametrize("channel", [True, False], ids=["channel", "http"])
+async def test_round_trip_of_11_1_11_3_11_2_through_two_workers(channel: bool) -> None:
     dcos = [FakeDco(), FakeDco()]
     servers = [TestServer(make_app(d, token=TOKEN)) for d in dcos]
     for s in servers:
         await s.start_server()
     try:
-        async with DcoClient([str(s.make_url("")) for s in servers], token=TOKEN) as client:
+        urls = [str(s.make_url("")) for s in servers]
+        async with DcoClient(urls, token=TOKEN, channel=channel) as client:
             stored = await client.update_firmware(b"image-bytes")
             assert stored.firmware_hash == HASH and stored.size_bytes == 11
             assert [d.images for d in dcos] == [[b"image-bytes"], [b"image-bytes"]]
@@ -91,6 +94,8 @@ class CountingDco(FakeDco):
         super().__init__()
         self.activations = 0
         self.running = running
+        #: Called once the first 11.3 is done, before its answer goes.
+        self.after_first: list[Callable[[], None]] = []
 
     async def activate_firmware(
         self,
@@ -100,7 +105,13 @@ class CountingDco(FakeDco):
         originator: int | None = None,
     ) -> ActivationOutcome:
         self.activations += 1
-        return await super().activate_firmware(device_id, firmware_hash, execution_time, originator)
+        outcome = await super().activate_firmware(
+            device_id, firmware_hash, execution_time, originator
+        )
+        if self.activations == 1:
+            for hook in self.after_first:
+                hook()
+        return outcome
 
     async def read_firmware_version(self, device_id: int) -> VersionReading:
         state = DeviceState.ACTIVE if self.running == 0x02000000 else DeviceState.RECEIVING
@@ -108,11 +119,23 @@ class CountingDco(FakeDco):
 
 
 def dropping_first_activation(dco: CountingDco) -> web.Application:
-    """The DCO's app, but the first 11.3's connection dies before the answer (a crash)."""
+    """The DCO's app, but the first 11.3's connection dies before the answer (a crash):
+    its HTTP request's, or the call channel it came on."""
     dropped: list[bool] = []
+    channels: list[web.Request] = []
+
+    def drop_channel() -> None:
+        if channels:  # else the 11.3 came as an HTTP request
+            transport = channels[-1].transport
+            assert transport is not None
+            transport.abort()
+
+    dco.after_first.append(drop_channel)
 
     @web.middleware
     async def drop(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path == CALLS_PATH:
+            channels.append(request)
         response = await handler(request)
         if request.path == ACTIVATIONS_PATH and not dropped:
             dropped.append(True)
@@ -125,13 +148,15 @@ def dropping_first_activation(dco: CountingDco) -> web.Application:
     return app
 
 
+@pytest.mark.parametrize("channel", [True, False], ids=["channel", "http"])
 @pytest.mark.parametrize("activated_before_the_drop", [False, True])
-async def test_a_dropped_11_3_is_resumed(activated_before_the_drop: bool) -> None:
+async def test_a_dropped_11_3_is_resumed(activated_before_the_drop: bool, channel: bool) -> None:
     dco = CountingDco(running=0x02000000 if activated_before_the_drop else 0x01000000)
     server = TestServer(dropping_first_activation(dco))
     await server.start_server()
     try:
-        async with DcoClient([str(server.make_url(""))], token=TOKEN, retry_seconds=5.0) as client:
+        url = str(server.make_url(""))
+        async with DcoClient([url], token=TOKEN, retry_seconds=5.0, channel=channel) as client:
             await client.update_firmware(b"image-bytes")
             outcome = await client.activate_firmware(DEVICE, HASH)
             assert outcome.ok and outcome.state is DeviceState.ACTIVE

@@ -12,6 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from aiohttp.typedefs import Handler
 
+from dco_mock import call_channel
 from dco_mock.http_api import GATE_KEY, make_app
 from orchestrator.dco_client import DcoClient
 from orchestrator.errors import DcoHttpError
@@ -19,6 +20,7 @@ from smets1.codes import DeviceState, Reason
 from smets1.dco_http import (
     ACTIVATION_ORDER,
     ACTIVATIONS_PATH,
+    CALLS_PATH,
     HEALTH_PATH,
     IMAGES_PATH,
     METRICS_PATH,
@@ -93,10 +95,11 @@ def _url(path: str) -> str:
 
 
 def test_every_route_but_health_and_metrics_is_guarded() -> None:
-    """If a route is added, it is added here too, and so tested for the token."""
+    """If a route is added, it is added here too, and so tested for the token (the call
+    channel's, a WebSocket, in test_call_channel.py)."""
     app = make_app(GatedDco(), token=TOKEN)
     served = {r.resource.canonical for r in app.router.routes() if r.resource is not None}
-    assert served - PUBLIC_PATHS == {path for _, path, _ in GUARDED}
+    assert served - PUBLIC_PATHS == {path for _, path, _ in GUARDED} | {CALLS_PATH}
     assert PUBLIC_PATHS == {HEALTH_PATH, METRICS_PATH}
 
 
@@ -149,14 +152,16 @@ def test_a_dco_without_a_token_does_not_start() -> None:
         make_app(GatedDco(), token="two words")
 
 
-async def test_the_client_sends_the_token_and_a_401_names_the_setting() -> None:
+@pytest.mark.parametrize("channel", [True, False], ids=["channel", "http"])
+async def test_the_client_sends_the_token_and_a_401_names_the_setting(channel: bool) -> None:
     dco = GatedDco()
     server = TestServer(make_app(dco, token=TOKEN))
     await server.start_server()
     try:
-        async with DcoClient([str(server.make_url(""))], token=TOKEN) as client:
+        url = str(server.make_url(""))
+        async with DcoClient([url], token=TOKEN, channel=channel) as client:
             assert (await client.activate_firmware(DEVICE, HASH)).ok
-        async with DcoClient([str(server.make_url(""))], token="not-the-token") as client:
+        async with DcoClient([url], token="not-the-token", channel=channel) as client:
             with pytest.raises(DcoHttpError, match="SMETS1_DCO_TOKEN") as err:
                 await client.read_firmware_version(DEVICE)
             assert err.value.status == 401
@@ -186,9 +191,20 @@ async def test_a_full_dco_answers_503_with_retry_after_and_closes() -> None:
         assert client.app[GATE_KEY].in_flight == 0
 
 
-def answering_503_first(dco: GatedDco, times: int) -> web.Application:
-    """The DCO's app, but the first `times` 11.3s are answered 503, Retry-After: 0."""
+def answering_503_first(dco: GatedDco, times: int, channel: bool) -> web.Application:
+    """The DCO's app, but the first `times` 11.3s are answered 503, Retry-After: 0 (on
+    the call channel: turned away for want of room; dco_mock.call_channel's
+    RETRY_AFTER_SECONDS is for the test to set)."""
     refused: list[int] = []
+    if channel:
+
+        def no_room(_at: float) -> str | None:
+            if len(refused) < times:
+                refused.append(1)
+                return "no room yet"
+            return None
+
+        return make_app(dco, token=TOKEN, room=no_room)
 
     @web.middleware
     async def busy(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -204,12 +220,17 @@ def answering_503_first(dco: GatedDco, times: int) -> web.Application:
     return app
 
 
-async def test_the_client_sends_again_after_retry_after() -> None:
+@pytest.mark.parametrize("channel", [True, False], ids=["channel", "http"])
+async def test_the_client_sends_again_after_retry_after(
+    channel: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(call_channel, "RETRY_AFTER_SECONDS", 0)
     dco = GatedDco()
-    server = TestServer(answering_503_first(dco, times=3))
+    server = TestServer(answering_503_first(dco, times=3, channel=channel))
     await server.start_server()
     try:
-        async with DcoClient([str(server.make_url(""))], token=TOKEN) as client:
+        url = str(server.make_url(""))
+        async with DcoClient([url], token=TOKEN, channel=channel) as client:
             outcome = await client.activate_firmware(DEVICE, HASH)
             assert outcome.ok
             assert client.busy_retries == 3
@@ -219,14 +240,16 @@ async def test_the_client_sends_again_after_retry_after() -> None:
         await server.close()
 
 
-async def test_the_client_keeps_its_calls_within_its_bound() -> None:
+@pytest.mark.parametrize("channel", [True, False], ids=["channel", "http"])
+async def test_the_client_keeps_its_calls_within_its_bound(channel: bool) -> None:
     """Ten 11.3s at once through a client bounded to three: the DCO never holds more
     than three, so it never has to refuse one."""
     dco = GatedDco()
     server = TestServer(make_app(dco, token=TOKEN, max_in_flight=3))
     await server.start_server()
     try:
-        async with DcoClient([str(server.make_url(""))], token=TOKEN, max_in_flight=3) as c:
+        url = str(server.make_url(""))
+        async with DcoClient([url], token=TOKEN, max_in_flight=3, channel=channel) as c:
             devices = [DEVICE + i for i in range(10)]
             outcomes = await asyncio.gather(*(c.activate_firmware(d, HASH) for d in devices))
             assert [o.device_id for o in outcomes] == devices and all(o.ok for o in outcomes)
@@ -236,7 +259,10 @@ async def test_the_client_keeps_its_calls_within_its_bound() -> None:
         await server.close()
 
 
-async def test_an_11_3_without_room_is_turned_away_and_the_client_holds_releases() -> None:
+@pytest.mark.parametrize("channel", [True, False], ids=["channel", "http"])
+async def test_an_11_3_without_room_is_turned_away_and_the_client_holds_releases(
+    channel: bool,
+) -> None:
     """Backpressure: while the DCO says it has no room (slots taken, outbound queue full)
     it answers a new 11.3 503 with Retry-After, before the DCO sees it; the client then
     says there is no room for releases until that Retry-After has passed."""
@@ -251,7 +277,8 @@ async def test_an_11_3_without_room_is_turned_away_and_the_client_holds_releases
         assert (await resp.json())["error"] == "no_room"
         assert http.app[GATE_KEY].refused_no_room == 1
         assert dco.calls == 0
-        async with DcoClient([str(server.make_url(""))], token=TOKEN) as client:
+        url = str(server.make_url(""))
+        async with DcoClient([url], token=TOKEN, channel=channel) as client:
             assert client.room_for_release()
             call = asyncio.create_task(client.activate_firmware(DEVICE, HASH))
             # The first answer: 503, no room (the client has no event to await for it).
