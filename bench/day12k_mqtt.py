@@ -33,6 +33,7 @@ from bench.machine import machine
 from orchestrator.autospeed import AUTO
 from orchestrator.compare import as_json, compare_summaries
 from orchestrator.distributed import run_distributed
+from orchestrator.errors import DistributedError
 from smets1.clock import wall_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -185,7 +186,12 @@ def main(argv: list[str] | None = None) -> int:
         help="blocks per run of blocks (default 0: as the config says)",
     )
     p.add_argument("--no-twin", action="store_true", help="skip the in-process twin")
-    p.add_argument("--timeout", type=float, default=900.0, help="give up after, wall seconds")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=1800.0,
+        help="give up after, wall seconds (a loaded machine slows the automatic speed)",
+    )
     p.add_argument("--out", help="keep the run's logs and status files here")
     p.add_argument(
         "--python",
@@ -195,17 +201,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     speed: float | str = args.speed if args.speed == AUTO else float(args.speed)
-    result = run(
-        Path(args.config),
-        args.shards,
-        speed,
-        args.run_blocks or None,
-        args.dco_workers,
-        args.timeout,
-        Path(args.out) if args.out else None,
-        args.python,
-        not args.no_twin,
-    )
+    try:
+        result = run(
+            Path(args.config),
+            args.shards,
+            speed,
+            args.run_blocks or None,
+            args.dco_workers,
+            args.timeout,
+            Path(args.out) if args.out else None,
+            args.python,
+            not args.no_twin,
+        )
+    except DistributedError as exc:
+        print(f"bench day12k-mqtt: {exc}", file=sys.stderr)
+        return 2
     json.dump(result, sys.stdout, indent=2)
     print()
     return 0 if result["images_activated"] == result["requests"] else 1
