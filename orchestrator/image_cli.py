@@ -193,14 +193,11 @@ def _faults(text: str) -> FaultConfig:
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "faults"
-        msg = (
-            "unknown fault (check its spelling)" if err["type"] == "extra_forbidden" else err["msg"]
-        )
-        known = (
-            f"; known: {', '.join(FaultConfig.model_fields)}"
-            if err["type"] == "extra_forbidden"
-            else ""
-        )
+        if err["type"] == "extra_forbidden":
+            msg = "unknown fault (check its spelling)"
+            known = f"; known: {', '.join(FaultConfig.model_fields)}"
+        else:
+            msg, known = err["msg"], f" (got {str(err.get('input'))[:40]!r})"
         raise argparse.ArgumentTypeError(f"{where[:40]}: {msg}{known}") from None
 
 
