@@ -12,8 +12,13 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
 
 from orchestrator.image_cli import add_image_commands
-from smets1.image import SIGNATURE_BYTES, SUBELEMENT_HEAD_BYTES, build_image, header_length_for
-from smets1.image import FieldControl
+from smets1.image import (
+    SIGNATURE_BYTES,
+    SUBELEMENT_HEAD_BYTES,
+    FieldControl,
+    build_image,
+    header_length_for,
+)
 from smets1.signing import demo_private_key
 
 ACME = 0x1234
@@ -31,7 +36,7 @@ def write_image(
     image_type: int = 1,
     version: int = 0x02000000,
     hw: tuple[int, int] | None = (1, 5),
-    key: EllipticCurvePrivateKey | None | str = "demo",
+    key: EllipticCurvePrivateKey | str | None = "demo",
 ) -> Path:
     """A signed OTA file of exactly `size_bytes` (with `hw`), for acme-e1 by default;
     `key` None: unsigned (raw body), "demo": the demo key of `manufacturer`."""
