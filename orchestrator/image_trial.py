@@ -9,8 +9,9 @@ range, slot, FirmwareHash, the manufacturer's signature) and activates it, and S
 then reads every device's running version. One process, virtual clock, in-process bus:
 a thousand devices take seconds of wall time.
 
-Each device's time is the simulated seconds from the release of its 11.3 to its
-response, the span the five-day TRT measures.
+Each device's time is the simulated seconds from the release of its 11.3 to its response,
+the span the five-day TRT measures: the transfer, the checks, the reboot, and the 11.2
+with which the scheduler confirms the running version before it answers.
 """
 
 from __future__ import annotations
