@@ -31,10 +31,6 @@ from typing import Any
 from orchestrator.errors import ImageUnusable
 from orchestrator.example_models import EXAMPLE_MODELS, ModelChoice, choose_model, largest_slot
 from orchestrator.image_checks import model_key, read_image, validate
-from orchestrator.image_plan import configured_loss, make_plan
-from orchestrator.image_plan import render as render_plan
-from orchestrator.image_trial import MAX_TRIAL_DEVICES, run_trial
-from orchestrator.image_trial import render as render_trial
 from smets1.config import load_config
 from smets1.config_fleet import LINK_PROFILES, FaultConfig, LinkProfile
 from smets1.errors import Smets1Error
@@ -80,6 +76,9 @@ EXIT_BAD_INPUT = 2
 MAX_OTHER_USERS = 1_000
 #: Devices a plan counts, at most: the MP230 estate is 670,000.
 MAX_PLAN_DEVICES = 10_000_000
+#: Most devices one trial may build (a trial is of a model, not of an estate; `smets1
+#: run` with a fleet config takes more).
+MAX_TRIAL_DEVICES = 10_000
 
 # Summary fields a person reads more easily in hex (codes and versions, as ZigBee writes them).
 _HEX_DIGITS = {
@@ -682,6 +681,10 @@ def _usable_image(path: str) -> tuple[bytes, Any] | int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    # The emulator, the DCO and the scheduler only when a plan is made.
+    from orchestrator.image_plan import configured_loss, make_plan
+    from orchestrator.image_plan import render as render_plan
+
     choice: ModelChoice | None = None
     if args.model is not None:
         chosen = _choose(args.model, args.config)
@@ -713,6 +716,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_trial(args: argparse.Namespace) -> int:
+    from orchestrator.image_trial import render as render_trial
+    from orchestrator.image_trial import run_trial
+
     choice = _choose(args.model, args.config)
     if isinstance(choice, int):
         return choice

@@ -36,10 +36,6 @@ from smets1.config_dcc import CampaignConfig, DeviceSelection
 from smets1.config_fleet import DeviceModelConfig, FaultConfig, LinkProfile
 from smets1.image import OtaImage
 
-#: Most devices one trial may build (a trial is of a model, not of an estate; `smets1
-#: run` with a fleet config takes more).
-MAX_TRIAL_DEVICES = 10_000
-
 
 @dataclass(slots=True)
 class TrialResult:
