@@ -45,6 +45,8 @@ ESTATE_DEVICES = 670_000
 DEFAULT_LOSS_RATE = 0.02
 #: Devices per link (and per loss setting) whose transfer times are averaged.
 SAMPLES_PER_LINK = 4
+#: Bytes of image copies the devices of one link may assemble at once in a plan.
+PLAN_MEMORY_BYTES = 64 * 2**20
 #: States in which a device holds every block of the image (checked, well or not).
 _ALL_BLOCKS_IN = frozenset({DeviceState.VERIFIED, DeviceState.VERIFY_FAILED})
 #: Ids of the other Users whose agreed schedules share the DCC's capacity.
@@ -80,6 +82,8 @@ def configured_loss(model: DeviceModelConfig | None, source: str, rate: float | 
 class LinkTiming:
     name: str
     link: LinkProfile
+    #: Devices averaged, each way.
+    samples: int
     transfer_seconds: float = math.nan
     transfer_seconds_with_loss: float = math.nan
     #: Devices on the lossy link whose transfer did not complete (the DCO gave up).
@@ -94,6 +98,7 @@ class LinkTiming:
             "transfer_seconds": _rounded(self.transfer_seconds),
             "transfer_seconds_with_loss": _rounded(self.transfer_seconds_with_loss),
             "incomplete_with_loss": self.incomplete_with_loss,
+            "samples": self.samples,
         }
 
 
@@ -123,6 +128,12 @@ def _transfer_model(image: OtaImage, model: DeviceModelConfig | None) -> DeviceM
     )
 
 
+def samples_per_link(size_bytes: int) -> int:
+    """Devices per link and loss setting: SAMPLES_PER_LINK, fewer (at least one) when
+    the copies of a large image they assemble at once would pass PLAN_MEMORY_BYTES."""
+    return max(1, min(SAMPLES_PER_LINK, PLAN_MEMORY_BYTES // (2 * max(1, size_bytes))))
+
+
 def transfer_times(
     data: bytes,
     image: OtaImage,
@@ -132,20 +143,22 @@ def transfer_times(
     base: FleetConfig | None,
 ) -> tuple[list[LinkTiming], float]:
     """Each link's mean transfer time with and without `loss`, and the seconds the DCO
-    took to store the image (11.1, idle DCO), all simulated by the parts a run uses."""
-    groups: list[tuple[int, LinkProfile | None, FaultConfig | None]] = []
-    for link in links.values():
-        groups.append((SAMPLES_PER_LINK, link, None))
-        groups.append((SAMPLES_PER_LINK, link, loss.faults()))
-    config = model_fleet("plan", _transfer_model(image, model), groups, base)
-    clock = VirtualClock(config.epoch_seconds)
-    done, stored_seconds = clock.run(_simulate(clock, config, data))
+    took to store the image (11.1, idle DCO), all simulated by the parts a run uses; one
+    link at a time, so that no more than `samples_per_link` * 2 devices hold a copy."""
+    samples = samples_per_link(image.size_bytes)
     timings = []
-    ids = [d for d, _ in config.device_ids()]
-    for n, (name, link) in enumerate(links.items()):
-        clean = ids[2 * n * SAMPLES_PER_LINK : (2 * n + 1) * SAMPLES_PER_LINK]
-        lossy = ids[(2 * n + 1) * SAMPLES_PER_LINK : (2 * n + 2) * SAMPLES_PER_LINK]
-        t = LinkTiming(name, link)
+    stored_seconds = 0.0
+    for name, link in links.items():
+        groups: list[tuple[int, LinkProfile | None, FaultConfig | None]] = [
+            (samples, link, None),
+            (samples, link, loss.faults()),
+        ]
+        config = model_fleet("plan", _transfer_model(image, model), groups, base)
+        clock = VirtualClock(config.epoch_seconds)
+        done, stored_seconds = clock.run(_simulate(clock, config, data))
+        ids = [d for d, _ in config.device_ids()]
+        clean, lossy = ids[:samples], ids[samples:]
+        t = LinkTiming(name, link, samples)
         clean_times = [done[d] for d in clean if d in done]
         lossy_times = [done[d] for d in lossy if d in done]
         if clean_times:
@@ -314,7 +327,6 @@ class Plan:
                 "block_corruption_rate": self.loss.block_corruption_rate,
                 "source": self.loss.source,
             },
-            "samples_per_link": SAMPLES_PER_LINK,
             "links": [t.as_json() for t in self.links],
             "devices": self.devices_per_day,
             "needs_agreed_schedule": self.needs_agreed_schedule,
@@ -425,7 +437,7 @@ def render(plan: Plan) -> str:
         f"  blocks: {p.blocks:,} of {p.block_size:,} bytes, in {p.runs:,} runs of up to"
         f" {p.run_blocks} blocks",
         f"  11.1 at an idle DCO: {p.image_processing_seconds:,.1f} s to store",
-        f"  transfer time per link (11.3 start to all blocks in, mean of {SAMPLES_PER_LINK}"
+        f"  transfer time per link (11.3 start to all blocks in, mean of {p.links[0].samples}"
         f" devices; loss {p.loss.block_loss_rate:g}"
         + (f", corruption {p.loss.block_corruption_rate:g}" if p.loss.block_corruption_rate else "")
         + f", {p.loss.source}):",
@@ -434,7 +446,7 @@ def render(plan: Plan) -> str:
     for t in p.links:
         lossy = _seconds(t.transfer_seconds_with_loss)
         if t.incomplete_with_loss:
-            lossy += f" ({t.incomplete_with_loss} of {SAMPLES_PER_LINK} did not complete)"
+            lossy += f" ({t.incomplete_with_loss} of {t.samples} did not complete)"
         lines.append(
             f"    {t.name:<{width}}  {t.link.bandwidth_bps:>9,.0f} bit/s, latency"
             f" {t.link.latency_seconds:g} s: {_seconds(t.transfer_seconds)} without loss,"

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.image_plan import SAMPLES_PER_LINK
+from orchestrator.image_plan import SAMPLES_PER_LINK, samples_per_link
 from smets1.config_fleet import LINK_PROFILES
 from tests.orchestrator.manufacturer import Cli, assert_one_error_line, write_image
 
@@ -59,7 +59,7 @@ def test_transfer_times_per_link(cli: Cli, large_image: Path) -> None:
         # at least the bytes over the bandwidth; loss costs rounds; every transfer ended
         assert t["transfer_seconds"] > 750_001 * 8 / t["bandwidth_bps"], name
         assert t["transfer_seconds_with_loss"] > t["transfer_seconds"], name
-        assert t["incomplete_with_loss"] == 0
+        assert (t["incomplete_with_loss"], t["samples"]) == (0, SAMPLES_PER_LINK)
     order = sorted(LINK_PROFILES, key=lambda n: links[n]["transfer_seconds"])
     assert order == sorted(LINK_PROFILES, key=lambda n: -LINK_PROFILES[n]["bandwidth_bps"])
 
@@ -165,3 +165,10 @@ def test_bad_input_is_one_line_and_exit_2(cli: Cli, tmp_path: Path, large_image:
         ((large_image, "--devices", "1", "--config", text), "expected a mapping"),
     ]:
         assert_one_error_line(*cli("plan", *argv), says)
+
+
+def test_fewer_devices_per_link_for_an_image_whose_copies_would_not_fit() -> None:
+    # 64 MiB of copies at once: two settings of n devices each
+    assert samples_per_link(1_048_576) == SAMPLES_PER_LINK
+    assert samples_per_link(16 * 2**20) == 2
+    assert samples_per_link(256 * 2**20) == 1
