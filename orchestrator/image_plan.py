@@ -72,9 +72,12 @@ def configured_loss(model: DeviceModelConfig | None, source: str, rate: float | 
     else DEFAULT_LOSS_RATE."""
     if rate is not None:
         return Loss(rate, 0.0, "--loss")
-    f = model.faults if model is not None else None
-    if f is not None and (f.block_loss_rate or f.block_corruption_rate):
-        return Loss(f.block_loss_rate, f.block_corruption_rate, f"model {model.name} in {source}")  # type: ignore[union-attr]
+    if model is not None and model.faults is not None:
+        f = model.faults
+        if f.block_loss_rate or f.block_corruption_rate:
+            return Loss(
+                f.block_loss_rate, f.block_corruption_rate, f"model {model.name} in {source}"
+            )
     return Loss(DEFAULT_LOSS_RATE, 0.0, "default (the model configures no loss)")
 
 
