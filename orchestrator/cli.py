@@ -1,7 +1,8 @@
 """The `smets1` command line.
 
     smets1 run CONFIG [--out DIR] [--state-dir DIR] [--quiet]   a whole campaign in one process
-    smets1 image build|inspect|verify|keygen    firmware images (orchestrator.image_cli)
+    smets1 image build|inspect|verify|keygen|validate|plan|trial
+                                                firmware images (orchestrator.image_cli)
     smets1 dco|fleet|scheduler|distributed      roles as processes of their own (roles_cli)
 
 Every expected failure prints one line `smets1: error: ...` and exits 2; never a traceback.
