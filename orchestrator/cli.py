@@ -1,10 +1,13 @@
 """The `smets1` command line.
 
-    smets1 run CONFIG [--out DIR] [--state-dir DIR] [--quiet]   a whole campaign in one process
+    smets1 run CONFIG [--out DIR] [--state-dir DIR] [--quiet] [--max-failed N|P%]
+               [--max-trt-missed N|P%]          a whole campaign in one process
     smets1 image build|inspect|verify|keygen    firmware images (orchestrator.image_cli)
     smets1 dco|fleet|scheduler|distributed      roles as processes of their own (roles_cli)
 
 Every expected failure prints one line `smets1: error: ...` and exits 2; never a traceback.
+A run that passes a threshold (orchestrator.gate) ends with one line `smets1: threshold
+passed: ...` and exits 5.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from orchestrator.gate import EXIT_THRESHOLD, add_threshold_flags, gate_line, thresholds_of
 from orchestrator.image_cli import add_image_commands
 from orchestrator.preflight import preflight
 from orchestrator.roles_cli import add_role_commands
@@ -40,8 +44,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         preflight(config, args.config)
         out = Path(args.out) if args.out else Path("runs") / config.name
         flash_dir = Path(args.state_dir) if args.state_dir else None
+        thresholds = thresholds_of(config, args.max_failed, args.max_trt_missed)
         summary = run_config(
-            config, out, progress=None if args.quiet else sys.stderr, flash_dir=flash_dir
+            config,
+            out,
+            progress=None if args.quiet else sys.stderr,
+            flash_dir=flash_dir,
+            thresholds=thresholds,
         )
     except Smets1Error as exc:
         return _fail(str(exc))
@@ -62,6 +71,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"peak RSS {summary['peak_rss_bytes'] / 2**20:.0f} MiB\n"
         f"  summary: {out / 'summary.json'}, report: {out / 'report.html'}"
     )
+    line = gate_line(summary)
+    if line is not None:
+        # Last, on one line: the threshold the run passed, for a CI log.
+        print(line, file=sys.stderr)
+        return EXIT_THRESHOLD
     return 0
 
 
@@ -92,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--state-dir",
         help="keep the fleet's flash in this folder, as `smets1 fleet` does (default: in RAM)",
     )
+    add_threshold_flags(run)
     run.set_defaults(func=cmd_run)
     cmp = sub.add_parser(
         "compare-runs",

@@ -36,6 +36,7 @@ from pydantic import BaseModel, ValidationError
 
 from orchestrator.autospeed import AUTO
 from orchestrator.errors import DistributedError
+from orchestrator.gate import Thresholds, gate, thresholds_of
 from orchestrator.mosquitto import STOP_TIMEOUT_SECONDS, Mosquitto, free_port
 from orchestrator.report import write_report
 from orchestrator.serving import PARENT_PID_ENV
@@ -196,6 +197,7 @@ def run_distributed(
     on_scheduler_started: Callable[[Service], None] | None = None,
     on_started: Callable[[dict[str, Service]], None] | None = None,
     on_finished: Callable[[dict[str, Service]], None] | None = None,
+    thresholds: Thresholds | None = None,
 ) -> dict[str, Any]:
     """Run `config` as separate processes; return (and write) the merged summary.
 
@@ -297,7 +299,8 @@ def run_distributed(
     status = _read(out / "scheduler.json", SchedulerStatus)
     fleets = [_read(out / f"fleet-{s}.json", FleetStatus) for s in range(shards)]
     dcos = [_read(out / f"dco-w{w}.json", DcoStatus) for w in range(dco_workers)]
-    threshold = lateness_threshold_seconds(load_config(config))
+    fleet_config = load_config(config)
+    threshold = lateness_threshold_seconds(fleet_config)
     broker_usage = None
     if mosquitto is not None:
         broker_usage = RoleUsage(
@@ -305,7 +308,15 @@ def run_distributed(
             cpu_seconds=mosquitto.cpu_seconds,
             peak_rss_bytes=mosquitto.peak_rss_bytes,
         )
-    summary = merge(status, fleets, dcos, campaign_seconds, threshold, broker_usage)
+    summary = merge(
+        status,
+        fleets,
+        dcos,
+        campaign_seconds,
+        threshold,
+        broker_usage,
+        thresholds or thresholds_of(fleet_config),
+    )
     summary.update(
         shards=shards,
         dco_workers=dco_workers,
@@ -326,13 +337,15 @@ def merge(
     campaign_seconds: float,
     threshold_seconds: float,
     broker: RoleUsage | None = None,
+    thresholds: Thresholds | None = None,
 ) -> dict[str, Any]:
     """One summary from every process's status: the scheduler's campaign summary with
     what the fleet shards and DCO workers counted (every key `smets1 run`'s summary has,
     each added up over the processes), the broker traffic, CPU and lag, the end-to-end
     lateness of every process and the verdict it leads to (orchestrator.verdict), and
     `roles`: per process (and the broker, if the launcher started it: `broker`) its CPU
-    seconds, peak RSS, lag and lateness."""
+    seconds, peak RSS, lag and lateness; `gate`, the run against `thresholds`
+    (orchestrator.gate; none: unchecked)."""
     states: Counter[str] = Counter()
     transitions: Counter[str] = Counter()
     faults: Counter[str] = Counter()
@@ -411,4 +424,5 @@ def merge(
         # The largest of any one process, as `smets1 run`'s is its one process's.
         "peak_rss_bytes": max(u.peak_rss_bytes or 0 for u in roles.values()),
         "roles": {name: u.model_dump() for name, u in roles.items()},
+        "gate": gate(campaign, thresholds or Thresholds()),
     }

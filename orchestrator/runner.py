@@ -32,6 +32,7 @@ from orchestrator.campaign import (
     make_images,
     submit_campaign,
 )
+from orchestrator.gate import Thresholds, gate, thresholds_of
 from orchestrator.report import hourly_counts, write_report
 from orchestrator.verdict import verdict
 from scheduler.requests import RequestState
@@ -220,12 +221,15 @@ def run_config(
     out_dir: Path,
     progress: TextIO | None = sys.stderr,
     flash_dir: Path | None = None,
+    thresholds: Thresholds | None = None,
 ) -> dict[str, Any]:
     """Run a config and write `summary.json` into `out_dir`; with `flash_dir`, the
-    fleet's flash is kept there (and resumed from it, if it holds the same fleet)."""
+    fleet's flash is kept there (and resumed from it, if it holds the same fleet).
+    `thresholds` (default: the config's) decide the summary's `gate` (orchestrator.gate)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     run = Run(config, out_dir, progress, flash_dir)
     summary = run.execute()
+    summary["gate"] = gate(summary, thresholds or thresholds_of(config))
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     write_report(out_dir / "report.html", summary, run.activations_per_hour)
     return summary
