@@ -2,6 +2,7 @@
 
     smets1 run CONFIG [--out DIR] [--state-dir DIR] [--quiet] [--max-failed N|P%]
                [--max-trt-missed N|P%]          a whole campaign in one process
+    smets1 report DIR                           rebuild a run's report.html from its folder
     smets1 image build|inspect|verify|keygen    firmware images (orchestrator.image_cli)
     smets1 dco|fleet|scheduler|distributed      roles as processes of their own (roles_cli)
 
@@ -51,6 +52,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             progress=None if args.quiet else sys.stderr,
             flash_dir=flash_dir,
             thresholds=thresholds,
+            config_file=Path(args.config),
         )
     except Smets1Error as exc:
         return _fail(str(exc))
@@ -76,6 +78,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         # Last, on one line: the threshold the run passed, for a CI log.
         print(line, file=sys.stderr)
         return EXIT_THRESHOLD
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from orchestrator.report import write_report
+
+    try:
+        path = write_report(Path(args.dir))
+    except Smets1Error as exc:
+        return _fail(str(exc))
+    except OSError as exc:
+        return _fail(f"{exc.filename or args.dir}: {exc.strerror}")
+    print(f"report: {path}")
     return 0
 
 
@@ -108,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_threshold_flags(run)
     run.set_defaults(func=cmd_run)
+    rep = sub.add_parser(
+        "report",
+        help="rebuild report.html (and failed_devices.csv) from a run's folder",
+    )
+    rep.add_argument("dir", help="the folder of a run: summary.json, run.json, the store")
+    rep.set_defaults(func=cmd_report)
     cmp = sub.add_parser(
         "compare-runs",
         help="check that two runs of one config came out the same (a distributed run "

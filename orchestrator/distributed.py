@@ -39,6 +39,7 @@ from orchestrator.errors import DistributedError
 from orchestrator.gate import Thresholds, gate, thresholds_of
 from orchestrator.mosquitto import STOP_TIMEOUT_SECONDS, Mosquitto, free_port
 from orchestrator.report import write_report
+from orchestrator.run_info import run_info, write_run_info
 from orchestrator.serving import PARENT_PID_ENV
 from orchestrator.status import DcoStatus, FleetStatus, RoleUsage, SchedulerStatus
 from orchestrator.verdict import lateness_document, verdict
@@ -172,7 +173,7 @@ def clear_previous_run(out: Path) -> None:
     keeps the last run's retained clock: the roles would follow it at first, and every
     message they took as that clock's would seem hours late)."""
     out.mkdir(parents=True, exist_ok=True)
-    for stale in [*out.glob("*.json"), out / "report.html"]:
+    for stale in [*out.glob("*.json"), out / "report.html", out / "failed_devices.csv"]:
         stale.unlink(missing_ok=True)
     for state in [
         out / "scheduler-state",
@@ -326,7 +327,8 @@ def run_distributed(
     )
     summary["cpu_seconds"]["mosquitto"] = None if mosquitto is None else mosquitto.cpu_seconds
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    write_report(out / "report.html", summary, status.activations_per_hour)
+    write_run_info(out, run_info(fleet_config, config, mode="distributed"))
+    write_report(out)
     return summary
 
 

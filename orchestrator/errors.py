@@ -4,7 +4,8 @@ OrchestratorError (a smets1.errors.Smets1Error)
 ├── DistributedError    a process of a distributed run failed or did not finish in time
 ├── DcoHttpError        the DCO's HTTP API answered with an error, or could not be reached
 ├── DcoGaveUp           the scheduler stopped waiting for a DCO it could not reach
-└── SummaryUnreadable   a run summary to compare is missing, not JSON or not a summary
+├── SummaryUnreadable   a run summary to compare is missing, not JSON or not a summary
+└── ReportError         a run folder `smets1 report` cannot build a report from
 """
 
 from __future__ import annotations
@@ -37,3 +38,7 @@ class DcoGaveUp(OrchestratorError):
 
 class SummaryUnreadable(OrchestratorError):
     """A summary.json to compare is missing, not JSON, or without the keys compared."""
+
+
+class ReportError(OrchestratorError):
+    """A run's folder a report cannot be built from: no summary, or one unreadable."""

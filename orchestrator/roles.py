@@ -48,7 +48,7 @@ from orchestrator.campaign import (
 from orchestrator.dco_client import DcoClient
 from orchestrator.errors import DcoGaveUp
 from orchestrator.lag import LAG_METRICS, LagMonitor
-from orchestrator.report import hourly_counts
+from orchestrator.report_data import hourly_counts
 from orchestrator.serving import (
     client_id,
     cpu_seconds,

@@ -33,7 +33,8 @@ from orchestrator.campaign import (
     submit_campaign,
 )
 from orchestrator.gate import Thresholds, gate, thresholds_of
-from orchestrator.report import hourly_counts, write_report
+from orchestrator.report import write_report
+from orchestrator.run_info import run_info, write_run_info
 from orchestrator.verdict import verdict
 from scheduler.requests import RequestState
 from scheduler.service import Scheduler
@@ -69,7 +70,6 @@ class Run:
         self.flash_dir = flash_dir
         self.progress = progress
         self.clock: Clock = VirtualClock(config.epoch_seconds)
-        self.activations_per_hour: list[int] = []
 
     def execute(self) -> dict[str, Any]:
         wall0 = wall_seconds()
@@ -146,9 +146,6 @@ class Run:
             await bus.close()
             host.flush()
         simulated = self.clock.now() - started
-        self.activations_per_hour = hourly_counts(
-            (r.completed_at for r in scheduler.requests if r.completed_at is not None), started
-        )
         return self._summary(scheduler, host, dco, bus, simulated, images)
 
     async def _progress(self, scheduler: Scheduler, host: FleetHost, wall0: float) -> None:
@@ -222,14 +219,18 @@ def run_config(
     progress: TextIO | None = sys.stderr,
     flash_dir: Path | None = None,
     thresholds: Thresholds | None = None,
+    config_file: Path | None = None,
 ) -> dict[str, Any]:
-    """Run a config and write `summary.json` into `out_dir`; with `flash_dir`, the
-    fleet's flash is kept there (and resumed from it, if it holds the same fleet).
-    `thresholds` (default: the config's) decide the summary's `gate` (orchestrator.gate)."""
+    """Run a config and write `summary.json`, `run.json` and the report (with
+    `failed_devices.csv`) into `out_dir`; with `flash_dir`, the fleet's flash is kept
+    there (and resumed from it, if it holds the same fleet). `thresholds` (default: the
+    config's) decide the summary's `gate` (orchestrator.gate); `config_file` is the file
+    the config was read from (the report shows it)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     run = Run(config, out_dir, progress, flash_dir)
     summary = run.execute()
     summary["gate"] = gate(summary, thresholds or thresholds_of(config))
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    write_report(out_dir / "report.html", summary, run.activations_per_hour)
+    write_run_info(out_dir, run_info(config, config_file))
+    write_report(out_dir)
     return summary

@@ -112,4 +112,6 @@ def test_campaigns_wait_for_their_11_1_and_one_past_seven_days_is_counted(
     assert s["image_updates"]["longest_seconds"] >= 8 * 86_400
     assert list(s["campaigns"][0]["released_per_day"]) == ["2025-03-11"]
     assert "11.1 past seven days 1" in capsys.readouterr().out
-    assert "overdue_11_1" in (out / "report.html").read_text()
+    page = (out / "report.html").read_text()
+    assert "<th>11.1s not stored within seven days</th><td>1</td>" in page
+    assert "<th>longest 11.1, acceptance to stored</th><td>8." in page  # days
