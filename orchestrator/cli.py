@@ -1,7 +1,7 @@
 """The `smets1` command line.
 
-    smets1 run CONFIG [--out DIR] [--state-dir DIR] [--quiet] [--max-failed N|P%]
-               [--max-trt-missed N|P%]          a whole campaign in one process
+    smets1 run CONFIG [--out DIR] [--state-dir DIR] [--quiet] [--metrics-port N]
+               [--max-failed N|P%] [--max-trt-missed N|P%]    a whole campaign in one process
     smets1 report DIR                           rebuild a run's report.html from its folder
     smets1 image build|inspect|verify|keygen    firmware images (orchestrator.image_cli)
     smets1 dco|fleet|scheduler|distributed      roles as processes of their own (roles_cli)
@@ -30,6 +30,16 @@ from smets1.errors import Smets1Error
 EXIT_USAGE = 2
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 1 <= value <= 65_535:
+        raise argparse.ArgumentTypeError(f"expected 1-65535, got {value}")
+    return value
+
+
 def _fail(message: str) -> int:
     """One line a problem on stderr (a config may have several), exit status 2."""
     for line in message.splitlines():
@@ -53,6 +63,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             flash_dir=flash_dir,
             thresholds=thresholds,
             config_file=Path(args.config),
+            metrics_port=args.metrics_port,
         )
     except Smets1Error as exc:
         return _fail(str(exc))
@@ -120,6 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--state-dir",
         help="keep the fleet's flash in this folder, as `smets1 fleet` does (default: in RAM)",
+    )
+    run.add_argument(
+        "--metrics-port",
+        type=_port,
+        metavar="PORT",
+        help="serve Prometheus /metrics on this port while the run goes on",
     )
     add_threshold_flags(run)
     run.set_defaults(func=cmd_run)

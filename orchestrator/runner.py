@@ -35,6 +35,7 @@ from orchestrator.campaign import (
 from orchestrator.gate import Thresholds, gate, thresholds_of
 from orchestrator.report import write_report
 from orchestrator.run_info import run_info, write_run_info
+from orchestrator.run_metrics import serve_run_metrics
 from orchestrator.verdict import verdict
 from scheduler.requests import RequestState
 from scheduler.service import Scheduler
@@ -63,8 +64,11 @@ class Run:
         out_dir: Path,
         progress: TextIO | None = sys.stderr,
         flash_dir: Path | None = None,
+        metrics_port: int | None = None,
     ):
         self.config = config
+        #: Where /metrics is served while the run goes on (None: not served).
+        self.metrics_port = metrics_port
         self.out_dir = out_dir
         #: Where the fleet keeps its flash (emulator.flash_journal); None: in RAM only.
         self.flash_dir = flash_dir
@@ -120,6 +124,11 @@ class Run:
         host.start()
         dco.start()
         started = self.clock.now()
+        server = (
+            serve_run_metrics(self.metrics_port, self.clock, scheduler, dco, host)
+            if self.metrics_port is not None
+            else None
+        )
 
         async def submit(c: CampaignConfig) -> None:
             await self.clock.sleep(c.submit_after_seconds)
@@ -141,6 +150,8 @@ class Run:
             for task in (releaser, ticker):
                 task.cancel()
             await asyncio.gather(releaser, ticker, return_exceptions=True)
+            if server is not None:
+                server.stop()
             await scheduler.close()
             await dco.close()
             await bus.close()
@@ -220,14 +231,16 @@ def run_config(
     flash_dir: Path | None = None,
     thresholds: Thresholds | None = None,
     config_file: Path | None = None,
+    metrics_port: int | None = None,
 ) -> dict[str, Any]:
     """Run a config and write `summary.json`, `run.json` and the report (with
     `failed_devices.csv`) into `out_dir`; with `flash_dir`, the fleet's flash is kept
     there (and resumed from it, if it holds the same fleet). `thresholds` (default: the
     config's) decide the summary's `gate` (orchestrator.gate); `config_file` is the file
-    the config was read from (the report shows it)."""
+    the config was read from (the report shows it); with `metrics_port`, Prometheus
+    /metrics is served there while the run goes on (orchestrator.run_metrics)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    run = Run(config, out_dir, progress, flash_dir)
+    run = Run(config, out_dir, progress, flash_dir, metrics_port)
     summary = run.execute()
     summary["gate"] = gate(summary, thresholds or thresholds_of(config))
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
