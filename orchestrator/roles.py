@@ -507,7 +507,11 @@ async def _schedule(
             )
 
         def health_clock() -> dict[str, Any]:
-            doc: dict[str, Any] = {"speed": clock.speed, "speed_mode": "fixed"}
+            doc: dict[str, Any] = {
+                "speed": clock.speed,
+                "speed_mode": "fixed",
+                "lag_seconds": round(lag.lag_seconds, 3),
+            }
             if control is not None:
                 doc.update(
                     speed_mode="auto", speed_control=control.state(), changes=control.changes

@@ -3,7 +3,8 @@
     app = make_app(scheduler, users)        # users: extra UserConfigs beyond the config's
     web.run_app(app, port=8080)             # or an AppRunner/TCPSite beside scheduler.run()
 
-Every route but /healthz, /metrics and /openapi.json wants `Authorization: Bearer <token>`
+Every route but /healthz, /metrics, /openapi.json and the dashboard (/dashboard and
+the aggregate figures it polls, /dashboard/data) wants `Authorization: Bearer <token>`
 (a DUIS request signed with a User's certificate needs none: duis_security.py); the token
 names the User, who sees and changes only its own requests and schedules (the
 Service Desk may ask for and accept schedules for others). Errors are JSON
@@ -33,6 +34,8 @@ from prometheus_client import Histogram as PromHistogram
 from pydantic import BaseModel, ValidationError
 
 from scheduler import duis
+from scheduler.dashboard import dashboard_data
+from scheduler.dashboard_page import PAGE
 from scheduler.errors import (
     AdmissionRefused,
     BadDocument,
@@ -438,6 +441,17 @@ async def healthz(request: web.Request) -> web.Response:
     if problem is not None:
         return _json(Health(status="unhealthy", reason=problem, clock=clock), 503)
     return _json(Health(status="ok", clock=clock).model_dump(exclude_none=True))
+
+
+@routes.get("/dashboard")
+async def dashboard(request: web.Request) -> web.Response:
+    """The live dashboard (dashboard_page.py): one page that polls /dashboard/data."""
+    return web.Response(text=PAGE, content_type="text/html")
+
+
+@routes.get("/dashboard/data")
+async def dashboard_figures(request: web.Request) -> web.Response:
+    return _json(dashboard_data(request.app[SCHEDULER], request.app[CLOCK]))
 
 
 @routes.get("/metrics")
