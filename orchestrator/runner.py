@@ -16,6 +16,7 @@ import json
 import resource
 import shutil
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -37,13 +38,15 @@ from orchestrator.report import write_report
 from orchestrator.run_info import run_info, write_run_info
 from orchestrator.run_metrics import serve_run_metrics
 from orchestrator.verdict import verdict
-from scheduler.requests import RequestState
+from scheduler.requests import OPEN_STATES, RequestState
 from scheduler.service import Scheduler
 from smets1.bus import InProcessBus
 from smets1.clock import Clock, VirtualClock, to_datetime, wall_seconds
 from smets1.config import CampaignConfig, FleetConfig
 from smets1.lateness import lateness_threshold_seconds
 
+#: States a request ends in.
+FINAL_STATES = tuple(s for s in RequestState if s not in OPEN_STATES)
 #: How often, in simulated seconds, the progress line is considered for printing.
 PROGRESS_TICK_SECONDS = 900.0
 #: The least wall time between two progress lines.
@@ -178,7 +181,7 @@ class Run:
             f"[{to_datetime(self.clock.now()):%Y-%m-%d %H:%M} sim | {wall:6.1f}s wall] "
             f"activated {done}/{total}, failed {states[RequestState.FAILED]}, "
             f"in flight {states[RequestState.RELEASED]}, waiting {states[RequestState.WAITING]}, "
-            f"held {states[RequestState.HELD]}"
+            f"held {states[RequestState.HELD]}; {progress_estimate(states, total, wall)}"
         )
 
     def _summary(
@@ -222,6 +225,19 @@ class Run:
             "lateness": lateness,
             "verdict": verdict(lateness, campaign.failed, campaign.trt_missed),
         }
+
+
+def progress_estimate(states: Mapping[RequestState, int], total: int, wall: float) -> str:
+    """How far the requests are (answered, of those submitted so far) and the wall time
+    left at the pace so far."""
+    settled = sum(states[s] for s in FINAL_STATES)
+    if not total:
+        return "0 % answered"
+    share = settled / total
+    if share <= 0:
+        return "0 % answered"
+    left = wall * (1 - share) / share
+    return f"{100 * share:.1f} % answered, about {left:,.0f} s left"
 
 
 def run_config(
