@@ -22,6 +22,7 @@ from orchestrator.run_info import RunInfo, read_run_info
 from scheduler.calendar import Calendar
 from scheduler.requests import ActivationRequest, RequestState
 from scheduler.store import Store
+from smets1.clock import to_datetime
 from smets1.eui64 import format_eui64
 
 DAY_SECONDS = 86_400.0
@@ -129,8 +130,6 @@ def large_released_per_day(record: RunRecord, epoch: float) -> DailyReleases:
     first = min(d for d, _ in counts)
     last = max(d for d, _ in counts)
     users = sorted({u for _, u in counts})
-    from smets1.clock import to_datetime
-
     days = [f"{to_datetime(epoch + d * DAY_SECONDS):%Y-%m-%d}" for d in range(first, last + 1)]
     return DailyReleases(days, {u: [counts[d, u] for d in range(first, last + 1)] for u in users})
 
@@ -236,8 +235,6 @@ def failures_by_model(devices: Iterable[FailedDevice]) -> dict[str, int]:
 
 
 def write_failed_csv(path: Path, devices: Iterable[FailedDevice]) -> None:
-    from smets1.clock import to_datetime
-
     def when(t: float | None) -> str:
         return "" if t is None else to_datetime(t).isoformat()
 
