@@ -6,7 +6,8 @@ OrchestratorError (a smets1.errors.Smets1Error)
 ├── DcoGaveUp           the scheduler stopped waiting for a DCO it could not reach
 ├── SummaryUnreadable   a run summary to compare is missing, not JSON or not a summary
 ├── UnknownModel        `smets1 image validate|plan|trial --model` names no model it knows
-└── ImageUnusable       a file given as a firmware image that is not one, or is cut short
+├── ImageUnusable       a file given as a firmware image that is not one, or is cut short
+└── ReportError         a run folder `smets1 report` cannot build a report from
 """
 
 from __future__ import annotations
@@ -52,3 +53,7 @@ class UnknownModel(OrchestratorError):
 class ImageUnusable(OrchestratorError):
     """Bytes that are not an OTA image at all, or one cut short: not a check that fails
     but input a command cannot use (exit status 2)."""
+
+
+class ReportError(OrchestratorError):
+    """A run's folder a report cannot be built from: no summary, or one unreadable."""

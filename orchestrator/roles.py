@@ -48,7 +48,7 @@ from orchestrator.campaign import (
 from orchestrator.dco_client import DcoClient
 from orchestrator.errors import DcoGaveUp
 from orchestrator.lag import LAG_METRICS, LagMonitor
-from orchestrator.report import hourly_counts
+from orchestrator.report_data import hourly_counts
 from orchestrator.serving import (
     client_id,
     cpu_seconds,
@@ -507,7 +507,11 @@ async def _schedule(
             )
 
         def health_clock() -> dict[str, Any]:
-            doc: dict[str, Any] = {"speed": clock.speed, "speed_mode": "fixed"}
+            doc: dict[str, Any] = {
+                "speed": clock.speed,
+                "speed_mode": "fixed",
+                "lag_seconds": round(lag.lag_seconds, 3),
+            }
             if control is not None:
                 doc.update(
                     speed_mode="auto", speed_control=control.state(), changes=control.changes

@@ -30,7 +30,9 @@ an option, so that it does not show in a process list.
 Exit status: 0 done, 1 requests left unfinished (`--exit-when-done`), 2 a usage or config
 error, 3 the scheduler gave up on a DCO it could not reach (`--dco-give-up`), 4 (from
 `distributed`) the run finished but is invalid: some process ran later than the config's
-lateness threshold allows (orchestrator.verdict), so its results are not to be trusted.
+lateness threshold allows (orchestrator.verdict), so its results are not to be trusted,
+5 (from `distributed`) the run is valid but passed a threshold: `--max-failed`,
+`--max-trt-missed` or the config's `max_failed`, `max_trt_missed` (orchestrator.gate).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from orchestrator.autospeed import AUTO, SpeedController
+from orchestrator.gate import EXIT_THRESHOLD, add_threshold_flags, gate_line, thresholds_of
 from orchestrator.preflight import check_images_fit_memory, preflight
 from smets1.broker_url import parse_broker_url
 from smets1.clock import ScaledClock
@@ -416,6 +419,7 @@ def _run_distributed(args: argparse.Namespace) -> int:
             speed=args.speed,
             timeout_seconds=args.timeout,
             log_level=args.log_level,
+            thresholds=thresholds_of(config, args.max_failed, args.max_trt_missed),
         )
     except Smets1Error as exc:
         return _fail(str(exc))
@@ -453,6 +457,11 @@ def _run_distributed(args: argparse.Namespace) -> int:
         # Last, on one line: whatever the counts above say, they do not count.
         print(f"smets1: invalid run: {verdict['reason']}", file=sys.stderr)
         return EXIT_INVALID_RUN
+    line = gate_line(summary)
+    if line is not None:
+        # Last, on one line: the threshold the (valid) run passed, for a CI log.
+        print(line, file=sys.stderr)
+        return EXIT_THRESHOLD
     return 0 if not summary.get("unfinished") else 1
 
 
@@ -615,4 +624,5 @@ def add_role_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--timeout", type=_positive_number, default=600.0, help="give up after, wall seconds"
     )
     dist.add_argument("--log-level", type=_log_level, default="info", help="as for the roles")
+    add_threshold_flags(dist)
     dist.set_defaults(func=_run_distributed)
