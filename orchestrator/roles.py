@@ -378,7 +378,9 @@ async def run_scheduler(
     cfg = opts.config
     install_stop(opts.stop)
     mqtt = MqttBus(broker, client_id(opts.fleet, "scheduler"), clock=opts.clock)
-    leader = ClockLeader(opts.clock, mqtt, opts.fleet, state_dir, wall0=opts.wall0)
+    leader = ClockLeader(
+        opts.clock, mqtt, opts.fleet, state_dir, wall0=opts.wall0, named_run=bool(opts.run)
+    )
     control = None
     if opts.auto_speed:
         control = SpeedController(lateness_threshold_seconds(cfg))
