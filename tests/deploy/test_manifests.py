@@ -302,6 +302,7 @@ def _pod_url(objs: dict[tuple[str, str], Obj], name: str, index: int) -> str:
     sts = objs["StatefulSet", name]
     service = objs["Service", sts["spec"]["serviceName"]]
     assert service["spec"].get("clusterIP") == "None", f"{name}: not a headless Service"
+    assert service["spec"]["publishNotReadyAddresses"] is True, name
     [port] = _pod(sts)["containers"][0]["ports"]
     return f"http://{name}-{index}.{service['metadata']['name']}:{port['containerPort']}"
 
