@@ -587,6 +587,10 @@ async def _schedule(
 COLLECT_WAIT_SECONDS = 120.0
 
 
+class StatusUnreadable(Smets1Error):
+    """A fleet shard's or DCO worker's status could not be read at the end of a run."""
+
+
 def read_status(url: str, doc: type[_S], wait_seconds: float = COLLECT_WAIT_SECONDS) -> _S:
     """The status a DCO worker or fleet shard serves on `url`/health (503 while its broker
     is away still carries it), tried again until `wait_seconds` have passed."""
@@ -602,7 +606,7 @@ def read_status(url: str, doc: type[_S], wait_seconds: float = COLLECT_WAIT_SECO
             return doc.model_validate_json(body)
         except (OSError, ValidationError) as exc:
             if time.monotonic() >= deadline:
-                raise Smets1Error(f"cannot read the status at {health}: {exc}") from None
+                raise StatusUnreadable(f"cannot read the status at {health}: {exc}") from None
         time.sleep(1.0)
 
 

@@ -3,6 +3,7 @@
     smets1 dco CONFIG --shards N [--worker ID] [--port 8081] [--state-dir DIR]
     smets1 fleet CONFIG --shard I --shards N [--port P] [--state-dir DIR]
     smets1 scheduler CONFIG --dco URL [--dco URL ...] [--exit-when-done] [--out DIR]
+                     [--fleet URL ...]   (with --exit-when-done: the run's merged summary)
     smets1 distributed CONFIG [--broker URL] [--shards N] [--dco-workers K] [--out DIR]
     smets1 clock CONFIG [--speed N]
 
@@ -17,7 +18,9 @@ new clock; `smets1 clock --speed N` changes the speed while a run goes on. Each 
 has an environment default, for Kubernetes: SMETS1_BROKER, SMETS1_SPEED, SMETS1_WALL0,
 SMETS1_CLOCK_WAIT, SMETS1_SHARD (else the trailing ordinal of the host name, as a
 StatefulSet pod has), SMETS1_SHARDS, SMETS1_DCO_WORKER, SMETS1_DCO_URLS (comma
-separated), SMETS1_LOG_LEVEL, SMETS1_STATE_DIR (the fleet shard's flash).
+separated; a URL with {i} stands for each of SMETS1_DCO_WORKERS), SMETS1_FLEET_URLS (the
+same, for each of SMETS1_SHARDS), SMETS1_RUN (the run's name: topics, clock and state of
+its own), SMETS1_LOG_LEVEL, SMETS1_STATE_DIR (the fleet shard's flash).
 
 A bad flag is argparse's error naming the flag; a bad environment value is one line
 naming the variable; both exit 2. Flags and variables are checked before the config is
@@ -30,7 +33,9 @@ an option, so that it does not show in a process list.
 Exit status: 0 done, 1 requests left unfinished (`--exit-when-done`), 2 a usage or config
 error, 3 the scheduler gave up on a DCO it could not reach (`--dco-give-up`), 4 (from
 `distributed`) the run finished but is invalid: some process ran later than the config's
-lateness threshold allows (orchestrator.verdict), so its results are not to be trusted.
+lateness threshold allows (orchestrator.verdict), so its results are not to be trusted,
+5 (`scheduler --fleet`) the campaigns are done but a fleet shard's or DCO worker's status
+could not be read (a new start resumes the finished run and reads them again).
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ from smets1.shared_clock import FOLLOW_WAIT_SECONDS, check_speed
 EXIT_USAGE = 2
 EXIT_DCO_GAVE_UP = 3
 EXIT_INVALID_RUN = 4
+EXIT_STATUS_UNREADABLE = 5
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
 #: A simulated day per wall minute: where a fixed speed is needed and none is given.
 DEFAULT_FIXED_SPEED = 1440.0
@@ -323,6 +329,7 @@ def _run_role(args: argparse.Namespace) -> int:
     """Load the config, build the clock and run the role's coroutine on it."""
     from orchestrator import roles  # the heavy imports only when a role runs
     from orchestrator.errors import DcoGaveUp
+    from orchestrator.roles import StatusUnreadable
 
     try:
         _resolve_env(args)
@@ -396,13 +403,16 @@ def _run_role(args: argparse.Namespace) -> int:
                     dco_give_up_seconds=args.dco_give_up,
                 )
             )
-            if fleet_urls:
+            if fleet_urls and not done.summary.unfinished:  # (unfinished: it was stopped)
                 return _finish_run(done, fleet_urls, urls, config, args, out)
             if args.exit_when_done and done.summary.unfinished:
                 return 1
     except DcoGaveUp as exc:
         print(f"smets1: error: {exc}", file=sys.stderr)
         return EXIT_DCO_GAVE_UP
+    except StatusUnreadable as exc:
+        print(f"smets1: error: {exc}", file=sys.stderr)
+        return EXIT_STATUS_UNREADABLE
     except Smets1Error as exc:
         return _fail(str(exc))
     except OSError as exc:  # a port in use, a host that does not resolve, a folder

@@ -448,6 +448,11 @@ def test_the_scheduler_is_a_job_that_stops_on_what_a_retry_would_repeat(
     job = objs["Job", "scheduler"]
     assert _pod(job)["restartPolicy"] == "Never"
     rules = job["spec"]["podFailurePolicy"]["rules"]
+    # A drained or evicted pod is replaced whatever it exited with: that rule comes first.
+    assert rules[0] == {
+        "action": "Ignore",
+        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+    }
     [fail] = [r for r in rules if r["action"] == "FailJob"]
     assert set(fail["onExitCodes"]["values"]) == {1, EXIT_USAGE, EXIT_INVALID_RUN}
     claim = _pod(job)["volumes"][0]["persistentVolumeClaim"]["claimName"]

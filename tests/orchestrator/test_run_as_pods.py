@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import base64
 import gzip
+import http.server
 import json
 import os
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -18,8 +20,9 @@ import pytest
 from orchestrator.cli import main
 from orchestrator.distributed import Service, wait_healthy
 from orchestrator.mosquitto import Mosquitto, free_port
-from orchestrator.roles import RoleOptions, topic_namespace
+from orchestrator.roles import RoleOptions, StatusUnreadable, read_status, topic_namespace
 from orchestrator.roles_cli import REPORT_LINE, SUMMARY_LINE, expand_urls
+from orchestrator.status import DcoStatus, FleetStatus
 from smets1.clock import ScaledClock
 from smets1.config import load_config
 from smets1.errors import ConfigError
@@ -92,6 +95,43 @@ def _exit_code(argv: list[str]) -> object:
         return main(argv)
     except SystemExit as exc:
         return exc.code
+
+
+def test_a_status_is_read_from_a_worker_whose_broker_is_away(tmp_path: Path) -> None:
+    """/health answers 503 while a role's broker is away, with its status all the same;
+    a status that cannot be read at all is StatusUnreadable (exit 5: the Job tries again)."""
+    status = _fleet_status()
+    body = status.model_dump_json().encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(503 if self.path == "/health" else 404)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            url = f"http://127.0.0.1:{server.server_address[1]}"
+            assert read_status(url, FleetStatus, wait_seconds=5.0) == status
+            with pytest.raises(StatusUnreadable, match="/health"):
+                read_status(url, DcoStatus, wait_seconds=0.0)  # not a DCO's status
+        finally:
+            server.shutdown()
+            thread.join()
+    with pytest.raises(StatusUnreadable, match="cannot read the status"):
+        read_status(f"http://127.0.0.1:{free_port()}", FleetStatus, wait_seconds=0.0)
+
+
+def _fleet_status() -> FleetStatus:
+    from tests.orchestrator.test_distributed_summary import _fleet
+
+    return _fleet(1, 1.5, 90 * 2**20, {"active": 3})
 
 
 @pytest.mark.mqtt
