@@ -462,7 +462,7 @@ def _finish_run(
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     write_report(out / "report.html", summary, done.activations_per_hour)
-    status = print_summary(summary, out)
+    status = print_summary(summary, out, len(fleets), len(dcos))
     print(f"{SUMMARY_LINE} {json.dumps(summary, separators=(',', ':'))}")
     packed = base64.b64encode(gzip.compress((out / "report.html").read_bytes(), mtime=0))
     print(f"{REPORT_LINE} {packed.decode()}")
@@ -530,17 +530,16 @@ def _run_distributed(args: argparse.Namespace) -> int:
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""
         return _fail(f"{where}{exc.strerror or exc}")
-    return print_summary(summary, out)
+    return print_summary(summary, out, args.shards, args.dco_workers)
 
 
-def print_summary(summary: dict[str, Any], out: Path) -> int:
+def print_summary(summary: dict[str, Any], out: Path, shards: int, dco_workers: int) -> int:
     """The lines `smets1 distributed` ends with; the exit status the summary calls for:
     4 for an invalid run, 1 for requests left unfinished, else 0."""
     failed = ", ".join(f"{k} {v}" for k, v in summary["failed"].items()) or "none"
     bus = summary["bus"]
     print(
-        f"{summary['config']} (distributed, {summary['shards']} shard(s), "
-        f"{summary['dco_workers']} DCO worker(s)): "
+        f"{summary['config']} (distributed, {shards} shard(s), {dco_workers} DCO worker(s)): "
         f"{summary['images_activated']}/{summary['requests']} activated on "
         f"{summary['devices']} devices; failed: {failed}\n"
         f"  {summary['blocks_delivered']:,} blocks ({summary['bytes_delivered']:,} bytes) "
