@@ -50,7 +50,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from orchestrator.autospeed import AUTO, SpeedController
@@ -63,6 +63,9 @@ from smets1.errors import ConfigError, Smets1Error
 from smets1.lateness import lateness_threshold_seconds
 from smets1.limits import MAX_SHARDS
 from smets1.shared_clock import FOLLOW_WAIT_SECONDS, check_speed
+
+if TYPE_CHECKING:
+    from orchestrator.status import SchedulerStatus
 
 EXIT_USAGE = 2
 EXIT_DCO_GAVE_UP = 3
@@ -428,7 +431,7 @@ def _run_role(args: argparse.Namespace) -> int:
 
 
 def _finish_run(
-    done: Any,
+    done: SchedulerStatus,
     fleet_urls: list[str],
     dco_urls: list[str],
     config: FleetConfig,
@@ -603,11 +606,11 @@ def _run_clock(args: argparse.Namespace) -> int:
     import asyncio
     import json
 
+    from orchestrator.roles import topic_namespace
+
     try:
         _resolve_env(args)
         config = load_config(args.config)
-        from orchestrator.roles import topic_namespace
-
         doc = asyncio.run(_clock_command(args, topic_namespace(config.name, args.run or "")))
     except Smets1Error as exc:
         return _fail(str(exc))
