@@ -485,10 +485,12 @@ def render(record: RunRecord) -> str:
     )
 
 
-def write_report(run_dir: Path, record: RunRecord | None = None) -> Path:
+def write_report(
+    run_dir: Path, record: RunRecord | None = None, store_dir: Path | None = None
+) -> Path:
     """Write `report.html` and `failed_devices.csv` into `run_dir`; the record is read
-    from the folder unless given."""
-    record = record if record is not None else load_run(run_dir)
+    from the folder unless given (the scheduler's store from `store_dir`, if given)."""
+    record = record if record is not None else load_run(run_dir, store_dir)
     write_failed_csv(run_dir / FAILED_CSV, failed_devices(record))
     path = run_dir / REPORT_FILE
     path.write_text(render(record), encoding="utf-8")

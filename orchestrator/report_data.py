@@ -44,8 +44,10 @@ class RunRecord:
     has_requests: bool = False
 
 
-def load_run(run_dir: Path) -> RunRecord:
-    """The record of the run in `run_dir`; ReportError naming what is missing."""
+def load_run(run_dir: Path, store_dir: Path | None = None) -> RunRecord:
+    """The record of the run in `run_dir`; ReportError naming what is missing. The
+    scheduler's store is looked for in `store_dir` if given, else in `run_dir`'s
+    STORE_DIRS."""
     path = run_dir / "summary.json"
     try:
         summary = json.loads(path.read_text(encoding="utf-8"))
@@ -60,9 +62,10 @@ def load_run(run_dir: Path) -> RunRecord:
     except ValueError as exc:
         raise ReportError(f"{run_dir / 'run.json'}: unreadable ({exc})") from None
     record = RunRecord(summary, info)
-    for sub in STORE_DIRS:
-        if (run_dir / sub / STORE_FILE).is_file():
-            store = Store(run_dir / sub)
+    places = [store_dir] if store_dir is not None else [run_dir / sub for sub in STORE_DIRS]
+    for place in places:
+        if (place / STORE_FILE).is_file():
+            store = Store(place)
             try:
                 record.requests = store.load_requests()
             finally:

@@ -453,6 +453,7 @@ def _finish_run(
     from orchestrator.distributed import merge
     from orchestrator.report import write_report
     from orchestrator.roles import collect_statuses
+    from orchestrator.run_info import run_info, write_run_info
 
     fleets, dcos = collect_statuses(fleet_urls, dco_urls)
     summary = merge(done, fleets, dcos, done.wall_seconds, lateness_threshold_seconds(config))
@@ -467,7 +468,8 @@ def _finish_run(
     summary["cpu_seconds"]["mosquitto"] = None
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    write_report(out / "report.html", summary, done.activations_per_hour)
+    write_run_info(out, run_info(config, Path(args.config), mode="distributed"))
+    write_report(out, store_dir=Path(args.state_dir) if args.state_dir else None)
     status = print_summary(summary, out, len(fleets), len(dcos))
     print(f"{SUMMARY_LINE} {json.dumps(summary, separators=(',', ':'))}")
     packed = base64.b64encode(gzip.compress((out / "report.html").read_bytes(), mtime=0))

@@ -238,6 +238,9 @@ def test_the_scheduler_job_ends_the_run_with_the_merged_summary_in_its_log(
     assert len(packed) == 1
     html = gzip.decompress(base64.b64decode(packed[0]))
     assert html == (out / "report.html").read_bytes() and b"fleet-1" in html
+    # The scheduler's store is in its own state folder, not beside the results: the
+    # report still finds it and draws the charts over time.
+    assert b"store was not found" not in html
     assert any("24/24 activated" in line for line in log)
     # The run's topics are its own (smets1/tiny.rehearsal-1/...).
     assert "fleet tiny.rehearsal-1" in services[0].log_path.read_text()
