@@ -111,8 +111,8 @@ async def _measure(
     }
 
 
-async def _serve_dco(port: int, at_once: int, conn: Connection) -> None:
-    """The DCO and its fleet, serving on `port` until told to stop through `conn`."""
+async def _start_dco(port: int, at_once: int) -> tuple[Dco, InProcessBus, web.AppRunner]:
+    """The DCO and its in-process fleet, its HTTP app serving on `port`."""
     cfg = _config()
     clock = ScaledClock(cfg.epoch_seconds, speed=SPEED)
     bus = InProcessBus()
@@ -123,6 +123,12 @@ async def _serve_dco(port: int, at_once: int, conn: Connection) -> None:
     runner = web.AppRunner(make_app(dco, token=TOKEN, max_in_flight=at_once), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
+    return dco, bus, runner
+
+
+async def _serve_dco(port: int, at_once: int, conn: Connection) -> None:
+    """The DCO and its fleet, serving on `port` until told to stop through `conn`."""
+    dco, bus, runner = await _start_dco(port, at_once)
     conn.send("ready")
     try:
         await asyncio.get_running_loop().run_in_executor(None, conn.recv)
@@ -181,17 +187,8 @@ async def _run_split(calls: int, at_once: int, rounds: int) -> dict[str, Any]:
 
 
 async def _run(calls: int, at_once: int, rounds: int) -> dict[str, Any]:
-    cfg = _config()
-    clock = ScaledClock(cfg.epoch_seconds, speed=SPEED)
-    bus = InProcessBus()
-    host = FleetHost(clock, bus, cfg.name, build_devices(cfg))
-    dco = Dco(clock, bus, cfg.name, 1, cfg.dco, block_size=cfg.block_size_bytes)
-    host.start()
-    dco.start()
-    runner = web.AppRunner(make_app(dco, token=TOKEN, max_in_flight=at_once), access_log=None)
-    await runner.setup()
     port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    dco, bus, runner = await _start_dco(port, at_once)
     url = f"http://127.0.0.1:{port}"
     results: dict[str, list[dict[str, float]]] = {"in_process": [], "http": [], "channel": []}
     try:
