@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
 import resource
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -111,6 +112,22 @@ async def _measure(
     }
 
 
+@contextlib.asynccontextmanager
+async def _warm_clients(
+    port: int, calls: int, at_once: int
+) -> AsyncIterator[tuple[DcoClient, DcoClient]]:
+    """A client over HTTP and one over the call channel, warmed up (connections, the
+    channel, the devices' first frames)."""
+    url = f"http://127.0.0.1:{port}"
+    async with (
+        DcoClient([url], token=TOKEN, max_in_flight=at_once, channel=False) as http,
+        DcoClient([url], token=TOKEN, max_in_flight=at_once, channel=True) as channel,
+    ):
+        for read in (http.read_firmware_version, channel.read_firmware_version):
+            await _measure(read, min(calls, 200), at_once)
+        yield http, channel
+
+
 async def _start_dco(port: int, at_once: int) -> tuple[Dco, InProcessBus, web.AppRunner]:
     """The DCO and its in-process fleet, its HTTP app serving on `port`."""
     cfg = _config()
@@ -153,13 +170,7 @@ async def _run_split(calls: int, at_once: int, rounds: int) -> dict[str, Any]:
     results: dict[str, list[dict[str, float]]] = {"http": [], "channel": []}
     try:
         await asyncio.get_running_loop().run_in_executor(None, ours.recv)
-        url = f"http://127.0.0.1:{port}"
-        async with (
-            DcoClient([url], token=TOKEN, max_in_flight=at_once, channel=False) as http,
-            DcoClient([url], token=TOKEN, max_in_flight=at_once, channel=True) as channel,
-        ):
-            for read in (http.read_firmware_version, channel.read_firmware_version):
-                await _measure(read, min(calls, 200), at_once)
+        async with _warm_clients(port, calls, at_once) as (http, channel):
             for _ in range(rounds):
                 for name, c in (("http", http), ("channel", channel)):
                     results[name].append(
@@ -189,16 +200,9 @@ async def _run_split(calls: int, at_once: int, rounds: int) -> dict[str, Any]:
 async def _run(calls: int, at_once: int, rounds: int) -> dict[str, Any]:
     port = free_port()
     dco, bus, runner = await _start_dco(port, at_once)
-    url = f"http://127.0.0.1:{port}"
     results: dict[str, list[dict[str, float]]] = {"in_process": [], "http": [], "channel": []}
     try:
-        async with (
-            DcoClient([url], token=TOKEN, max_in_flight=at_once, channel=False) as http,
-            DcoClient([url], token=TOKEN, max_in_flight=at_once, channel=True) as channel,
-        ):
-            # Warm up: connections, the channel, the devices' first frames.
-            for read in (http.read_firmware_version, channel.read_firmware_version):
-                await _measure(read, min(calls, 200), at_once)
+        async with _warm_clients(port, calls, at_once) as (http, channel):
             for _ in range(rounds):
                 results["in_process"].append(
                     await _measure(dco.read_firmware_version, calls, at_once)

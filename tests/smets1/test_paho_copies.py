@@ -8,7 +8,7 @@ import random
 import struct
 
 import pytest
-from paho.mqtt import _packet
+from paho.mqtt import _packet, client
 from paho.mqtt.client import MQTTv5, MQTTv311
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -68,3 +68,39 @@ def test_installed_by_the_bus() -> None:
     import smets1.mqtt  # noqa: F401  (installs on import)
 
     assert _packet.decode_publish is paho_copies.decode_publish
+
+
+def _idle_client() -> client.Client:
+    """A paho client with an event loop's write hook and no socket: queued packets stay
+    in `_out_packet`, as they do between the loop's turns."""
+    c = client.Client(client.CallbackAPIVersion.VERSION2, protocol=MQTTv5)
+    c.on_socket_register_write = lambda *_: None
+    return c
+
+
+def test_pubacks_queued_together_leave_as_one_write() -> None:
+    paho_copies.install()
+    c = _idle_client()
+    acks = [struct.pack("!BBH", 0x40, 2, mid) for mid in (1, 2, 3)]
+    for mid, ack in enumerate(acks, 1):
+        c._packet_queue(client.PUBACK, ack, mid, 0)
+    assert len(c._out_packet) == 1
+    joined = c._out_packet[0]
+    assert bytes(joined["packet"]) == b"".join(acks)
+    assert joined["to_process"] == 12 and joined["pos"] == 0
+
+
+def test_a_packet_part_written_or_with_a_callback_is_not_joined() -> None:
+    paho_copies.install()
+    c = _idle_client()
+    c._packet_queue(client.PUBACK, struct.pack("!BBH", 0x40, 2, 1), 1, 0)
+    c._out_packet[0]["pos"] = 1  # the socket took part of it
+    c._packet_queue(client.PUBACK, struct.pack("!BBH", 0x40, 2, 2), 2, 0)
+    # A QoS 0 PUBLISH has on_publish called once written: it stays alone, and so does
+    # what comes after it.
+    c._packet_queue(client.PUBLISH, bytearray(b"\x30\x03\x00\x01t"), 0, 0)
+    c._packet_queue(client.PUBACK, struct.pack("!BBH", 0x40, 2, 3), 3, 0)
+    assert len(c._out_packet) == 4
+    big = bytearray(5000)
+    c._packet_queue(client.PUBLISH, big, 4, 1)
+    assert isinstance(c._out_packet[-1]["packet"], memoryview)  # sent from a view
