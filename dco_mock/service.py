@@ -32,6 +32,7 @@ from smets1.clock import Clock
 from smets1.codes import DeviceState, Reason
 from smets1.config import DcoConfig
 from smets1.errors import WireError
+from smets1.histogram import SIMULATED_DURATION_BOUNDS, Buckets
 from smets1.services import ActivationOutcome, StoredImage, VersionReading
 from smets1.wire import (
     IMMEDIATE,
@@ -94,6 +95,8 @@ class DcoCounters:
     transfers_started: int = 0
     transfers_ok: int = 0
     transfers_failed: Counter[str] = field(default_factory=Counter)
+    #: 11.3 transfers, INITIATE to the device's answer, simulated seconds.
+    transfer_seconds: Buckets = field(default_factory=lambda: Buckets(SIMULATED_DURATION_BOUNDS))
     blocks_sent: int = 0
     bytes_sent: int = 0
     frames_sent: int = 0
@@ -551,6 +554,8 @@ class Dco:
             c.transfers_ok += 1
         else:
             c.transfers_failed[reason.name.lower()] += 1
+        if not cancel:
+            c.transfer_seconds.observe(outcome.finished_at - started)
         return outcome
 
     async def _initiate(

@@ -1,10 +1,15 @@
 """The `smets1` command line.
 
-    smets1 run CONFIG [--out DIR] [--state-dir DIR] [--quiet]   a whole campaign in one process
-    smets1 image build|inspect|verify|keygen    firmware images (orchestrator.image_cli)
+    smets1 run CONFIG [--out DIR] [--state-dir DIR] [--quiet] [--metrics-port N]
+               [--max-failed N|P%] [--max-trt-missed N|P%]    a whole campaign in one process
+    smets1 report DIR                           rebuild a run's report.html from its folder
+    smets1 image build|inspect|verify|keygen|validate|plan|trial
+                                                firmware images (orchestrator.image_cli)
     smets1 dco|fleet|scheduler|distributed      roles as processes of their own (roles_cli)
 
 Every expected failure prints one line `smets1: error: ...` and exits 2; never a traceback.
+A run that passes a threshold (orchestrator.gate) ends with one line `smets1: threshold
+passed: ...` and exits 5.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from orchestrator.gate import EXIT_THRESHOLD, add_threshold_flags, gate_line, thresholds_of
 from orchestrator.image_cli import add_image_commands
 from orchestrator.preflight import preflight
 from orchestrator.roles_cli import add_role_commands
@@ -23,6 +29,16 @@ from smets1.config import load_config
 from smets1.errors import Smets1Error
 
 EXIT_USAGE = 2
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 1 <= value <= 65_535:
+        raise argparse.ArgumentTypeError(f"expected 1-65535, got {value}")
+    return value
 
 
 def _fail(message: str) -> int:
@@ -40,8 +56,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         preflight(config, args.config)
         out = Path(args.out) if args.out else Path("runs") / config.name
         flash_dir = Path(args.state_dir) if args.state_dir else None
+        thresholds = thresholds_of(config, args.max_failed, args.max_trt_missed)
         summary = run_config(
-            config, out, progress=None if args.quiet else sys.stderr, flash_dir=flash_dir
+            config,
+            out,
+            progress=None if args.quiet else sys.stderr,
+            flash_dir=flash_dir,
+            thresholds=thresholds,
+            config_file=Path(args.config),
+            metrics_port=args.metrics_port,
         )
     except Smets1Error as exc:
         return _fail(str(exc))
@@ -62,6 +85,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"peak RSS {summary['peak_rss_bytes'] / 2**20:.0f} MiB\n"
         f"  summary: {out / 'summary.json'}, report: {out / 'report.html'}"
     )
+    line = gate_line(summary)
+    if line is not None:
+        # Last, on one line: the threshold the run passed, for a CI log.
+        print(line, file=sys.stderr)
+        return EXIT_THRESHOLD
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from orchestrator.report import write_report
+
+    try:
+        path = write_report(Path(args.dir))
+    except Smets1Error as exc:
+        return _fail(str(exc))
+    except OSError as exc:
+        return _fail(f"{exc.filename or args.dir}: {exc.strerror}")
+    print(f"report: {path}")
     return 0
 
 
@@ -92,7 +133,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--state-dir",
         help="keep the fleet's flash in this folder, as `smets1 fleet` does (default: in RAM)",
     )
+    run.add_argument(
+        "--metrics-port",
+        type=_port,
+        metavar="PORT",
+        help="serve Prometheus /metrics on this port while the run goes on",
+    )
+    add_threshold_flags(run)
     run.set_defaults(func=cmd_run)
+    rep = sub.add_parser(
+        "report",
+        help="rebuild report.html (and failed_devices.csv) from a run's folder",
+    )
+    rep.add_argument("dir", help="the folder of a run: summary.json, run.json, the store")
+    rep.set_defaults(func=cmd_report)
     cmp = sub.add_parser(
         "compare-runs",
         help="check that two runs of one config came out the same (a distributed run "

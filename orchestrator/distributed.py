@@ -36,8 +36,10 @@ from pydantic import BaseModel, ValidationError
 
 from orchestrator.autospeed import AUTO
 from orchestrator.errors import DistributedError
+from orchestrator.gate import Thresholds, gate, thresholds_of
 from orchestrator.mosquitto import STOP_TIMEOUT_SECONDS, Mosquitto, free_port
 from orchestrator.report import write_report
+from orchestrator.run_info import run_info, write_run_info
 from orchestrator.serving import PARENT_PID_ENV
 from orchestrator.status import DcoStatus, FleetStatus, RoleUsage, SchedulerStatus
 from orchestrator.verdict import lateness_document, verdict
@@ -171,7 +173,7 @@ def clear_previous_run(out: Path) -> None:
     keeps the last run's retained clock: the roles would follow it at first, and every
     message they took as that clock's would seem hours late)."""
     out.mkdir(parents=True, exist_ok=True)
-    for stale in [*out.glob("*.json"), out / "report.html"]:
+    for stale in [*out.glob("*.json"), out / "report.html", out / "failed_devices.csv"]:
         stale.unlink(missing_ok=True)
     for state in [
         out / "scheduler-state",
@@ -196,6 +198,7 @@ def run_distributed(
     on_scheduler_started: Callable[[Service], None] | None = None,
     on_started: Callable[[dict[str, Service]], None] | None = None,
     on_finished: Callable[[dict[str, Service]], None] | None = None,
+    thresholds: Thresholds | None = None,
 ) -> dict[str, Any]:
     """Run `config` as separate processes; return (and write) the merged summary.
 
@@ -297,7 +300,8 @@ def run_distributed(
     status = _read(out / "scheduler.json", SchedulerStatus)
     fleets = [_read(out / f"fleet-{s}.json", FleetStatus) for s in range(shards)]
     dcos = [_read(out / f"dco-w{w}.json", DcoStatus) for w in range(dco_workers)]
-    threshold = lateness_threshold_seconds(load_config(config))
+    fleet_config = load_config(config)
+    threshold = lateness_threshold_seconds(fleet_config)
     broker_usage = None
     if mosquitto is not None:
         broker_usage = RoleUsage(
@@ -305,7 +309,15 @@ def run_distributed(
             cpu_seconds=mosquitto.cpu_seconds,
             peak_rss_bytes=mosquitto.peak_rss_bytes,
         )
-    summary = merge(status, fleets, dcos, campaign_seconds, threshold, broker_usage)
+    summary = merge(
+        status,
+        fleets,
+        dcos,
+        campaign_seconds,
+        threshold,
+        broker_usage,
+        thresholds or thresholds_of(fleet_config),
+    )
     summary.update(
         shards=shards,
         dco_workers=dco_workers,
@@ -315,7 +327,8 @@ def run_distributed(
     )
     summary["cpu_seconds"]["mosquitto"] = None if mosquitto is None else mosquitto.cpu_seconds
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    write_report(out / "report.html", summary, status.activations_per_hour)
+    write_run_info(out, run_info(fleet_config, config, mode="distributed"))
+    write_report(out)
     return summary
 
 
@@ -326,13 +339,15 @@ def merge(
     campaign_seconds: float,
     threshold_seconds: float,
     broker: RoleUsage | None = None,
+    thresholds: Thresholds | None = None,
 ) -> dict[str, Any]:
     """One summary from every process's status: the scheduler's campaign summary with
     what the fleet shards and DCO workers counted (every key `smets1 run`'s summary has,
     each added up over the processes), the broker traffic, CPU and lag, the end-to-end
     lateness of every process and the verdict it leads to (orchestrator.verdict), and
     `roles`: per process (and the broker, if the launcher started it: `broker`) its CPU
-    seconds, peak RSS, lag and lateness."""
+    seconds, peak RSS, lag and lateness; `gate`, the run against `thresholds`
+    (orchestrator.gate; none: unchecked)."""
     states: Counter[str] = Counter()
     transitions: Counter[str] = Counter()
     faults: Counter[str] = Counter()
@@ -411,4 +426,5 @@ def merge(
         # The largest of any one process, as `smets1 run`'s is its one process's.
         "peak_rss_bytes": max(u.peak_rss_bytes or 0 for u in roles.values()),
         "roles": {name: u.model_dump() for name, u in roles.items()},
+        "gate": gate(campaign, thresholds or Thresholds()),
     }

@@ -3,11 +3,17 @@
     smets1 image build   --manufacturer CODE --image-type TYPE --file-version VERSION
                          (--body FILE | --body-size N [--seed S]) [--key PEM | --unsigned] -o OUT
     smets1 image inspect FILE [--json] [--block-size N]
-    smets1 image keygen  -o PEM [--force]
-    smets1 image verify  FILE [--public-key PEM]
+    smets1 image keygen  -o PEM [--force]            (PEM and its public key, NAME.pub.pem)
+    smets1 image verify  FILE [--public-key PEM]     (a public or a private key)
+    smets1 image validate FILE --model MODEL [--config CONFIG] [--public-key PEM] [--json]
+    smets1 image plan    FILE --devices N [--model MODEL] [--config CONFIG]
+                         [--other-users K] [--loss RATE] [--json]
+    smets1 image trial   FILE --model MODEL --devices N [--config CONFIG] [--link PROFILE]
+                         [--faults SPEC] [--seed S] [--json]
 
-Handlers return an exit status: 0 success, 1 a signature that does not verify, 2 a file or
-argument that cannot be used. A bad file is one line on stderr, never a traceback.
+Handlers return an exit status: 0 success, 1 a signature that does not verify (a check
+that fails, a trial device that does not activate), 2 a file or argument that cannot be
+used. A bad file is one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -22,6 +28,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from orchestrator.errors import ImageUnusable
+from orchestrator.example_models import EXAMPLE_MODELS, ModelChoice, choose_model, largest_slot
+from orchestrator.image_checks import model_key, read_image, validate
+from smets1.config import load_config
+from smets1.config_fleet import LINK_PROFILES, FaultConfig, LinkProfile
 from smets1.errors import Smets1Error
 from smets1.image import (
     DEFAULT_BLOCK_BYTES,
@@ -38,7 +49,7 @@ from smets1.signing import (
     demo_private_key,
     generate_private_key,
     load_private_key,
-    load_public_key,
+    load_verifying_key,
     private_key_pem,
     public_key_pem,
 )
@@ -48,6 +59,9 @@ __all__ = [
     "cmd_build",
     "cmd_inspect",
     "cmd_keygen",
+    "cmd_plan",
+    "cmd_trial",
+    "cmd_validate",
     "cmd_verify",
 ]
 
@@ -55,7 +69,16 @@ _OTA_LIMIT = "an OTA header's total_image_size is a u32"
 
 EXIT_OK = 0
 EXIT_BAD_SIGNATURE = 1
+EXIT_CHECK_FAILED = 1
 EXIT_BAD_INPUT = 2
+#: Other Users a plan shares the DCC's capacity with, at most (each holds a schedule on
+#: every day of the horizon).
+MAX_OTHER_USERS = 1_000
+#: Devices a plan counts, at most: the MP230 estate is 670,000.
+MAX_PLAN_DEVICES = 10_000_000
+#: Most devices one trial may build (a trial is of a model, not of an estate; `smets1
+#: run` with a fleet config takes more).
+MAX_TRIAL_DEVICES = 10_000
 
 # Summary fields a person reads more easily in hex (codes and versions, as ZigBee writes them).
 _HEX_DIGITS = {
@@ -101,6 +124,80 @@ def _body_size(text: str) -> int:
             f"at most {MAX_IMAGE_BYTES:,} bytes (smets1.limits.MAX_IMAGE_BYTES), got {value:,}"
         )
     return value
+
+
+def _bounded(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from `low` to `high`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text, 0)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected {low:,}-{high:,}, got {value:,}")
+        return value
+
+    parse.__name__ = "count"
+    return parse
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a probability 0-1, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:  # also NaN
+        raise argparse.ArgumentTypeError(f"expected a probability 0-1, got {text!r}")
+    return value
+
+
+def _link(text: str) -> tuple[str, LinkProfile]:
+    fields = LINK_PROFILES.get(text)
+    if fields is None:
+        raise argparse.ArgumentTypeError(
+            f"unknown link profile {text[:40]!r}; known: {', '.join(LINK_PROFILES)}"
+        )
+    return text, LinkProfile(**fields)
+
+
+def _faults(text: str) -> FaultConfig:
+    """`none`, `KEY=VALUE,KEY=VALUE` or a JSON object of FaultConfig's fields."""
+    from pydantic import ValidationError
+
+    if text.strip() == "none":
+        return FaultConfig()
+    fields: Any
+    if text.lstrip().startswith("{"):
+        try:
+            fields = json.loads(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"not a JSON object ({exc})") from None
+        if not isinstance(fields, dict):
+            raise argparse.ArgumentTypeError("expected a JSON object of fault fields")
+    else:
+        fields = {}
+        for item in filter(None, (p.strip() for p in text.split(","))):
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise argparse.ArgumentTypeError(
+                    f"{item[:40]!r} is not KEY=VALUE (e.g. block_loss_rate=0.02), 'none' or"
+                    " a JSON object"
+                )
+            fields[key.strip()] = value.strip()
+    if not fields:
+        raise argparse.ArgumentTypeError("expected KEY=VALUE pairs, 'none' or a JSON object")
+    try:
+        return FaultConfig.model_validate(fields)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "faults"
+        if err["type"] == "extra_forbidden":
+            msg = "unknown fault (check its spelling)"
+            known = f"; known: {', '.join(FaultConfig.model_fields)}"
+        else:
+            msg, known = err["msg"], f" (got {str(err.get('input'))[:40]!r})"
+        raise argparse.ArgumentTypeError(f"{where[:40]}: {msg}{known}") from None
 
 
 def _output_file(text: str) -> str:
@@ -197,6 +294,11 @@ def add_image_commands(subparsers: Any) -> argparse.ArgumentParser:
         help="default: subelements when signed, raw (like the DCC sample) when --unsigned",
     )
     build.add_argument("-o", "--output", type=_output_file, required=True, metavar="OUT")
+    build.add_argument(
+        "--force",
+        action="store_true",
+        help="build an empty body, or an image larger than the largest slot of any known model",
+    )
     build.set_defaults(func=cmd_build)
 
     inspect = sub.add_parser(
@@ -218,9 +320,9 @@ def add_image_commands(subparsers: Any) -> argparse.ArgumentParser:
 
     keygen = sub.add_parser(
         "keygen",
-        help="write a new P-256 private key",
-        description="Write a new ECDSA P-256 private key (PEM, mode 0600) and print its "
-        "public key.",
+        help="write a new P-256 key pair",
+        description="Write a new ECDSA P-256 private key (PEM, mode 0600) and its public "
+        "key beside it: -o maker.pem writes maker.pem and maker.pub.pem.",
     )
     keygen.add_argument("-o", "--output", type=_output_file, required=True, metavar="PEM")
     keygen.add_argument("--force", action="store_true", help="overwrite an existing file")
@@ -234,9 +336,89 @@ def add_image_commands(subparsers: Any) -> argparse.ArgumentParser:
     )
     verify.add_argument("file", metavar="FILE")
     verify.add_argument(
-        "--public-key", metavar="PEM", help="default: demo key of the image's manufacturer"
+        "--public-key",
+        metavar="PEM",
+        help="public key, or a private key whose public key is derived (default: demo key "
+        "of the image's manufacturer)",
     )
     verify.set_defaults(func=cmd_verify)
+
+    known = ", ".join(EXAMPLE_MODELS)
+    validate_ = sub.add_parser(
+        "validate",
+        help="check an image against a device model",
+        description="Check an image against a device model: header and size, manufacturer "
+        "code, image type, hardware version range, slot, signature. One line a check. Exit "
+        "0 all pass, 1 one fails, 2 unusable input.",
+    )
+    validate_.add_argument("file", metavar="FILE")
+    validate_.add_argument(
+        "--model", required=True, metavar="MODEL", help=f"built-in: {known}; or one of CONFIG"
+    )
+    validate_.add_argument("--config", metavar="CONFIG", help="fleet config holding the model")
+    validate_.add_argument(
+        "--public-key",
+        metavar="PEM",
+        help="manufacturer key (public or private) instead of the model's",
+    )
+    validate_.add_argument("--json", action="store_true", help="one JSON object")
+    validate_.set_defaults(func=cmd_validate)
+
+    plan = sub.add_parser(
+        "plan",
+        help="what MP230 and the network mean for an image",
+        description="Large or not, blocks, transfer time per link profile with and without "
+        "loss, whether N devices a day need an agreed schedule, and campaign days (N, and "
+        "the 670,000-device estate), from the models the emulator and the scheduler run.",
+    )
+    plan.add_argument("file", metavar="FILE")
+    plan.add_argument("--devices", type=_bounded(1, MAX_PLAN_DEVICES), required=True, metavar="N")
+    plan.add_argument("--model", metavar="MODEL", help=f"built-in: {known}; or one of CONFIG")
+    plan.add_argument("--config", metavar="CONFIG", help="fleet config: models, scheduler, DCO")
+    plan.add_argument(
+        "--other-users",
+        type=_bounded(0, MAX_OTHER_USERS),
+        default=1,
+        metavar="K",
+        help="other Users sharing the DCC's capacity (default 1)",
+    )
+    plan.add_argument(
+        "--loss",
+        type=_rate,
+        metavar="RATE",
+        help="block loss rate (default: the model's configured loss, else 0.02)",
+    )
+    plan.add_argument("--json", action="store_true", help="one JSON object")
+    plan.set_defaults(func=cmd_plan)
+
+    trial = sub.add_parser(
+        "trial",
+        help="run an image through 11.1, 11.3 and 11.2 on emulated devices",
+        description="Run N emulated devices of a model through the whole path (11.1, 11.3, "
+        "11.2) on a virtual clock. Exit 0 when every device activated it, 1 otherwise.",
+    )
+    trial.add_argument("file", metavar="FILE")
+    trial.add_argument(
+        "--model", required=True, metavar="MODEL", help=f"built-in: {known}; or one of CONFIG"
+    )
+    trial.add_argument("--devices", type=_bounded(1, MAX_TRIAL_DEVICES), required=True, metavar="N")
+    trial.add_argument("--config", metavar="CONFIG", help="fleet config holding the model")
+    trial.add_argument(
+        "--link",
+        type=_link,
+        metavar="PROFILE",
+        help=f"{', '.join(LINK_PROFILES)} (default: the model's link)",
+    )
+    trial.add_argument(
+        "--faults",
+        type=_faults,
+        metavar="SPEC",
+        help="KEY=VALUE,... or a JSON object of fault fields, or none (default: the "
+        "model's), e.g. block_loss_rate=0.02,boot_failure_rate=0.01",
+    )
+    trial.add_argument("--seed", type=_unsigned(32), metavar="S", help="default: the config's")
+    trial.add_argument("--json", action="store_true", help="one JSON object")
+    trial.set_defaults(func=cmd_trial)
     return image
 
 
@@ -275,6 +457,10 @@ def cmd_build(args: argparse.Namespace) -> int:
         return _fail(None, str(exc))
     except ValueError as exc:
         return _fail(None, str(exc))
+    if not args.force:
+        refusal = _build_refusal(len(body), len(data))
+        if refusal is not None:
+            return _fail(args.body, refusal)
     output = Path(args.output)
     try:
         existing = output.stat().st_mode
@@ -295,6 +481,23 @@ def cmd_build(args: argparse.Namespace) -> int:
     firmware_hash = parse_image(data).firmware_hash.hex()
     print(f"{output} size_bytes={len(data)} firmware_hash={firmware_hash}")
     return EXIT_OK
+
+
+def _build_refusal(body_bytes: int, image_bytes: int) -> str | None:
+    """Why an image is not worth building without --force: an empty body, or a file no
+    known model's slot takes."""
+    if body_bytes == 0:
+        return (
+            "the body is 0 bytes: an image with no firmware in it (use --force to build it anyway)"
+        )
+    biggest = largest_slot(EXAMPLE_MODELS)
+    if image_bytes > biggest.slot_capacity_bytes:
+        return (
+            f"the image would be {image_bytes:,} bytes (body {body_bytes:,}), more than the"
+            f" largest slot of any known model ({biggest.name}: {biggest.slot_capacity_bytes:,}"
+            " bytes); use --force to build it anyway"
+        )
+    return None
 
 
 def _human(summary: dict[str, Any]) -> str:
@@ -327,21 +530,48 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def public_key_path(private_path: str) -> Path:
+    """Where keygen writes the public key of `private_path`: `maker.pem` → `maker.pub.pem`
+    (a name without `.pem` gets `.pub.pem` added)."""
+    path = Path(private_path)
+    stem = path.name[: -len(".pem")] if path.name.endswith(".pem") else path.name
+    return path.with_name(stem + ".pub.pem")
+
+
+def _create(path: str | Path, text: str, mode: int, force: bool) -> None:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    if not force:
+        flags |= os.O_EXCL
+    # Created with its mode from the start: a private key is never readable by others.
+    fd = os.open(path, flags, mode)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(text)
+
+
 def cmd_keygen(args: argparse.Namespace) -> int:
     key = generate_private_key()
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    public_path = public_key_path(args.output)
     if not args.force:
-        flags |= os.O_EXCL
-    try:
-        # Created 0600 from the start: a private key is never readable by others, even briefly.
-        fd = os.open(args.output, flags, 0o600)
-        with os.fdopen(fd, "w", encoding="ascii") as f:
-            f.write(private_key_pem(key))
-    except FileExistsError:
-        return _fail(args.output, "already exists (use --force to overwrite)")
-    except OSError as exc:
-        return _fail(args.output, _os_message(exc))
-    print(public_key_pem(key), end="")
+        # Both names checked first: never a private key without its public one.
+        for path in (Path(args.output), public_path):
+            if os.path.lexists(path):
+                return _fail(path, "already exists (use --force to overwrite)")
+    written: list[Path] = []
+    for path, text, mode in (
+        (Path(args.output), private_key_pem(key), 0o600),
+        (public_path, public_key_pem(key), 0o644),
+    ):
+        try:
+            _create(path, text, mode, args.force)
+        except OSError as exc:
+            for done in written:  # no private key whose public key was not written
+                with contextlib.suppress(OSError):
+                    done.unlink()
+            if isinstance(exc, FileExistsError):
+                return _fail(path, "already exists (use --force to overwrite)")
+            return _fail(path, _os_message(exc))
+        written.append(path)
+    print(f"{args.output}: private key (mode 0600); {public_path}: public key")
     return EXIT_OK
 
 
@@ -355,7 +585,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     manufacturer = image.header.manufacturer_code
     try:
         if args.public_key is not None:
-            public_key = load_public_key(args.public_key)
+            public_key = load_verifying_key(args.public_key)
             key_name = args.public_key
         else:
             public_key = demo_private_key(manufacturer).public_key()
@@ -374,3 +604,141 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def _body_form(subelements: bool) -> str:
     return "subelements" if subelements else "raw"
+
+
+def _read_image(path: str, limit: int, why: str) -> tuple[bytes, Any]:
+    """The bytes of an image file and `read_image` of them; OSError, _Unusable and
+    ImageUnusable for the caller to report."""
+    data = _read_file(path, limit, why)
+    return data, read_image(data)
+
+
+def _fail_lines(subject: str | None, message: str) -> int:
+    """Each line of a (config) message as its own error line."""
+    for line in message.splitlines() or [""]:
+        _fail(subject, line)
+    return EXIT_BAD_INPUT
+
+
+def _choose(name: str, config: str | None) -> ModelChoice | int:
+    try:
+        return choose_model(name, config)
+    except OSError as exc:
+        return _fail(config, _os_message(exc))
+    except Smets1Error as exc:
+        return _fail_lines(None, str(exc))
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    choice = _choose(args.model, args.config)
+    if isinstance(choice, int):
+        return choice
+    try:
+        _, read = _read_image(args.file, MAX_OTA_FILE_BYTES, _OTA_LIMIT)
+    except OSError as exc:
+        return _fail(args.file, _os_message(exc))
+    except (_Unusable, ImageUnusable) as exc:
+        return _fail(args.file, str(exc))
+    try:
+        key, key_name = model_key(choice.model, args.public_key)
+    except SigningError as exc:
+        return _fail(None, str(exc))
+    checks = validate(read, choice.model, key, key_name)
+    passed = all(c.passed for c in checks)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "file": args.file,
+                    "model": choice.model.name,
+                    "model_source": choice.source,
+                    "key": key_name,
+                    "passed": passed,
+                    "checks": [c.as_json() for c in checks],
+                }
+            )
+        )
+    else:
+        print(f"{args.file}: model {choice.model.name} ({choice.source})")
+        for c in checks:
+            print(f"  {c.line()}")
+        failed = sum(not c.passed for c in checks)
+        print(f"  {'valid' if passed else f'{failed} of {len(checks)} checks FAILED'}")
+    return EXIT_OK if passed else EXIT_CHECK_FAILED
+
+
+def _usable_image(path: str) -> tuple[bytes, Any] | int:
+    """An image for plan and trial: well formed, at most MAX_IMAGE_BYTES; else exit 2."""
+    try:
+        data, read = _read_image(path, MAX_IMAGE_BYTES, "smets1.limits.MAX_IMAGE_BYTES")
+    except OSError as exc:
+        return _fail(path, _os_message(exc))
+    except (_Unusable, ImageUnusable) as exc:
+        return _fail(path, str(exc))
+    if read.image is None or not read.header_check.passed:
+        return _fail(path, f"not a well-formed image: {read.header_check.reason}")
+    return data, read.image
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    # The emulator, the DCO and the scheduler only when a plan is made.
+    from orchestrator.image_plan import configured_loss, make_plan
+    from orchestrator.image_plan import render as render_plan
+
+    choice: ModelChoice | None = None
+    if args.model is not None:
+        chosen = _choose(args.model, args.config)
+        if isinstance(chosen, int):
+            return chosen
+        choice = chosen
+        base = choice.config
+    elif args.config is not None:
+        try:
+            base = load_config(args.config)
+        except OSError as exc:
+            return _fail(args.config, _os_message(exc))
+        except Smets1Error as exc:
+            return _fail_lines(None, str(exc))
+    else:
+        base = None
+    usable = _usable_image(args.file)
+    if isinstance(usable, int):
+        return usable
+    data, image = usable
+    model = choice.model if choice is not None else None
+    loss = configured_loss(model, choice.source if choice is not None else "", args.loss)
+    try:
+        plan = make_plan(args.file, data, image, args.devices, args.other_users, model, base, loss)
+    except Smets1Error as exc:
+        return _fail(args.file, str(exc))
+    print(json.dumps(plan.as_json()) if args.json else render_plan(plan))
+    return EXIT_OK
+
+
+def cmd_trial(args: argparse.Namespace) -> int:
+    from orchestrator.image_trial import render as render_trial
+    from orchestrator.image_trial import run_trial
+
+    choice = _choose(args.model, args.config)
+    if isinstance(choice, int):
+        return choice
+    usable = _usable_image(args.file)
+    if isinstance(usable, int):
+        return usable
+    data, image = usable
+    try:
+        result = run_trial(
+            args.file,
+            data,
+            image,
+            choice.model,
+            args.devices,
+            choice.config,
+            link=args.link,
+            faults=args.faults,
+            seed=args.seed,
+        )
+    except Smets1Error as exc:
+        return _fail(args.file, str(exc))
+    print(json.dumps(result.as_json()) if args.json else render_trial(result))
+    return EXIT_OK if result.ok else EXIT_CHECK_FAILED

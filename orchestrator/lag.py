@@ -165,7 +165,7 @@ class LagMonitor:
 LAG_METRICS: tuple[Metric[LagMonitor], ...] = (
     Metric(
         "gauge",
-        "clock_lag_seconds",
+        "clock_lag_simulated_seconds",
         "How far the process runs behind the shared clock, simulated seconds",
         lambda lag: lag.lag_seconds,
     ),
@@ -195,20 +195,20 @@ LAG_METRICS: tuple[Metric[LagMonitor], ...] = (
     ),
     Metric(
         "gauge",
-        "lateness_worst_seconds",
+        "lateness_worst_simulated_seconds",
         "Worst end-to-end lateness of a message handled (a scheduler: of its timers), "
         "simulated seconds, broker queueing included",
         lambda lag: lag.lateness.worst,
     ),
     Metric(
         "gauge",
-        "lateness_p99_seconds",
+        "lateness_p99_simulated_seconds",
         "99th percentile of end-to-end lateness, simulated seconds (bucket upper bound)",
         lambda lag: lag.lateness.p99,
     ),
     Metric(
         "gauge",
-        "lateness_threshold_seconds",
+        "lateness_threshold_simulated_seconds",
         "The most lateness a valid run may show, simulated seconds",
         lambda lag: lag.threshold_seconds,
     ),

@@ -1,237 +1,497 @@
-"""A self-contained HTML report of a run: the summary's figures and charts as inline SVG.
+"""The report of a run a test lead can forward: one self-contained HTML page.
 
-No script, no external file: the page can be mailed or attached to a ticket as it is.
-`smets1 run` and `smets1 distributed` write the same page; a distributed run's summary
-also has `roles`, shown as one row per process (CPU, peak memory, lag, lateness).
+No script and no external file: charts are inline SVG (orchestrator.report_charts),
+so the page can be mailed, attached to a ticket, printed or turned into a PNG. It is
+built from the run's folder (orchestrator.report_data: `summary.json`, `run.json` and the
+scheduler's SQLite), by `smets1 run` and `smets1 distributed` at the end of a run and by
+`smets1 report DIR` afterwards; beside it, `failed_devices.csv` lists every failed device
+(the page shows the first hundred).
+
+Sections: the run (config, seed, version), the verdict and the CI gate, the outcome in
+figures, per campaign and per User (released per day, held, refused with reason,
+schedules and their batches, TRT met and missed), large images released per day against
+capacity (stacked per User, the 500-a-User line), releases per hour with the peak windows
+shaded, the release-to-answer distribution against the TRT, requests by state over
+simulated time, failures by reason and by model, the failed devices, device states at
+the end, the processes of a distributed run, and the config itself.
 """
 
 from __future__ import annotations
 
-import html
-import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-BAR_CHART_WIDTH_PX = 720
-BAR_CHART_HEIGHT_PX = 220
-HOUR_SECONDS = 3600.0
+from orchestrator import report_charts as charts
+from orchestrator.report_data import (
+    FAILED_CSV,
+    FailedDevice,
+    RunRecord,
+    answer_seconds,
+    failed_devices,
+    failures_by_model,
+    hourly_releases,
+    large_released_per_day,
+    load_run,
+    peak_intervals,
+    quantile,
+    state_timeline,
+    user_label,
+    write_failed_csv,
+)
+from orchestrator.report_format import duration, size
+from orchestrator.report_format import esc as _e
+from orchestrator.report_format import num as _n
+from orchestrator.report_format import when as _when
+
+REPORT_FILE = "report.html"
+#: Failed devices listed on the page; all of them are in the CSV.
+FAILED_SHOWN = 100
+#: Days of a campaign's releases listed in its row; the rest are counted.
+DAYS_SHOWN = 7
+#: The DCC's default TRT, when the run left no run.json.
+DEFAULT_TRT_SECONDS = 5 * 86_400.0
+DEFAULT_USER_LIMIT = 500
 
 
-def hourly_counts(times: Iterable[float], start: float) -> list[int]:
-    """How many events fall in each simulated hour after `start`."""
-    counts: list[int] = []
-    for t in times:
-        h = max(0, math.floor((t - start) / HOUR_SECONDS))
-        if h >= len(counts):
-            counts.extend([0] * (h + 1 - len(counts)))
-        counts[h] += 1
-    return counts
+# -- formatting ---------------------------------------------------------------------
 
 
-def bar_chart(
-    title: str,
-    labels: Sequence[str],
-    values: Sequence[float],
-    limit: float | None = None,
-    limit_label: str = "",
-) -> str:
-    """An SVG bar chart; `limit` draws a horizontal line (a capacity, say)."""
-    w, h, pad = BAR_CHART_WIDTH_PX, BAR_CHART_HEIGHT_PX, 36
-    if not values:
-        return f"<h3>{html.escape(title)}</h3><p>nothing to show</p>"
-    top = max([*values, limit or 0, 1])
-    n = len(values)
-    bw = (w - 2 * pad) / n
-    parts = [
-        f'<svg viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" '
-        f'aria-label="{html.escape(title)}">',
-        f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="#888"/>',
-        f'<text x="4" y="{pad - 8}" font-size="11">{top:,.0f}</text>',
-    ]
-    for i, v in enumerate(values):
-        bh = (h - 2 * pad) * v / top
-        x = pad + i * bw
-        parts.append(
-            f'<rect x="{x + bw * 0.1:.1f}" y="{h - pad - bh:.1f}" width="{bw * 0.8:.1f}" '
-            f'height="{bh:.1f}" fill="#3b6ea5"><title>{html.escape(labels[i])}: {v:,.0f}'
-            "</title></rect>"
-        )
-    step = max(1, n // 12)
-    for i in range(0, n, step):
-        x = pad + i * bw + bw / 2
-        parts.append(
-            f'<text x="{x:.1f}" y="{h - pad + 14}" font-size="10" text-anchor="middle">'
-            f"{html.escape(labels[i])}</text>"
-        )
-    if limit is not None:
-        y = h - pad - (h - 2 * pad) * limit / top
-        parts.append(
-            f'<line x1="{pad}" y1="{y:.1f}" x2="{w - pad}" y2="{y:.1f}" stroke="#c0392b" '
-            f'stroke-dasharray="4 3"/><text x="{w - pad}" y="{y - 4:.1f}" font-size="10" '
-            f'text-anchor="end" fill="#c0392b">{html.escape(limit_label)}</text>'
-        )
-    parts.append("</svg>")
-    return f"<h3>{html.escape(title)}</h3>" + "".join(parts)
+def _table(head: Sequence[str], rows: Iterable[Sequence[Any]], cls: str = "") -> str:
+    h = "".join(f"<th>{_e(c)}</th>" for c in head)
+    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in rows)
+    attr = f' class="{cls}"' if cls else ""
+    return f"<table{attr}><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _table(rows: Mapping[str, Any]) -> str:
-    body = "".join(
-        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_fmt(v))}</td></tr>"
-        for k, v in rows.items()
+def _facts(rows: Iterable[tuple[str, str]]) -> str:
+    body = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
+    return f'<table class="facts">{body}</table>'
+
+
+def _section(title: str, *parts: str, note: str = "") -> str:
+    n = f'<p class="note">{_e(note)}</p>' if note else ""
+    return f"<section><h2>{_e(title)}</h2>{n}{''.join(parts)}</section>"
+
+
+def _chart(title: str, svg: str, caption: str = "") -> str:
+    cap = f"<figcaption>{_e(caption)}</figcaption>" if caption else ""
+    return f"<figure><h3>{_e(title)}</h3>{svg}{cap}</figure>"
+
+
+# -- sections -----------------------------------------------------------------------
+
+
+def _run_facts(record: RunRecord) -> str:
+    s, info = record.summary, record.info
+    rows = [("config", str(s.get("config", "?")))]
+    if info is not None:
+        rows += [
+            ("config file", info.config_file or "–"),
+            ("config SHA-256", info.config_sha256 or "–"),
+            ("seed", str(info.seed)),
+            ("smets1-fleet version", info.version),
+            ("epoch", f"{_when(info.epoch_seconds)} UTC"),
+        ]
+    else:
+        rows.append(("seed", _n(s.get("seed"))))
+    mode = (
+        "distributed (MQTT, one process per role)"
+        if s.get("mode") == "distributed"
+        else ("in process (virtual clock)")
     )
-    return f"<table>{body}</table>"
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, bool) or v is None:
-        return str(v)
-    if isinstance(v, int):
-        return f"{v:,}"
-    if isinstance(v, float):
-        return f"{v:,.3f}"
-    return str(v)
-
-
-#: A distributed summary's `roles` (orchestrator.status.RoleUsage) as table columns:
-#: (key, heading).
-ROLE_COLUMNS = (
-    ("role", "role"),
-    ("cpu_seconds", "CPU s"),
-    ("peak_rss_bytes", "peak RSS MiB"),
-    ("worst_lag_seconds", "worst lag s"),
-    ("lateness_worst_seconds", "lateness worst s"),
-    ("lateness_p99_seconds", "lateness p99 s"),
-    ("lateness_samples", "lateness samples"),
-)
-MIB = 2**20
-#: A summary's `lateness` (orchestrator.verdict) under the verdict: (key, label).
-LATENESS_ROWS = (
-    ("worst_seconds", "worst lateness, simulated s"),
-    ("p99_seconds", "99th percentile lateness, simulated s"),
-    ("samples", "lateness samples"),
-    ("threshold_seconds", "threshold of a valid run, simulated s"),
-)
+    rows.append(("mode", mode))
+    if s.get("mode") == "distributed":
+        rows.append(("shards, DCO workers", f"{s.get('shards')}, {s.get('dco_workers')}"))
+    return _facts(rows)
 
 
 def _verdict(summary: Mapping[str, Any]) -> str:
-    """The verdict (orchestrator.verdict) and the lateness it rests on."""
-    v: Mapping[str, Any] | None = summary.get("verdict")
-    if not v:
-        return ""
-    status = str(v.get("status", "unknown"))
-    colour = "#1e7b34" if status == "valid" else "#c0392b"
-    parts = [
-        f'<h2>Verdict: <span style="color:{colour}">{html.escape(status)}</span></h2>',
-        f"<p>{html.escape(str(v.get('reason', '')))}</p>",
+    parts = []
+    v = summary.get("verdict")
+    if v:
+        ok = v.get("status") == "valid"
+        parts.append(
+            f'<p class="{"ok" if ok else "bad"}"><b>Run {_e(v.get("status"))}</b>: '
+            f"{_e(v.get('reason', ''))}</p>"
+        )
+        lat = summary.get("lateness") or {}
+        if lat.get("samples"):
+            parts.append(
+                _facts(
+                    [
+                        ("worst lateness", duration(lat.get("worst_seconds"))),
+                        ("99th percentile lateness", duration(lat.get("p99_seconds"))),
+                        (
+                            "lateness threshold of a valid run",
+                            duration(lat.get("threshold_seconds")),
+                        ),
+                    ]
+                )
+            )
+    g = summary.get("gate")
+    if g:
+        status = g.get("status")
+        cls = {"passed": "ok", "failed": "bad"}.get(status, "note")
+        parts.append(f'<p class="{cls}"><b>CI gate {_e(status)}</b>: {_e(g.get("reason", ""))}</p>')
+    return _section("Verdict", *parts) if parts else ""
+
+
+def _outcome(record: RunRecord) -> str:
+    s = record.summary
+    acts = s.get("activations") or {}
+    failed = sum((s.get("failed") or {}).values())
+    updates = s.get("image_updates") or {}
+    rows = [
+        ("devices", _n(s.get("devices"))),
+        ("11.3 requests", _n(s.get("requests"))),
+        ("activated", _n(s.get("images_activated"))),
+        ("failed", _n(failed)),
+        ("unfinished at the end (released or waiting)", _n(s.get("unfinished"))),
+        ("held for a schedule (over 500 a User a day)", _n(s.get("held_for_schedule"))),
+        ("refused at submission (devices)", _n(s.get("refused"))),
+        ("TRT met", _n(s.get("trt_met"))),
+        ("TRT missed", _n(s.get("trt_missed"))),
+        ("11.3s open past seven days", _n(s.get("overdue"))),
+        ("11.1s not stored within seven days", _n(s.get("overdue_11_1"))),
+        ("longest 11.1, acceptance to stored", duration(updates.get("longest_seconds"))),
+        ("release to answer, median (activated)", duration(acts.get("p50_seconds"))),
+        ("release to answer, 95th percentile", duration(acts.get("p95_seconds"))),
+        ("release to answer, longest", duration(acts.get("max_seconds"))),
+        ("most large images released in a day", _n(s.get("max_large_images_released_in_a_day"))),
+        ("DCC capacity a day", _n(s.get("large_images_per_day"))),
+        (
+            "image data delivered",
+            f"{size(s.get('bytes_delivered'))} in {_n(s.get('blocks_delivered'))} blocks",
+        ),
+        (
+            "DCO transfer rounds, retries, resumes",
+            f"{_n(s.get('transfer_rounds'))}, "
+            f"{_n(s.get('dco_retries'))}, {_n(s.get('dco_resumes'))}",
+        ),
+        ("simulated time", duration(s.get("simulated_seconds"))),
+        ("wall time", f"{_n(s.get('wall_seconds'))} s"),
+        ("peak memory (RSS) of a process", size(s.get("peak_rss_bytes"))),
     ]
-    lateness: Mapping[str, Any] = summary.get("lateness", {})
-    if lateness:
-        parts.append(_table({label: lateness[k] for k, label in LATENESS_ROWS if k in lateness}))
-    return "".join(parts)
+    return _section("Outcome", _facts(rows))
 
 
-def _roles_table(roles: Mapping[str, Mapping[str, Any]]) -> str:
-    """One row per process of a distributed run, and their totals."""
+def _per_day(per_day: Mapping[str, int]) -> str:
+    items = list(per_day.items())
+    text = ", ".join(f"{d}: {n:,}" for d, n in items[:DAYS_SHOWN])
+    if len(items) > DAYS_SHOWN:
+        text += f", … ({len(items)} days, {sum(per_day.values()):,} in all)"
+    return text or "–"
+
+
+def _campaigns(record: RunRecord) -> str:
+    camps = record.summary.get("campaigns") or []
+    if not camps:
+        return ""
+    rows = [
+        (
+            c["name"],
+            user_label(record.info, c["user"]),
+            _n(c["devices"]),
+            "large" if c.get("large") else "small",
+            _n(c["activated"]),
+            _n(c["held"]),
+            _n(c["refused"]),
+            _n(c["trt_met"]),
+            _n(c["trt_missed"]),
+            _per_day(c.get("released_per_day") or {}),
+        )
+        for c in camps
+    ]
+    head = (
+        "campaign",
+        "User",
+        "devices",
+        "image",
+        "activated",
+        "held",
+        "refused",
+        "TRT met",
+        "TRT missed",
+        "released per day",
+    )
+    return _section("Per campaign", _table(head, rows))
+
+
+def _users(record: RunRecord) -> str:
+    users: Mapping[str, Any] = record.summary.get("users") or {}
+    if not users:
+        return ""
+    rows = []
+    details = []
+    for eui, u in users.items():
+        label = user_label(record.info, eui)
+        per_day = u.get("large_released_per_day") or {}
+        rows.append(
+            (
+                label,
+                _n(u["requests"]),
+                _n(u["activated"]),
+                _n(u["failed"]),
+                _n(u["held_for_schedule"]),
+                _n(u.get("security")),
+                _n(u["trt_met"]),
+                _n(u["trt_missed"]),
+                _n(max(per_day.values(), default=0)),
+                _per_day(per_day),
+            )
+        )
+        if u.get("held_reason"):
+            details.append(f"<p><b>{_e(label)}</b> held: {_e(u['held_reason'])}</p>")
+        for f in u.get("refused") or []:
+            earliest = (
+                f" (earliest date that would work: {f['earliest_date']})"
+                if f.get("earliest_date")
+                else ""
+            )
+            details.append(
+                f"<p><b>{_e(label)}</b> refused {f['devices']:,} device(s) of campaign "
+                f"{_e(f['campaign'])}: {_e(f['reason'])}{_e(earliest)}</p>"
+            )
+        for sch in u.get("schedules") or []:
+            batches = _table(
+                ("date", "devices", "released", "done", "failed", "TRT met", "TRT missed"),
+                (
+                    (
+                        b["date"],
+                        _n(b["devices"]),
+                        _n(b["released"]),
+                        _n(b["done"]),
+                        _n(b["failed"]),
+                        _n(b["trt_met"]),
+                        _n(b["trt_missed"]),
+                    )
+                    for b in sch.get("batches") or []
+                ),
+                "batches",
+            )
+            details.append(
+                f"<h3>{_e(label)}: schedule {sch['schedule_id']} ({_e(sch['state'])}, "
+                f"{sch['devices']:,} devices, moved {sch['moves']} time(s))</h3>{batches}"
+            )
+    head = (
+        "User",
+        "requests",
+        "activated",
+        "failed",
+        "held",
+        "security",
+        "TRT met",
+        "TRT missed",
+        "most large a day",
+        "large released per day",
+    )
+    return _section("Per User", _table(head, rows), *details)
+
+
+def _timing_charts(record: RunRecord, trt: float, capacity: int, user_limit: int) -> str:
+    out = []
+    info = record.info
+    epoch = info.epoch_seconds if info else 0.0
+    daily = large_released_per_day(record, epoch)
+    if daily.days:
+        out.append(
+            _chart(
+                "Large images released per day, by User",
+                charts.daily_releases(daily.days, daily.by_user, capacity, user_limit),
+                f"Days are UTC days. The DCC releases at most {capacity:,} large images a "
+                f"day; a User without an agreed schedule at most {user_limit:,}.",
+            )
+        )
+        start, counts = hourly_releases(record.requests)
+        peaks = peak_intervals(info, start, start + len(counts) * 3600) if info else []
+        out.append(
+            _chart(
+                "Large images released per simulated hour",
+                charts.hourly_releases(start, counts, peaks),
+                "Shaded: the DCC's peak windows, when no large image is released.",
+            )
+        )
+    took = answer_seconds(record.requests)
+    if took:
+        within = sum(1 for t in took if t <= trt)
+        p50, p95 = quantile(took, 0.5), quantile(took, 0.95)
+        out.append(
+            _chart(
+                "Release to answer, against the TRT",
+                charts.answer_distribution(took, trt, p50, p95),
+                f"{len(took):,} requests answered (activated or failed): {within:,} "
+                f"({100 * within / len(took):.1f} %) within the TRT of {duration(trt)}; "
+                f"median {duration(p50)}, 95th percentile {duration(p95)}, longest "
+                f"{duration(took[-1])}.",
+            )
+        )
+    times, series = state_timeline(record.requests)
+    if times:
+        out.append(
+            _chart(
+                "Devices by request state over simulated time",
+                charts.state_timeline(times, series),
+                "Each device's 11.3: waiting for its day, held for a schedule, in flight "
+                "(released to the DCO), then activated, failed or cancelled.",
+            )
+        )
+    if not out:
+        note = (
+            "The scheduler's store was not found in the run's folder: the charts over time "
+            "are left out."
+            if not record.has_requests
+            else "No request was released."
+        )
+        return _section("Over time", note=note)
+    return _section("Over time", *out)
+
+
+def _failures(record: RunRecord, devices: Sequence[FailedDevice]) -> str:
+    failed: Mapping[str, int] = record.summary.get("failed") or {}
+    if not failed:
+        return _section("Failures", "<p>No request failed.</p>")
+    parts = [_chart("Failures by reason", charts.counts_bars(failed, "failed requests"))]
+    by_model = failures_by_model(devices)
+    if by_model and set(by_model) != {"?"}:
+        parts.append(_chart("Failures by model", charts.counts_bars(by_model, "failed requests")))
+    if devices:
+        rows = (
+            (
+                d.device,
+                d.model,
+                d.campaign,
+                d.user,
+                d.reason.replace("_", " "),
+                _when(d.released_at),
+                _when(d.answered_at),
+            )
+            for d in devices[:FAILED_SHOWN]
+        )
+        head = ("device", "model", "campaign", "User", "reason", "released", "answered")
+        shown = min(len(devices), FAILED_SHOWN)
+        parts.append(
+            f"<h3>Failed devices ({shown:,} of {len(devices):,} shown)</h3>"
+            f'<p>All of them: <a href="{FAILED_CSV}">{FAILED_CSV}</a>, beside this page.</p>'
+            + _table(head, rows, "devices")
+        )
+    return _section("Failures", *parts)
+
+
+def _device_states(summary: Mapping[str, Any]) -> str:
+    states: Mapping[str, int] = summary.get("device_states") or {}
+    if not states:
+        return ""
+    parts = [
+        _chart(
+            "Device states at the end",
+            charts.counts_bars(states, "devices", colour="#3b6ea5"),
+            "As each emulated meter's flash records it.",
+        )
+    ]
+    transitions: Mapping[str, int] = summary.get("device_transitions") or {}
+    if transitions:
+        parts.append(
+            "<h3>Entries into each state</h3>"
+            + _table(
+                ("state", "entries"), ((k.replace("_", " "), _n(v)) for k, v in transitions.items())
+            )
+        )
+    return _section("Devices", *parts)
+
+
+#: A distributed summary's `roles` (orchestrator.status.RoleUsage): (key, heading, format).
+ROLE_COLUMNS: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
+    ("role", "role", str),
+    ("cpu_seconds", "CPU s", _n),
+    ("peak_rss_bytes", "peak RSS", size),
+    ("worst_lag_seconds", "worst lag", duration),
+    ("lateness_worst_seconds", "lateness worst", duration),
+    ("lateness_p99_seconds", "lateness p99", duration),
+    ("lateness_samples", "lateness samples", _n),
+)
+
+
+def _roles(summary: Mapping[str, Any]) -> str:
+    roles: Mapping[str, Mapping[str, Any]] = summary.get("roles") or {}
     if not roles:
         return ""
-
-    def cell(key: str, v: Any) -> str:
-        if v is None:
-            return "–"
-        if key == "peak_rss_bytes":
-            return f"{v / MIB:,.1f}"
-        return _fmt(v)
-
-    head = "".join(f"<th>{html.escape(h)}</th>" for _, h in ROLE_COLUMNS)
-    rows = [f"<tr><th>process</th>{head}</tr>"]
-    for name, usage in roles.items():
-        cells = "".join(f"<td>{html.escape(cell(k, usage.get(k)))}</td>" for k, _ in ROLE_COLUMNS)
-        rows.append(f"<tr><th>{html.escape(name)}</th>{cells}</tr>")
-    cpu = [u["cpu_seconds"] for u in roles.values() if u.get("cpu_seconds") is not None]
-    rss = [u["peak_rss_bytes"] for u in roles.values() if u.get("peak_rss_bytes") is not None]
-    rows.append(
-        f"<tr><th>all</th><td></td><td>{sum(cpu):,.3f}</td>"
-        f"<td>{sum(rss) / MIB:,.1f}</td>" + "<td></td>" * (len(ROLE_COLUMNS) - 3) + "</tr>"
-    )
-    return (
-        "<h2>Processes</h2><p>CPU: user + system seconds of each process; peak RSS: the "
-        "most memory it held resident; lag and lateness: how far behind the shared clock "
-        "it ran, and how late what it handled arrived, in simulated seconds.</p>"
-        f'<table id="roles">{"".join(rows)}</table>'
+    rows = [
+        [name] + ["–" if u.get(k) is None else f(u.get(k)) for k, _, f in ROLE_COLUMNS]
+        for name, u in roles.items()
+    ]
+    cpu = sum(u["cpu_seconds"] for u in roles.values() if u.get("cpu_seconds") is not None)
+    rows.append(["all", "", _n(cpu)] + [""] * (len(ROLE_COLUMNS) - 2))
+    head = ["process", *(h for _, h, _ in ROLE_COLUMNS)]
+    return _section(
+        "Processes",
+        _table(head, rows, "roles"),
+        note="CPU: user + system seconds of each process; peak RSS: the most memory it "
+        "held resident; lag and lateness: how far behind the shared clock it ran, and how "
+        "late what it handled arrived, in simulated time.",
     )
 
 
-def render(summary: Mapping[str, Any], activations_per_hour: Sequence[int] = ()) -> str:
-    name = html.escape(str(summary.get("config", "run")))
-    facts = {
-        k: summary[k]
-        for k in (
-            "devices",
-            "requests",
-            "images_activated",
-            "blocks_delivered",
-            "bytes_delivered",
-            "simulated_days",
-            "wall_seconds",
-            "peak_rss_bytes",
-            "transfer_rounds",
-            "dco_retries",
-            "dco_resumes",
-            "dco_stray_frames",
-            "trt_met",
-            "trt_missed",
-            "max_large_images_released_in_a_day",
-            "overdue",
-            "overdue_11_1",
-        )
-        if k in summary
-    }
-    # 11.1s: answered when the DCO has stored the image; past seven days, Users' systems
-    # fail them (MP230).
-    updates: Mapping[str, Any] = summary.get("image_updates") or {}
-    if "longest_seconds" in updates:
-        facts["longest_11_1_seconds"] = updates["longest_seconds"]
-    per_day: Mapping[str, int] = summary.get("large_images_released_per_day", {})
-    failed: Mapping[str, int] = summary.get("failed", {})
-    states: Mapping[str, int] = summary.get("device_states", {})
-    capacity = summary.get("large_images_per_day")
-    transitions: Mapping[str, int] = summary.get("device_transitions", {})
-    mode = "distributed run" if summary.get("mode") == "distributed" else "run"
+def _config(record: RunRecord) -> str:
+    info = record.info
+    if info is None or not info.config_text:
+        return ""
+    cut = " (cut: the file is longer)" if info.config_truncated else ""
+    return _section(f"Config{cut}", f"<pre>{_e(info.config_text)}</pre>")
+
+
+STYLE = (
+    "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;font-size:15px;"
+    "margin:2em auto;max-width:62em;padding:0 1em;color:#222}"
+    "h1{font-size:1.6em}h2{font-size:1.3em;border-bottom:2px solid #3b6ea5;margin-top:1.6em}"
+    "h3{font-size:1.05em;margin:1em 0 .3em}"
+    "table{border-collapse:collapse;margin:.4em 0}th,td{padding:3px 10px;text-align:left;"
+    "border-bottom:1px solid #ddd;vertical-align:top}td{font-variant-numeric:tabular-nums}"
+    "table.facts th{font-weight:normal;color:#444}"
+    "figure{margin:1em 0}figcaption,.note{color:#444;font-size:.92em}"
+    "svg.chart{width:100%;height:auto}"
+    ".ok{color:#1e7b34}.bad{color:#b5443b}"
+    "pre{background:#f6f6f6;padding:.8em;overflow-x:auto;font-size:.85em}"
+    "@media print{body{margin:0;max-width:none;font-size:11pt}"
+    "figure,table.facts{break-inside:avoid}h2{break-after:avoid}}"
+)
+
+
+def render(record: RunRecord) -> str:
+    s = record.summary
+    info = record.info
+    name = _e(s.get("config", "run"))
+    trt = info.trt_seconds if info else DEFAULT_TRT_SECONDS
+    capacity = int(s.get("large_images_per_day") or (info.large_images_per_day if info else 12_000))
+    user_limit = info.user_daily_limit if info else DEFAULT_USER_LIMIT
+    devices = failed_devices(record)
+    mode = "distributed run" if s.get("mode") == "distributed" else "run"
     sections = [
         f"<h1>smets1-fleet {mode}: {name}</h1>",
-        _verdict(summary),
-        _table(facts),
-        _roles_table(summary.get("roles", {})),
-        bar_chart(
-            "Large images released per day",
-            list(per_day),
-            list(per_day.values()),
-            limit=capacity,
-            limit_label=f"capacity {capacity:,}" if capacity else "",
-        ),
-        bar_chart(
-            "Activations per simulated hour",
-            [f"h{i}" for i in range(len(activations_per_hour))],
-            list(activations_per_hour),
-        ),
-        bar_chart("Failures by reason", list(failed), list(failed.values())),
-        bar_chart("Device states at the end", list(states), list(states.values())),
+        _run_facts(record),
+        _verdict(s),
+        _outcome(record),
+        _campaigns(record),
+        _users(record),
+        _timing_charts(record, trt, capacity, user_limit),
+        _failures(record, devices),
+        _device_states(s),
+        _roles(s),
+        _config(record),
     ]
-    if transitions:
-        sections += ["<h3>Device state entries</h3>", _table(transitions)]
-    style = (
-        "body{font-family:system-ui,sans-serif;margin:2em;max-width:60em}"
-        "table{border-collapse:collapse}th,td{padding:2px 10px;text-align:left;"
-        "border-bottom:1px solid #ddd}td{font-variant-numeric:tabular-nums}"
-    )
     return (
-        f"<!doctype html><html lang=en><meta charset=utf-8><title>{name}</title>"
-        f"<style>{style}</style><body>{''.join(sections)}</body></html>\n"
+        f"<!doctype html><html lang=en><meta charset=utf-8><title>{name}: smets1-fleet "
+        f"report</title><style>{STYLE}</style><body>{''.join(sections)}</body></html>\n"
     )
 
 
 def write_report(
-    path: Path, summary: Mapping[str, Any], activations_per_hour: Sequence[int] = ()
-) -> None:
-    path.write_text(render(summary, activations_per_hour), encoding="utf-8")
+    run_dir: Path, record: RunRecord | None = None, store_dir: Path | None = None
+) -> Path:
+    """Write `report.html` and `failed_devices.csv` into `run_dir`; the record is read
+    from the folder unless given (the scheduler's store from `store_dir`, if given)."""
+    record = record if record is not None else load_run(run_dir, store_dir)
+    write_failed_csv(run_dir / FAILED_CSV, failed_devices(record))
+    path = run_dir / REPORT_FILE
+    path.write_text(render(record), encoding="utf-8")
+    return path

@@ -14,13 +14,17 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
+from pydantic import BaseModel, ValidationError
 
 from dco_mock.http_api import make_app as make_dco_app
 from dco_mock.metrics import DCO_METRICS
@@ -48,7 +52,7 @@ from orchestrator.campaign import (
 from orchestrator.dco_client import DcoClient
 from orchestrator.errors import DcoGaveUp
 from orchestrator.lag import LAG_METRICS, LagMonitor
-from orchestrator.report import hourly_counts
+from orchestrator.report_data import hourly_counts
 from orchestrator.serving import (
     client_id,
     cpu_seconds,
@@ -69,6 +73,7 @@ from smets1.broker_url import BrokerUrl
 from smets1.clock import ScaledClock, wall_seconds
 from smets1.config import CampaignConfig, FleetConfig
 from smets1.dco_http import in_flight_limit
+from smets1.errors import Smets1Error
 from smets1.lateness import lateness_threshold_seconds
 from smets1.metrics import BUS_METRICS, RoleCollector, role_registry, sampler
 from smets1.mqtt import MqttBus
@@ -76,6 +81,7 @@ from smets1.routing import DcoWorkerBus, ShardBus
 from smets1.shared_clock import FOLLOW_WAIT_SECONDS, ClockFollower, ClockLeader
 
 log = logging.getLogger("orchestrator.roles")
+_S = TypeVar("_S", bound=BaseModel)
 
 #: How often the scheduler logs its progress, wall seconds.
 PROGRESS_WALL_SECONDS = 5.0
@@ -103,7 +109,20 @@ class RoleOptions:
     #: The leader only: `--speed auto` (orchestrator.autospeed) slows and speeds the
     #: clock to what every role keeps up with.
     auto_speed: bool = False
+    #: The run's name (--run, SMETS1_RUN): its processes share topics, client ids and a
+    #: clock of their own on the broker, so a new run takes nothing of an earlier one's.
+    run: str = ""
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def fleet(self) -> str:
+        """The run's name on the broker: `<config name>`, or `<config name>.<run>`."""
+        return topic_namespace(self.config.name, self.run)
+
+
+def topic_namespace(config_name: str, run: str = "") -> str:
+    """Where a run's topics live (`smets1/<this>/...`) and what its client ids start with."""
+    return f"{config_name}.{run}" if run else config_name
 
 
 async def _serve_until_stopped(
@@ -156,13 +175,13 @@ def _follow(
     """What every follower role runs: the shared clock, and its lag and lateness watched
     and reported to the leader as `name`."""
     cfg = opts.config
-    follower = ClockFollower(opts.clock, mqtt, cfg.name, role)
+    follower = ClockFollower(opts.clock, mqtt, opts.fleet, role)
     lag = LagMonitor(
         opts.clock,
         role,
         mqtt,
         threshold_seconds=lateness_threshold_seconds(cfg),
-        on_report=_reporter(mqtt, cfg.name, name),
+        on_report=_reporter(mqtt, opts.fleet, name),
     )
     return follower, lag
 
@@ -178,16 +197,16 @@ async def run_dco(
     install_stop(opts.stop)
     mqtt = MqttBus(
         broker,
-        client_id(cfg.name, f"dco-{worker}"),
+        client_id(opts.fleet, f"dco-{worker}"),
         connect_timeout_seconds=None,
         clock=opts.clock,
         max_queued_bytes=cfg.dco.max_outbound_bytes,
     )
-    bus = DcoWorkerBus(mqtt, cfg.name, worker)
+    bus = DcoWorkerBus(mqtt, opts.fleet, worker)
     dco = Dco(
         opts.clock,
         bus,
-        cfg.name,
+        opts.fleet,
         shards,
         cfg.dco,
         state_dir=state_dir,
@@ -235,7 +254,7 @@ async def run_dco(
         dco, health, registry, token=opts.dco_token, max_in_flight=limit, room=dco.no_room_for
     )
     log.info("%s: connecting to %s", role, broker)
-    ready = f"{role} ready: fleet {cfg.name}, {shards} shard(s)"
+    ready = f"{role} ready: fleet {opts.fleet}, {shards} shard(s)"
     await _serve_until_stopped(opts, bus, follower, lag, app, ready, dco.start)
     doc = status()
     await dco.close()
@@ -284,16 +303,15 @@ async def _serve_fleet(
     devices: dict[int, Esme],
     journal: FlashJournal | None,
 ) -> FleetStatus:
-    cfg = opts.config
     role = f"fleet shard {shard}/{shards}"
     mqtt = MqttBus(
         broker,
-        client_id(cfg.name, f"fleet-{shard}"),
+        client_id(opts.fleet, f"fleet-{shard}"),
         connect_timeout_seconds=None,
         clock=opts.clock,
     )
-    bus = ShardBus(mqtt, cfg.name, shard)
-    host = FleetHost(opts.clock, bus, cfg.name, devices, shard=shard, journal=journal)
+    bus = ShardBus(mqtt, opts.fleet, shard)
+    host = FleetHost(opts.clock, bus, opts.fleet, devices, shard=shard, journal=journal)
     follower, lag = _follow(opts, mqtt, role, f"fleet-{shard}")
     registry = role_registry(
         "fleet",
@@ -359,8 +377,10 @@ async def run_scheduler(
     """
     cfg = opts.config
     install_stop(opts.stop)
-    mqtt = MqttBus(broker, client_id(cfg.name, "scheduler"), clock=opts.clock)
-    leader = ClockLeader(opts.clock, mqtt, cfg.name, state_dir, wall0=opts.wall0)
+    mqtt = MqttBus(broker, client_id(opts.fleet, "scheduler"), clock=opts.clock)
+    leader = ClockLeader(
+        opts.clock, mqtt, opts.fleet, state_dir, wall0=opts.wall0, named_run=bool(opts.run)
+    )
     control = None
     if opts.auto_speed:
         control = SpeedController(lateness_threshold_seconds(cfg))
@@ -374,7 +394,7 @@ async def run_scheduler(
             if control is not None and leader.current is not None:
                 control.observe(report, leader.current.sequence)
 
-        mqtt.subscribe(lateness_topic(cfg.name), on_report)
+        mqtt.subscribe(lateness_topic(opts.fleet), on_report)
     log.info("scheduler: connecting to %s to lead the clock", broker)
     await mqtt.start()  # BusError when the broker cannot be reached in time
     try:
@@ -507,7 +527,11 @@ async def _schedule(
             )
 
         def health_clock() -> dict[str, Any]:
-            doc: dict[str, Any] = {"speed": clock.speed, "speed_mode": "fixed"}
+            doc: dict[str, Any] = {
+                "speed": clock.speed,
+                "speed_mode": "fixed",
+                "lag_seconds": round(lag.lag_seconds, 3),
+            }
             if control is not None:
                 doc.update(
                     speed_mode="auto", speed_control=control.state(), changes=control.changes
@@ -559,3 +583,41 @@ async def _schedule(
                 await asyncio.gather(*background, stopped, working, gave_up, return_exceptions=True)
                 await scheduler.close()
     return done
+
+
+# -- the whole run's results, read from the running processes -----------------------------
+
+#: How long the scheduler keeps trying a process whose status it cannot read, wall seconds.
+COLLECT_WAIT_SECONDS = 120.0
+
+
+class StatusUnreadable(Smets1Error):
+    """A fleet shard's or DCO worker's status could not be read at the end of a run."""
+
+
+def read_status(url: str, doc: type[_S], wait_seconds: float = COLLECT_WAIT_SECONDS) -> _S:
+    """The status a DCO worker or fleet shard serves on `url`/health (503 while its broker
+    is away still carries it), tried again until `wait_seconds` have passed."""
+    health = url.rstrip("/") + "/health"
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            try:
+                with urllib.request.urlopen(health, timeout=5.0) as resp:
+                    body = resp.read()
+            except urllib.error.HTTPError as exc:  # 503: not connected, the status is there
+                body = exc.read()
+            return doc.model_validate_json(body)
+        except (OSError, ValidationError) as exc:
+            if time.monotonic() >= deadline:
+                raise StatusUnreadable(f"cannot read the status at {health}: {exc}") from None
+        time.sleep(1.0)
+
+
+def collect_statuses(
+    fleet_urls: list[str], dco_urls: list[str], wait_seconds: float = COLLECT_WAIT_SECONDS
+) -> tuple[list[FleetStatus], list[DcoStatus]]:
+    """Every fleet shard's and DCO worker's status as it stands, in the order given."""
+    fleets = [read_status(u, FleetStatus, wait_seconds) for u in fleet_urls]
+    dcos = [read_status(u, DcoStatus, wait_seconds) for u in dco_urls]
+    return fleets, dcos

@@ -3,6 +3,7 @@
     smets1 dco CONFIG --shards N [--worker ID] [--port 8081] [--state-dir DIR]
     smets1 fleet CONFIG --shard I --shards N [--port P] [--state-dir DIR]
     smets1 scheduler CONFIG --dco URL [--dco URL ...] [--exit-when-done] [--out DIR]
+                     [--fleet URL ...]   (with --exit-when-done: the run's merged summary)
     smets1 distributed CONFIG [--broker URL] [--shards N] [--dco-workers K] [--out DIR]
     smets1 clock CONFIG [--speed N]
 
@@ -17,7 +18,9 @@ new clock; `smets1 clock --speed N` changes the speed while a run goes on. Each 
 has an environment default, for Kubernetes: SMETS1_BROKER, SMETS1_SPEED, SMETS1_WALL0,
 SMETS1_CLOCK_WAIT, SMETS1_SHARD (else the trailing ordinal of the host name, as a
 StatefulSet pod has), SMETS1_SHARDS, SMETS1_DCO_WORKER, SMETS1_DCO_URLS (comma
-separated), SMETS1_LOG_LEVEL, SMETS1_STATE_DIR (the fleet shard's flash).
+separated; a URL with {i} stands for each of SMETS1_DCO_WORKERS), SMETS1_FLEET_URLS (the
+same, for each of SMETS1_SHARDS), SMETS1_RUN (the run's name: topics, clock and state of
+its own), SMETS1_LOG_LEVEL, SMETS1_STATE_DIR (the fleet shard's flash).
 
 A bad flag is argparse's error naming the flag; a bad environment value is one line
 naming the variable; both exit 2. Flags and variables are checked before the config is
@@ -30,7 +33,11 @@ an option, so that it does not show in a process list.
 Exit status: 0 done, 1 requests left unfinished (`--exit-when-done`), 2 a usage or config
 error, 3 the scheduler gave up on a DCO it could not reach (`--dco-give-up`), 4 (from
 `distributed`) the run finished but is invalid: some process ran later than the config's
-lateness threshold allows (orchestrator.verdict), so its results are not to be trusted.
+lateness threshold allows (orchestrator.verdict), so its results are not to be trusted,
+5 (from `distributed`) the run is valid but passed a threshold: `--max-failed`,
+`--max-trt-missed` or the config's `max_failed`, `max_trt_missed` (orchestrator.gate),
+6 (`scheduler --fleet`) the campaigns are done but a fleet shard's or DCO worker's status
+could not be read (a new start resumes the finished run and reads them again).
 """
 
 from __future__ import annotations
@@ -45,10 +52,11 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from orchestrator.autospeed import AUTO, SpeedController
+from orchestrator.gate import EXIT_THRESHOLD, add_threshold_flags, gate_line, thresholds_of
 from orchestrator.preflight import check_images_fit_memory, preflight
 from smets1.broker_url import parse_broker_url
 from smets1.clock import ScaledClock
@@ -59,9 +67,13 @@ from smets1.lateness import lateness_threshold_seconds
 from smets1.limits import MAX_SHARDS
 from smets1.shared_clock import FOLLOW_WAIT_SECONDS, check_speed
 
+if TYPE_CHECKING:
+    from orchestrator.status import SchedulerStatus
+
 EXIT_USAGE = 2
 EXIT_DCO_GAVE_UP = 3
 EXIT_INVALID_RUN = 4
+EXIT_STATUS_UNREADABLE = 6
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
 #: A simulated day per wall minute: where a fixed speed is needed and none is given.
 DEFAULT_FIXED_SPEED = 1440.0
@@ -155,6 +167,32 @@ def _http_urls(text: str) -> str:
         if not ok:
             raise argparse.ArgumentTypeError(f"expected http://host:port, got {url!r}")
     return text
+
+
+_RUN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}")
+
+
+def _run_name(text: str) -> str:
+    # It goes into MQTT topics, client ids and folder names.
+    if not _RUN.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"expected 1-40 letters, digits, '_' or '-' (a letter or digit first), got {text!r}"
+        )
+    return text
+
+
+def expand_urls(given: list[str], count: int | None, names: str) -> list[str]:
+    """Base URLs from flags or a variable, each comma separated; a URL with `{i}` in it
+    stands for `count` URLs, `{i}` = 0 .. count-1 (a StatefulSet's pods: dco-{i}.dco)."""
+    urls: list[str] = []
+    for url in (u for arg in given for u in arg.split(",") if u):
+        if "{i}" not in url:
+            urls.append(url)
+        elif count is None:
+            raise ConfigError(f"{url}: {{i}} stands for each of {names}, which is not given")
+        else:
+            urls.extend(url.replace("{i}", str(i)) for i in range(count))
+    return urls
 
 
 def _log_level(text: str) -> str:
@@ -276,6 +314,14 @@ def _common(p: argparse.ArgumentParser, leader: bool = False) -> None:
             help="how long to wait for the scheduler's clock announcement, wall seconds "
             f"(default {FOLLOW_WAIT_SECONDS:g})",
         )
+    p.add_argument(
+        "--run",
+        type=_run_name,
+        default=_env("SMETS1_RUN", _run_name),
+        help="the run's name: its processes share topics and a clock of their own on the "
+        "broker (smets1/<config name>.<run>/...), so a new run takes nothing of an earlier "
+        "one's; every process of a run needs the same (default: none, the config's name)",
+    )
     p.add_argument("--host", default="0.0.0.0", help="address the HTTP server listens on")
     p.add_argument(
         "--log-level",
@@ -289,6 +335,7 @@ def _run_role(args: argparse.Namespace) -> int:
     """Load the config, build the clock and run the role's coroutine on it."""
     from orchestrator import roles  # the heavy imports only when a role runs
     from orchestrator.errors import DcoGaveUp
+    from orchestrator.roles import StatusUnreadable
 
     try:
         _resolve_env(args)
@@ -303,7 +350,7 @@ def _run_role(args: argparse.Namespace) -> int:
             check_images_fit_memory(config, args.config)
         clock = _clock(args, config)
         out = Path(args.out) if getattr(args, "out", None) else None
-        opts = roles.RoleOptions(config, clock, listen_host=args.host)
+        opts = roles.RoleOptions(config, clock, listen_host=args.host, run=args.run or "")
         broker = parse_broker_url(args.broker)
         if args.command == "scheduler":
             opts.wall0 = args.wall0
@@ -337,9 +384,14 @@ def _run_role(args: argparse.Namespace) -> int:
             clock.run(roles.run_fleet(opts, broker, shard, args.shards, state))
         else:
             given = args.dco or [args.dco_urls]
-            urls = [u for arg in given for u in arg.split(",") if u]
+            urls = expand_urls(given, args.dco_workers, "--dco-workers (SMETS1_DCO_WORKERS)")
             if not urls:
                 raise ConfigError("--dco URL (or SMETS1_DCO_URLS) is needed")
+            fleet_urls = expand_urls(
+                args.fleet or [args.fleet_urls], args.shards, "--shards (SMETS1_SHARDS)"
+            )
+            if fleet_urls and not args.exit_when_done:
+                raise ConfigError("--fleet (SMETS1_FLEET_URLS) needs --exit-when-done")
             opts.http_port = args.port
             out = out or Path("runs") / config.name
             opts.status_file = out / "scheduler.json"
@@ -357,11 +409,16 @@ def _run_role(args: argparse.Namespace) -> int:
                     dco_give_up_seconds=args.dco_give_up,
                 )
             )
+            if fleet_urls and not done.summary.unfinished:  # (unfinished: it was stopped)
+                return _finish_run(done, fleet_urls, urls, config, args, out)
             if args.exit_when_done and done.summary.unfinished:
                 return 1
     except DcoGaveUp as exc:
         print(f"smets1: error: {exc}", file=sys.stderr)
         return EXIT_DCO_GAVE_UP
+    except StatusUnreadable as exc:
+        print(f"smets1: error: {exc}", file=sys.stderr)
+        return EXIT_STATUS_UNREADABLE
     except Smets1Error as exc:
         return _fail(str(exc))
     except OSError as exc:  # a port in use, a host that does not resolve, a folder
@@ -374,6 +431,65 @@ def _run_role(args: argparse.Namespace) -> int:
             return _fail(_os_error(leaf))
         raise
     return 0
+
+
+def _finish_run(
+    done: SchedulerStatus,
+    fleet_urls: list[str],
+    dco_urls: list[str],
+    config: FleetConfig,
+    args: argparse.Namespace,
+    out: Path,
+) -> int:
+    """`scheduler --exit-when-done --fleet URL`: once the campaigns are done, read every
+    fleet shard's and DCO worker's status over HTTP, merge them with the scheduler's as
+    `smets1 distributed` does, write OUT/summary.json and OUT/report.html, and print the
+    summary (its lines, the JSON on one line, and the report gzipped in base64 on one
+    line: `kubectl logs` carries the results out of the cluster)."""
+    import base64
+    import gzip
+    import json
+
+    from orchestrator.distributed import merge
+    from orchestrator.report import write_report
+    from orchestrator.roles import collect_statuses
+    from orchestrator.run_info import run_info, write_run_info
+
+    fleets, dcos = collect_statuses(fleet_urls, dco_urls)
+    summary = merge(done, fleets, dcos, done.wall_seconds, lateness_threshold_seconds(config))
+    summary.update(
+        run=args.run or None,
+        shards=len(fleets),
+        dco_workers=len(dcos),
+        speed=args.speed,
+        speed_control=None if done.speed_control is None else done.speed_control.model_dump(),
+        broker=_without_password(args.broker),
+    )
+    summary["cpu_seconds"]["mosquitto"] = None
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_run_info(out, run_info(config, Path(args.config), mode="distributed"))
+    write_report(out, store_dir=Path(args.state_dir) if args.state_dir else None)
+    status = print_summary(summary, out, len(fleets), len(dcos))
+    print(f"{SUMMARY_LINE} {json.dumps(summary, separators=(',', ':'))}")
+    packed = base64.b64encode(gzip.compress((out / "report.html").read_bytes(), mtime=0))
+    print(f"{REPORT_LINE} {packed.decode()}")
+    sys.stdout.flush()
+    return status
+
+
+#: The first word of the log line that carries the merged summary as JSON, and of the one
+#: that carries report.html (gzip, base64) (`--fleet`; deploy/README.md reads them back).
+SUMMARY_LINE = "summary.json:"
+REPORT_LINE = "report.html.gz.base64:"
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{parts.username}:***@{host}").geturl()
 
 
 def _os_error(exc: OSError) -> str:
@@ -416,17 +532,24 @@ def _run_distributed(args: argparse.Namespace) -> int:
             speed=args.speed,
             timeout_seconds=args.timeout,
             log_level=args.log_level,
+            thresholds=thresholds_of(config, args.max_failed, args.max_trt_missed),
         )
     except Smets1Error as exc:
         return _fail(str(exc))
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""
         return _fail(f"{where}{exc.strerror or exc}")
+    return print_summary(summary, out, args.shards, args.dco_workers)
+
+
+def print_summary(summary: dict[str, Any], out: Path, shards: int, dco_workers: int) -> int:
+    """The lines `smets1 distributed` ends with; the exit status the summary calls for:
+    4 for an invalid run, 1 for requests left unfinished, else 0."""
     failed = ", ".join(f"{k} {v}" for k, v in summary["failed"].items()) or "none"
     bus = summary["bus"]
     print(
-        f"{summary['config']} (distributed, {args.shards} shard(s), {args.dco_workers} DCO "
-        f"worker(s)): {summary['images_activated']}/{summary['requests']} activated on "
+        f"{summary['config']} (distributed, {shards} shard(s), {dco_workers} DCO worker(s)): "
+        f"{summary['images_activated']}/{summary['requests']} activated on "
         f"{summary['devices']} devices; failed: {failed}\n"
         f"  {summary['blocks_delivered']:,} blocks ({summary['bytes_delivered']:,} bytes) "
         f"delivered; {summary['simulated_days']} simulated days in "
@@ -453,6 +576,11 @@ def _run_distributed(args: argparse.Namespace) -> int:
         # Last, on one line: whatever the counts above say, they do not count.
         print(f"smets1: invalid run: {verdict['reason']}", file=sys.stderr)
         return EXIT_INVALID_RUN
+    line = gate_line(summary)
+    if line is not None:
+        # Last, on one line: the threshold the (valid) run passed, for a CI log.
+        print(line, file=sys.stderr)
+        return EXIT_THRESHOLD
     return 0 if not summary.get("unfinished") else 1
 
 
@@ -489,10 +617,12 @@ def _run_clock(args: argparse.Namespace) -> int:
     import asyncio
     import json
 
+    from orchestrator.roles import topic_namespace
+
     try:
         _resolve_env(args)
         config = load_config(args.config)
-        doc = asyncio.run(_clock_command(args, config.name))
+        doc = asyncio.run(_clock_command(args, topic_namespace(config.name, args.run or "")))
     except Smets1Error as exc:
         return _fail(str(exc))
     print(json.dumps(doc))
@@ -541,6 +671,28 @@ def add_role_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     sched.set_defaults(dco_urls=_env("SMETS1_DCO_URLS", _http_urls, ""))
     sched.add_argument(
+        "--dco-workers",
+        type=_shards,
+        default=_env("SMETS1_DCO_WORKERS", _shards),
+        help="how many DCO workers a --dco URL with {i} stands for (http://dco-{i}.dco:8081)",
+    )
+    sched.add_argument(
+        "--fleet",
+        action="append",
+        type=_http_urls,
+        help="with --exit-when-done: a fleet shard's base URL (repeat, or one with {i} for "
+        "each of --shards): at the end the scheduler reads every shard's and DCO worker's "
+        "status and writes the run's merged summary.json and report.html to --out, and "
+        "prints them",
+    )
+    sched.set_defaults(fleet_urls=_env("SMETS1_FLEET_URLS", _http_urls, ""))
+    sched.add_argument(
+        "--shards",
+        type=_shards,
+        default=_env("SMETS1_SHARDS", _shards),
+        help="how many fleet shards a --fleet URL with {i} stands for",
+    )
+    sched.add_argument(
         "--port",
         type=_port,
         default=None,
@@ -583,6 +735,12 @@ def add_role_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--speed", type=_speed, help="ask the scheduler to go on at this speed from now"
     )
     clk.add_argument(
+        "--run",
+        type=_run_name,
+        default=_env("SMETS1_RUN", _run_name),
+        help="the run's name, as its processes were given it",
+    )
+    clk.add_argument(
         "--wait",
         type=_positive_number,
         default=30.0,
@@ -615,4 +773,5 @@ def add_role_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--timeout", type=_positive_number, default=600.0, help="give up after, wall seconds"
     )
     dist.add_argument("--log-level", type=_log_level, default="info", help="as for the roles")
+    add_threshold_flags(dist)
     dist.set_defaults(func=_run_distributed)

@@ -16,6 +16,7 @@ import json
 import resource
 import shutil
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -32,15 +33,20 @@ from orchestrator.campaign import (
     make_images,
     submit_campaign,
 )
-from orchestrator.report import hourly_counts, write_report
+from orchestrator.gate import Thresholds, gate, thresholds_of
+from orchestrator.report import write_report
+from orchestrator.run_info import run_info, write_run_info
+from orchestrator.run_metrics import serve_run_metrics
 from orchestrator.verdict import verdict
-from scheduler.requests import RequestState
+from scheduler.requests import OPEN_STATES, RequestState
 from scheduler.service import Scheduler
 from smets1.bus import InProcessBus
 from smets1.clock import Clock, VirtualClock, to_datetime, wall_seconds
 from smets1.config import CampaignConfig, FleetConfig
 from smets1.lateness import lateness_threshold_seconds
 
+#: States a request ends in.
+FINAL_STATES = tuple(s for s in RequestState if s not in OPEN_STATES)
 #: How often, in simulated seconds, the progress line is considered for printing.
 PROGRESS_TICK_SECONDS = 900.0
 #: The least wall time between two progress lines.
@@ -61,14 +67,16 @@ class Run:
         out_dir: Path,
         progress: TextIO | None = sys.stderr,
         flash_dir: Path | None = None,
+        metrics_port: int | None = None,
     ):
         self.config = config
+        #: Where /metrics is served while the run goes on (None: not served).
+        self.metrics_port = metrics_port
         self.out_dir = out_dir
         #: Where the fleet keeps its flash (emulator.flash_journal); None: in RAM only.
         self.flash_dir = flash_dir
         self.progress = progress
         self.clock: Clock = VirtualClock(config.epoch_seconds)
-        self.activations_per_hour: list[int] = []
 
     def execute(self) -> dict[str, Any]:
         wall0 = wall_seconds()
@@ -119,6 +127,11 @@ class Run:
         host.start()
         dco.start()
         started = self.clock.now()
+        server = (
+            serve_run_metrics(self.metrics_port, self.clock, scheduler, dco, host)
+            if self.metrics_port is not None
+            else None
+        )
 
         async def submit(c: CampaignConfig) -> None:
             await self.clock.sleep(c.submit_after_seconds)
@@ -140,14 +153,13 @@ class Run:
             for task in (releaser, ticker):
                 task.cancel()
             await asyncio.gather(releaser, ticker, return_exceptions=True)
+            if server is not None:
+                server.stop()
             await scheduler.close()
             await dco.close()
             await bus.close()
             host.flush()
         simulated = self.clock.now() - started
-        self.activations_per_hour = hourly_counts(
-            (r.completed_at for r in scheduler.requests if r.completed_at is not None), started
-        )
         return self._summary(scheduler, host, dco, bus, simulated, images)
 
     async def _progress(self, scheduler: Scheduler, host: FleetHost, wall0: float) -> None:
@@ -169,7 +181,7 @@ class Run:
             f"[{to_datetime(self.clock.now()):%Y-%m-%d %H:%M} sim | {wall:6.1f}s wall] "
             f"activated {done}/{total}, failed {states[RequestState.FAILED]}, "
             f"in flight {states[RequestState.RELEASED]}, waiting {states[RequestState.WAITING]}, "
-            f"held {states[RequestState.HELD]}"
+            f"held {states[RequestState.HELD]}; {progress_estimate(states, total, wall)}"
         )
 
     def _summary(
@@ -215,17 +227,39 @@ class Run:
         }
 
 
+def progress_estimate(states: Mapping[RequestState, int], total: int, wall: float) -> str:
+    """How far the requests are (answered, of those submitted so far) and the wall time
+    left at the pace so far."""
+    settled = sum(states[s] for s in FINAL_STATES)
+    if not total:
+        return "0 % answered"
+    share = settled / total
+    if share <= 0:
+        return "0 % answered"
+    left = wall * (1 - share) / share
+    return f"{100 * share:.1f} % answered, about {left:,.0f} s left"
+
+
 def run_config(
     config: FleetConfig,
     out_dir: Path,
     progress: TextIO | None = sys.stderr,
     flash_dir: Path | None = None,
+    thresholds: Thresholds | None = None,
+    config_file: Path | None = None,
+    metrics_port: int | None = None,
 ) -> dict[str, Any]:
-    """Run a config and write `summary.json` into `out_dir`; with `flash_dir`, the
-    fleet's flash is kept there (and resumed from it, if it holds the same fleet)."""
+    """Run a config and write `summary.json`, `run.json` and the report (with
+    `failed_devices.csv`) into `out_dir`; with `flash_dir`, the fleet's flash is kept
+    there (and resumed from it, if it holds the same fleet). `thresholds` (default: the
+    config's) decide the summary's `gate` (orchestrator.gate); `config_file` is the file
+    the config was read from (the report shows it); with `metrics_port`, Prometheus
+    /metrics is served there while the run goes on (orchestrator.run_metrics)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    run = Run(config, out_dir, progress, flash_dir)
+    run = Run(config, out_dir, progress, flash_dir, metrics_port)
     summary = run.execute()
+    summary["gate"] = gate(summary, thresholds or thresholds_of(config))
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    write_report(out_dir / "report.html", summary, run.activations_per_hour)
+    write_run_info(out_dir, run_info(config, config_file))
+    write_report(out_dir)
     return summary

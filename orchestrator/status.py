@@ -180,7 +180,7 @@ class SchedulerStatus(_Doc):
     releases_held_seconds: float = 0.0
     summary: SchedulerSummary
     #: Requests answered (activated or failed) in each simulated hour of the campaign,
-    #: for the report's timeline (orchestrator.report.hourly_counts).
+    #: for the report's timeline (orchestrator.report_data.hourly_counts).
     activations_per_hour: list[int] = []
     #: `--speed auto` only.
     speed_control: SpeedControlStatus | None = None

@@ -3,7 +3,8 @@
     app = make_app(scheduler, users)        # users: extra UserConfigs beyond the config's
     web.run_app(app, port=8080)             # or an AppRunner/TCPSite beside scheduler.run()
 
-Every route but /healthz, /metrics and /openapi.json wants `Authorization: Bearer <token>`
+Every route but /healthz, /metrics, /openapi.json and the dashboard (/dashboard and
+the aggregate figures it polls, /dashboard/data) wants `Authorization: Bearer <token>`
 (a DUIS request signed with a User's certificate needs none: duis_security.py); the token
 names the User, who sees and changes only its own requests and schedules (the
 Service Desk may ask for and accept schedules for others). Errors are JSON
@@ -21,6 +22,7 @@ import binascii
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, date, datetime
 from typing import Any, TypeVar
@@ -28,9 +30,12 @@ from typing import Any, TypeVar
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client import Counter as PromCounter
+from prometheus_client import Histogram as PromHistogram
 from pydantic import BaseModel, ValidationError
 
 from scheduler import duis
+from scheduler.dashboard import dashboard_data
+from scheduler.dashboard_page import PAGE
 from scheduler.errors import (
     AdmissionRefused,
     BadDocument,
@@ -87,6 +92,24 @@ PROBLEM: web.AppKey[ProblemFn] = web.AppKey("problem")
 CLOCK: web.AppKey[Callable[[], dict[str, Any] | None]] = web.AppKey("clock")
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 DOCUMENTS = web.AppKey("documents", PromCounter)
+LATENCY = web.AppKey("latency", PromHistogram)
+#: Wall seconds an HTTP request takes, from a millisecond to a minute.
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    60.0,
+)
 USER = web.RequestKey("user", int)
 DUIS_REQUEST_ID = web.RequestKey("duis_request_id", duis.RequestId)
 DUIS_SERVICE = web.RequestKey("duis_service_reference", str)
@@ -187,6 +210,23 @@ def _sealed_refusal(sched: Scheduler, document: bytes) -> bytes:
     except DuisSchemaInvalid as exc:
         log.error("sending a DUIS refusal the schema refuses: %s", exc.reason)
         return sched.duis_security.seal(document, check_schema=False)
+
+
+def _api_of(request: web.Request) -> str:
+    """Which interface a request is to: `duis`, `json` (/v1) or `other` (health, metrics)."""
+    if _is_duis(request):
+        return "duis"
+    return "json" if request.path.startswith("/v1/") else "other"
+
+
+@web.middleware
+async def _timed(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every request's wall time, by interface: smets1_scheduler_http_request_seconds."""
+    started = time.perf_counter()
+    try:
+        return await handler(request)
+    finally:
+        request.app[LATENCY].labels(_api_of(request)).observe(time.perf_counter() - started)
 
 
 @web.middleware
@@ -401,6 +441,17 @@ async def healthz(request: web.Request) -> web.Response:
     if problem is not None:
         return _json(Health(status="unhealthy", reason=problem, clock=clock), 503)
     return _json(Health(status="ok", clock=clock).model_dump(exclude_none=True))
+
+
+@routes.get("/dashboard")
+async def dashboard(request: web.Request) -> web.Response:
+    """The live dashboard (dashboard_page.py): one page that polls /dashboard/data."""
+    return web.Response(text=PAGE, content_type="text/html")
+
+
+@routes.get("/dashboard/data")
+async def dashboard_figures(request: web.Request) -> web.Response:
+    return _json(dashboard_data(request.app[SCHEDULER], request.app[CLOCK]))
 
 
 @routes.get("/metrics")
@@ -774,7 +825,7 @@ def make_app(
     scheduler.notifier.render = _renderer(scheduler)
     app = web.Application(
         client_max_size=scheduler.config.max_document_bytes,
-        middlewares=[_errors, _auth, _known_query],
+        middlewares=[_timed, _errors, _auth, _known_query],
     )
     app[SCHEDULER] = scheduler
     app[PROBLEM] = problem or (lambda: None)
@@ -787,6 +838,13 @@ def make_app(
         "DUIS documents received",
         ["service_reference", "outcome"],
         registry=registry,
+    )
+    app[LATENCY] = PromHistogram(
+        "smets1_scheduler_http_request_seconds",
+        "Wall seconds from a request's arrival to its answer, by interface (duis, json, other)",
+        ["api"],
+        registry=registry,
+        buckets=LATENCY_BUCKETS,
     )
     app.add_routes(routes)
     return app

@@ -16,16 +16,21 @@ import asyncio
 from collections import Counter
 
 from scheduler.requests import ActivationRequest, RequestState
+from smets1.histogram import SIMULATED_DURATION_BOUNDS, Buckets, with_bound
 
 
 class RequestBook:
-    def __init__(self) -> None:
+    def __init__(self, trt_seconds: float = 5 * 86_400.0) -> None:
         self.requests: list[ActivationRequest] = []
         self._by_id: dict[int, ActivationRequest] = {}
         self._by_user: dict[int, list[ActivationRequest]] = {}
         self.state_counts: Counter[RequestState] = Counter()
         self.trt_counts: Counter[bool] = Counter()
         self.overdue_count = 0
+        #: Release to answer of every request answered (simulated seconds), with the TRT
+        #: a bucket edge; and the failed ones by reason.
+        self.answer_seconds = Buckets(with_bound(SIMULATED_DURATION_BOUNDS, trt_seconds))
+        self.failures: Counter[str] = Counter()
         self._active = 0  # WAITING + RELEASED: what wait_idle waits for
         self._idle = asyncio.Event()
 
@@ -41,7 +46,7 @@ class RequestBook:
         self._by_user.setdefault(r.user, []).append(r)
         self.state_counts[r.state] += 1
         if r.trt_met is not None:
-            self.trt_counts[r.trt_met] += 1
+            self._count_answer(r)
         if r.overdue:
             self.overdue_count += 1
 
@@ -66,7 +71,15 @@ class RequestBook:
     def count_trt(self, r: ActivationRequest) -> None:
         """Count the TRT outcome just decided for `r`."""
         assert r.trt_met is not None
+        self._count_answer(r)
+
+    def _count_answer(self, r: ActivationRequest) -> None:
+        assert r.trt_met is not None
         self.trt_counts[r.trt_met] += 1
+        if r.released_at is not None and r.completed_at is not None:
+            self.answer_seconds.observe(r.completed_at - r.released_at)
+        if r.state is RequestState.FAILED:
+            self.failures[r.failure or "unknown"] += 1
 
     def mark_overdue(self, r: ActivationRequest) -> None:
         r.overdue = True

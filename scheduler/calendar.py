@@ -64,6 +64,8 @@ class Calendar:
         # Day → User → unscheduled large requests planned on it.
         self._unscheduled: dict[int, Counter[int]] = {}
         self._released: Counter[int] = Counter()
+        # Day → User → large 11.3s released (the dashboard's and /metrics' per-User figure).
+        self._released_by_user: dict[int, Counter[int]] = {}
 
     # -- days ------------------------------------------------------------------------
 
@@ -105,14 +107,20 @@ class Calendar:
         self._reserved.setdefault(day, Counter())[schedule_id] -= n
         self.reserve(new_day, schedule_id, n)
 
-    def record_release(self, day: int) -> None:
-        """A large 11.3 went out to the DCO on `day`."""
+    def record_release(self, day: int, user: int) -> None:
+        """A large 11.3 of `user` went out to the DCO on `day`."""
         self._released[day] += 1
+        self._released_by_user.setdefault(day, Counter())[user] += 1
 
     # -- reading ---------------------------------------------------------------------
 
     def released_on(self, day: int) -> int:
         return self._released[day]
+
+    def released_by_user(self, day: int) -> Mapping[int, int]:
+        """User → large 11.3s released on `day` (read only)."""
+        released = self._released_by_user.get(day)
+        return _NOTHING if released is None else MappingProxyType(released)
 
     def released_per_day(self) -> dict[int, int]:
         """Day → large 11.3s released, for days with any, in day order."""

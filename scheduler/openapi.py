@@ -36,7 +36,7 @@ from scheduler.models import (
 )
 from scheduler.requests import Priority, RequestState
 
-PUBLIC_PATHS = frozenset({"/healthz", "/metrics", "/openapi.json"})
+PUBLIC_PATHS = frozenset({"/healthz", "/metrics", "/openapi.json", "/dashboard", "/dashboard/data"})
 
 _INTEGER_ID = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
 _AFTER = {

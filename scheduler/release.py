@@ -168,7 +168,7 @@ class Releaser:
         self.book.set_state(req, RequestState.RELEASED)
         req.released_at = self.clock.now()
         if req.large:
-            self.calendar.record_release(self.calendar.day_of(req.released_at))
+            self.calendar.record_release(self.calendar.day_of(req.released_at), req.user)
         self.store.save_request(req)
         self._spawn(req)
 

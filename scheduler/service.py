@@ -95,6 +95,7 @@ from scheduler.users import user_for_token
 from scheduler.views import Views
 from smets1.clock import Clock
 from smets1.config_dcc import SchedulerConfig, UserConfig
+from smets1.histogram import Buckets
 from smets1.services import DcoApi, StoredImage, VersionReading
 
 __all__ = ["Campaign", "Scheduler", "Submission"]
@@ -136,7 +137,7 @@ class Scheduler:
         cal, limits, store, notifier = self.calendar, self.limits, self.store, self.notifier
         # Built in dependency order; each part gets only the parts it calls.
         self._tasks = tasks = TaskSet()
-        self._book = book = RequestBook()
+        self._book = book = RequestBook(limits.trt_seconds)
         self._queue = queue = ReleaseQueue()
         self._schedules = schedules = Schedules(
             clock=clock,
@@ -203,6 +204,10 @@ class Scheduler:
         self.requests: list[ActivationRequest] = book.requests
         self.state_counts: Counter[RequestState] = book.state_counts
         self.trt_counts: Counter[bool] = book.trt_counts
+        #: Release to answer (simulated seconds, the TRT a bucket edge), and failures by
+        #: reason, of the requests answered: for /metrics and the dashboard.
+        self.answer_seconds: Buckets = book.answer_seconds
+        self.failures: Counter[str] = book.failures
         self.schedules: dict[int, Schedule] = self._schedules.schedules
         self.refusals: list[Refusal] = self._intake.refusals
         self.images: dict[bytes, StoredImage] = self._intake.images
@@ -240,7 +245,7 @@ class Scheduler:
             self._book.add(r)
             self._intake.restore_campaign(r)
             if r.large and r.released_at is not None:
-                self.calendar.record_release(self.calendar.day_of(r.released_at))
+                self.calendar.record_release(self.calendar.day_of(r.released_at), r.user)
             # HELD and CANCELLED requests hold no capacity and none of the allowance.
             if r.large and r.planned_day is not None and r.state in COMMITTED_STATES:
                 if r.schedule_id is None:

@@ -159,12 +159,21 @@ class VirtualClock(Clock):
 
     def __init__(self, epoch: float = DEFAULT_EPOCH_SECONDS) -> None:
         self.epoch = epoch
+        #: The loop this clock made last: `now()` from another thread (a metrics
+        #: scrape) reads its time.
+        self._made: VirtualEventLoop | None = None
 
     def new_event_loop(self) -> asyncio.AbstractEventLoop:
-        return VirtualEventLoop()
+        self._made = VirtualEventLoop()
+        return self._made
 
     def _loop(self) -> asyncio.AbstractEventLoop:
-        loop = asyncio.get_running_loop()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            if self._made is None:
+                raise
+            return self._made  # read from a thread without a loop of its own
         if not isinstance(loop, VirtualEventLoop):
             raise RuntimeError("VirtualClock needs its own loop: run through clock.run()")
         return loop

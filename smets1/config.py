@@ -13,8 +13,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from itertools import pairwise
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PlainValidator, ValidationError, field_validator, model_validator
 
 from smets1.clock import DEFAULT_EPOCH_SECONDS
 from smets1.config_dcc import (
@@ -31,6 +32,7 @@ from smets1.config_yaml import line_of, load_yaml
 from smets1.errors import ConfigError
 from smets1.eui64 import format_eui64
 from smets1.limits import MAX_CONFIG_BYTES, MAX_FLEET_DEVICES
+from smets1.thresholds import Threshold, parse_threshold
 
 __all__ = [
     "CampaignConfig",
@@ -51,6 +53,9 @@ EUI64_MAX = 0xFFFF_FFFF_FFFF_FFFF
 #: Problems listed for one config; the rest are counted.
 MAX_PROBLEMS_SHOWN = 20
 
+#: A threshold in a config: 10 (requests) or "2.5%" (of the run's requests).
+ThresholdField = Annotated[Threshold, PlainValidator(parse_threshold)]
+
 
 class FleetConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
@@ -67,6 +72,11 @@ class FleetConfig(Strict):
     #: show and still be valid; default: a tenth of one run of blocks over the fastest
     #: link (smets1.lateness).
     max_lateness_seconds: float | None = Field(None, gt=0)
+    #: CI gates (orchestrator.gate): the most failed requests, and the most requests that
+    #: missed their TRT, a run may end with and still pass: a count (10) or a share of
+    #: the run's requests ("2.5%"). None: not checked.
+    max_failed: ThresholdField | None = None
+    max_trt_missed: ThresholdField | None = None
 
     @field_validator("epoch")
     @classmethod

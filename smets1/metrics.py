@@ -9,7 +9,7 @@ wire (prometheus-client adds it); no device id is ever a label.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
@@ -19,9 +19,10 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.core import Metric as Family
 
+from smets1.histogram import Buckets
 from smets1.mqtt import MqttBus
 
 PREFIX = "smets1_"
@@ -31,26 +32,33 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 S = TypeVar("S")
 
 
+#: What a Metric reads: a value, a histogram, or one value per label value.
+Value = float | Buckets | Mapping[str, float]
+
+
 @dataclass(frozen=True, slots=True)
 class Metric(Generic[S]):
     """One value to expose, read from a source object of type S at scrape time.
 
-    `name` has no prefix (and a counter's no `_total`)."""
+    `name` has no prefix (and a counter's no `_total`); a histogram's `read` returns its
+    `Buckets`."""
 
-    kind: Literal["counter", "gauge"]
+    kind: Literal["counter", "gauge", "histogram"]
     name: str
     help: str
-    read: Callable[[S], float]
+    read: Callable[[S], Value]
+    #: The label of a metric whose `read` returns one value per label value (a mapping).
+    label: str | None = None
 
 
 #: Returns the metrics of one part of a process, each with its current value.
-Sampler = Callable[[], Iterable[tuple[Metric[Any], float]]]
+Sampler = Callable[[], Iterable[tuple[Metric[Any], Value]]]
 
 
 def sampler(source: S, metrics: Sequence[Metric[S]]) -> Sampler:
     """Read `metrics` from `source` whenever scraped."""
 
-    def sample() -> Iterator[tuple[Metric[Any], float]]:
+    def sample() -> Iterator[tuple[Metric[Any], Value]]:
         for m in metrics:
             yield m, m.read(source)
 
@@ -67,9 +75,19 @@ class RoleCollector:
     def collect(self) -> Iterator[Family]:
         for sample in self.samplers:
             for m, value in sample():
+                if isinstance(value, Buckets):
+                    hist = HistogramMetricFamily(PREFIX + m.name, m.help, labels=["role"])
+                    hist.add_metric([self.role], value.cumulative(), value.total)
+                    yield hist
+                    continue
                 kind = CounterMetricFamily if m.kind == "counter" else GaugeMetricFamily
-                family = kind(PREFIX + m.name, m.help, labels=["role"])
-                family.add_metric([self.role], value)
+                if isinstance(value, Mapping):
+                    family = kind(PREFIX + m.name, m.help, labels=["role", m.label or "key"])
+                    for key, v in sorted(value.items()):
+                        family.add_metric([self.role, key], v)
+                else:
+                    family = kind(PREFIX + m.name, m.help, labels=["role"])
+                    family.add_metric([self.role], value)
                 yield family
 
 
@@ -88,11 +106,11 @@ def exposition(registry: CollectorRegistry) -> bytes:
 BUS_METRICS: tuple[Metric[MqttBus], ...] = (
     Metric("counter", "bus_messages_published", "Frames published",
            lambda b: b.counters.messages_published),
-    Metric("counter", "bus_bytes_published", "Bytes of frames published",
+    Metric("counter", "bus_published_bytes", "Bytes of frames published",
            lambda b: b.counters.bytes_published),
     Metric("counter", "bus_messages_received", "Frames received",
            lambda b: b.counters.messages_received),
-    Metric("counter", "bus_bytes_received", "Bytes of frames received",
+    Metric("counter", "bus_received_bytes", "Bytes of frames received",
            lambda b: b.counters.bytes_received),
     Metric("counter", "bus_duplicates_dropped", "MQTT messages dropped as redeliveries",
            lambda b: b.counters.duplicates_dropped),

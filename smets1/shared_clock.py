@@ -188,8 +188,12 @@ class ClockLeader:
         state_dir: Path | None,
         *,
         wall0: float | None = None,
+        named_run: bool = False,
     ) -> None:
         self.clock = clock
+        #: The topics are a named run's own (--run): a clock on them that the state folder
+        #: does not know is that run's from an earlier start, and it is not replaced.
+        self.named_run = named_run
         self.bus = bus
         self.topic = clock_topic(fleet)
         self.state_file = None if state_dir is None else state_dir / STATE_FILE
@@ -243,6 +247,13 @@ class ClockLeader:
                     self.clock.speed,
                 )
             return chosen
+        if retained is not None and self.named_run and self.wall0 is None:
+            raise ClockError(
+                f"{self.topic} holds the clock of a run of this name that this state folder "
+                f"did not start ({retained.describe()}): to start a new run, give it a name "
+                "of its own (--run, SMETS1_RUN); to resume that run, give the scheduler its "
+                "state folder"
+            )
         if retained is not None:
             log.info("a new clock replaces that of another run (%s)", retained.describe())
         origin_wall = time.time() if self.wall0 is None else self.wall0

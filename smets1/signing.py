@@ -29,6 +29,7 @@ __all__ = [
     "generate_private_key",
     "load_private_key",
     "load_public_key",
+    "load_verifying_key",
     "private_key_pem",
     "public_key_pem",
     "sign",
@@ -115,11 +116,20 @@ def load_public_key(path: str | os.PathLike[str]) -> ec.EllipticCurvePublicKey:
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         hint = ""
         if b"PRIVATE KEY" in data:
-            hint = "; it holds a private key, pass the public key that keygen printed"
+            hint = "; it holds a private key (keygen writes its public key as NAME.pub.pem)"
         raise SigningError(f"not a PEM public key ({exc}){hint}", os.fspath(path)) from exc
     if not isinstance(key, ec.EllipticCurvePublicKey) or not _is_p256(key):
         raise SigningError(f"holds {_describe(key)}; expected ECDSA P-256", os.fspath(path))
     return key
+
+
+def load_verifying_key(path: str | os.PathLike[str]) -> ec.EllipticCurvePublicKey:
+    """The P-256 public key of a PEM file that holds either the public key or the private
+    key (whose public half is derived): a manufacturer may hand over either."""
+    data = _read(path)
+    if b"PRIVATE KEY" in data and b"PUBLIC KEY" not in data:
+        return load_private_key(path).public_key()
+    return load_public_key(path)
 
 
 def _describe(key: object) -> str:

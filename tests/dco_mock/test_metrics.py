@@ -11,7 +11,7 @@ from dco_mock.service import Dco
 from smets1.bus import InProcessBus
 from smets1.clock import RealClock
 from smets1.config import DcoConfig
-from smets1.metrics import role_registry, sampler
+from smets1.metrics import exposition, role_registry, sampler
 
 
 async def test_metrics_follow_the_exposition_format_with_help_and_types() -> None:
@@ -33,10 +33,25 @@ async def test_metrics_follow_the_exposition_format_with_help_and_types() -> Non
     assert families["smets1_dco_transfers_failed"].samples[0].value == 2
     assert families["smets1_dco_transfers_in_flight"].type == "gauge"
     assert families["smets1_dco_images_waiting"].samples[0].value == 3
-    processing = families["smets1_dco_image_processing_seconds"]
+    processing = families["smets1_dco_image_processing_simulated_seconds"]
     assert processing.type == "counter" and processing.samples[0].value == 164.9
     assert "process_cpu_seconds" in families  # the process collector is there too
     for family in families.values():
         for s in family.samples:
             assert "device" not in s.labels
+    await dco.close()
+
+
+async def test_transfer_times_are_a_histogram() -> None:
+    dco = Dco(RealClock(), InProcessBus(), "t", 1, DcoConfig())
+    dco.counters.transfer_seconds.observe(400.0)
+    dco.counters.transfer_seconds.observe(5_000.0)
+    text = exposition(role_registry("dco", [sampler(dco, DCO_METRICS)])).decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    hist = families["smets1_dco_transfer_simulated_seconds"]
+    assert hist.type == "histogram" and hist.documentation
+    values = {(s.name, s.labels.get("le")): s.value for s in hist.samples}
+    assert values["smets1_dco_transfer_simulated_seconds_bucket", "600.0"] == 1
+    assert values["smets1_dco_transfer_simulated_seconds_count", None] == 2
+    assert values["smets1_dco_transfer_simulated_seconds_sum", None] == 5_400
     await dco.close()

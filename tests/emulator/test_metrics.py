@@ -24,3 +24,14 @@ def test_fleet_metrics_count_devices_and_frames_without_device_labels() -> None:
     assert received.type == "counter" and received.documentation
     assert [s.value for s in received.samples if s.name.endswith("_total")] == [5]
     assert all("device" not in s.labels for f in families.values() for s in f.samples)
+
+
+def test_devices_by_state_is_one_gauge_with_every_state() -> None:
+    config = FleetConfig.model_validate(tiny_config())
+    host = FleetHost(RealClock(), InProcessBus(), config.name, build_devices(config))
+    text = exposition(role_registry("fleet", [sampler(host, FLEET_METRICS)])).decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    by_state = {
+        s.labels["state"]: s.value for s in families["smets1_fleet_devices_by_state"].samples
+    }
+    assert by_state["idle"] == 6 and by_state["active"] == 0 and sum(by_state.values()) == 6

@@ -67,6 +67,12 @@ def _base(words: tuple[str, ...], tmp: Path) -> list[str]:
                 "--body-size", "16", "-o", str(tmp / "out.ota")]  # fmt: skip
     if words in (("image", "inspect"), ("image", "verify")):
         return [*words, str(image)]
+    if words == ("image", "validate"):
+        return [*words, str(image), "--model", "acme-e1"]
+    if words == ("image", "plan"):
+        return [*words, str(image), "--devices", "2", "--other-users", "0"]
+    if words == ("image", "trial"):
+        return [*words, str(image), "--model", "acme-e1", "--devices", "2"]
     if words == ("image", "keygen"):
         return [*words, "-o", str(tmp / "key.pem"), "--force"]
     return [*words, missing]

@@ -15,7 +15,8 @@ from dco_mock.service import DcoCounters
 from emulator.fleet import FleetCounters
 from orchestrator.cli import main
 from orchestrator.distributed import clear_previous_run, merge
-from orchestrator.report import render
+from orchestrator.report import render as render_record
+from orchestrator.report_data import RunRecord
 from orchestrator.runner import run_config
 from orchestrator.status import (
     BusStatus,
@@ -40,6 +41,11 @@ ROLE_KEYS = set(RoleUsage.model_fields)
 #: Memory the launching process holds while a distributed run goes on; each role of
 #: tiny.yaml holds about 70 MiB.
 BALLAST_BYTES = 256 * 2**20
+
+
+def render(summary: dict[str, Any]) -> str:
+    """The report of a summary alone (no run folder: no charts over time)."""
+    return render_record(RunRecord(summary))
 
 
 @pytest.fixture(scope="module")
@@ -184,13 +190,13 @@ def test_merge_adds_up_every_process_and_keeps_each_one_in_roles(local: dict[str
     assert summary["peak_rss_bytes"] == 120 * 2**20
     assert summary["cpu_seconds"]["dco-w1"] == 2.0  # the older per-process figure stays
 
-    page = render(summary, [6])
-    assert '<table id="roles">' in page
+    page = render(summary)
+    assert '<table class="roles">' in page
     for name in roles:
-        assert f"<th>{name}</th>" in page
-    assert "<td>120.0</td>" in page  # fleet-1's peak RSS in MiB
-    assert "<td>11.000</td>" in page  # CPU seconds of all the processes and the broker
-    assert f'Verdict: <span style="color:#1e7b34">{summary["verdict"]["status"]}' in page
+        assert f"<td>{name}</td>" in page
+    assert "<td>120.0 MiB</td>" in page  # fleet-1's peak RSS
+    assert "<td>11</td>" in page  # CPU seconds of all the processes and the broker
+    assert f'<p class="ok"><b>Run {summary["verdict"]["status"]}</b>' in page
     assert summary["verdict"]["reason"] in page
 
 
@@ -201,7 +207,7 @@ def test_merge_without_a_broker_of_its_own_lists_the_processes_only(
     assert list(summary["roles"]) == ["scheduler", "dco-w0", "fleet-0"]
     assert summary["verdict"]["status"] == "invalid"  # 0.03 s late against 0.01
     page = render(summary)
-    assert 'Verdict: <span style="color:#c0392b">invalid' in page
+    assert '<p class="bad"><b>Run invalid</b>' in page
     assert "fleet-0&#x27;s messages arrived" in page
 
 
@@ -209,9 +215,9 @@ def test_the_in_process_report_shows_its_verdict_and_no_process_table(
     local: dict[str, Any],
 ) -> None:
     page = render(local)
-    assert "Verdict: <span" in page and "valid" in page
-    assert 'id="roles"' not in page
-    assert "<th>transfer_rounds</th>" in page
+    assert "<b>Run valid</b>" in page
+    assert 'class="roles"' not in page
+    assert "<th>DCO transfer rounds, retries, resumes</th>" in page
 
 
 def test_a_new_run_clears_the_last_one_and_its_broker_persistence(tmp_path: Path) -> None:
@@ -220,6 +226,8 @@ def test_a_new_run_clears_the_last_one_and_its_broker_persistence(tmp_path: Path
         out / "summary.json",
         out / "fleet-0.json",
         out / "report.html",
+        out / "run.json",
+        out / "failed_devices.csv",
         out / "mosquitto" / "mosquitto.db",
         out / "scheduler-state" / "scheduler.sqlite",
         out / "w0" / "images.db",
@@ -289,9 +297,11 @@ def test_a_distributed_run_writes_the_complete_summary_and_the_report(
 
     report = (out / "report.html").read_text()
     assert report.startswith("<!doctype html>") and "distributed run" in report
-    assert '<table id="roles">' in report
+    assert '<table class="roles">' in report
     for name in roles:
-        assert f"<th>{name}</th>" in report
-    assert "Verdict: <span style=" in report and summary["verdict"]["status"] in report
+        assert f"<td>{name}</td>" in report
+    assert f"<b>Run {summary['verdict']['status']}</b>" in report
+    # Built from the scheduler's store: the charts over time, and the config's seed.
+    assert "Release to answer, against the TRT" in report and "config SHA-256" in report
     assert f"report: {out / 'report.html'}" in printed
     assert "CPU s in all (scheduler " in printed and "mosquitto" in printed

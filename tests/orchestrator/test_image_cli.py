@@ -12,7 +12,13 @@ import pytest
 
 from orchestrator.image_cli import add_image_commands
 from smets1.image import parse_image, seeded_body
-from smets1.signing import generate_private_key, load_private_key, private_key_pem
+from smets1.signing import (
+    generate_private_key,
+    load_private_key,
+    load_public_key,
+    private_key_pem,
+    public_key_pem,
+)
 
 FILES = Path(__file__).parents[1] / "smets1" / "files"  # the image fixtures
 
@@ -187,20 +193,35 @@ def test_keygen_sign_and_verify_with_own_key(run: Run, tmp_path: Path) -> None:
     key_path = tmp_path / "maker.pem"
     status, out, err = run("image", "keygen", "-o", key_path)
     assert (status, err) == (0, "")
-    assert out.startswith("-----BEGIN PUBLIC KEY-----\n")
+    public_path = tmp_path / "maker.pub.pem"
+    assert out == f"{key_path}: private key (mode 0600); {public_path}: public key\n"
     assert stat.S_IMODE(key_path.stat().st_mode) == 0o600
-    load_private_key(key_path)
-    public_path = tmp_path / "maker.pub"
-    public_path.write_text(out)
+    private = load_private_key(key_path)
+    assert public_path.read_text() == public_key_pem(private)
+    assert load_public_key(public_path).public_numbers() == private.public_key().public_numbers()
 
     image_path = tmp_path / "fw.ota"
     build_file(run, image_path, "--body-size", "3000", "--key", key_path)
     status, out, _ = run("image", "verify", image_path, "--public-key", public_path)
     assert status == 0
     assert str(public_path) in out
+    # the private key serves as well: its public key is derived
+    status, out, _ = run("image", "verify", image_path, "--public-key", key_path)
+    assert (status, out) == (0, f"{image_path}: signature OK ({key_path})\n")
     # the demo key of the manufacturer did not sign it
     status, _, _ = run("image", "verify", image_path)
     assert status == 1
+    # nor did another private key
+    other = tmp_path / "other.pem"
+    other.write_text(private_key_pem(generate_private_key()))
+    status, out, _ = run("image", "verify", image_path, "--public-key", other)
+    assert status == 1 and "does NOT verify" in out
+
+
+def test_keygen_without_pem_suffix_adds_pub_pem(run: Run, tmp_path: Path) -> None:
+    status, _, _ = run("image", "keygen", "-o", tmp_path / "maker")
+    assert status == 0
+    load_public_key(tmp_path / "maker.pub.pem")
 
 
 def test_keygen_refuses_to_overwrite_without_force(run: Run, tmp_path: Path) -> None:
@@ -210,20 +231,68 @@ def test_keygen_refuses_to_overwrite_without_force(run: Run, tmp_path: Path) -> 
     assert status == 2 and out == ""
     assert err == f"smets1: error: {key_path}: already exists (use --force to overwrite)\n"
     assert key_path.read_text() == "precious"
+    assert not (tmp_path / "maker.pub.pem").exists()
     status, _, _ = run("image", "keygen", "-o", key_path, "--force")
     assert status == 0
     load_private_key(key_path)
 
 
-def test_verify_with_a_bad_public_key_file_exits_2(run: Run, tmp_path: Path) -> None:
+def test_keygen_refuses_when_only_the_public_key_exists(run: Run, tmp_path: Path) -> None:
+    public = tmp_path / "maker.pub.pem"
+    public.write_text("precious")
+    status, out, err = run("image", "keygen", "-o", tmp_path / "maker.pem")
+    assert status == 2 and out == ""
+    assert err == f"smets1: error: {public}: already exists (use --force to overwrite)\n"
+    assert not (tmp_path / "maker.pem").exists()  # no private key without its public key
+    assert public.read_text() == "precious"
+
+
+def test_verify_with_a_bad_key_file_exits_2(run: Run, tmp_path: Path) -> None:
     image_path = tmp_path / "fw.ota"
     build_file(run, image_path, "--body-size", "10")
-    private = tmp_path / "private.pem"
-    private.write_text(private_key_pem(generate_private_key()))
-    status, out, err = run("image", "verify", image_path, "--public-key", private)
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("-----BEGIN PUBLIC KEY-----\nnot base64\n-----END PUBLIC KEY-----\n")
+    status, out, err = run("image", "verify", image_path, "--public-key", garbage)
     assert status == 2 and out == ""
-    assert err.startswith(f"smets1: error: {private}: not a PEM public key")
+    assert err.startswith(f"smets1: error: {garbage}: not a PEM public key")
     assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        (["--body-size", "0"], "the body is 0 bytes"),
+        (["--body-size", "2097152"], "more than the largest slot of any known model (zeta-s1"),
+    ],
+)
+def test_build_refuses_empty_or_slotless_bodies_unless_forced(
+    run: Run, tmp_path: Path, extra: list[str], says: str
+) -> None:
+    out_path = tmp_path / "fw.ota"
+    status, out, err = run(*BUILD, "--file-version", "1", *extra, "-o", out_path)
+    assert status == 2 and out == ""
+    assert err.startswith("smets1: error: ") and says in err and "--force" in err
+    assert err.count("\n") == 1
+    assert not out_path.exists()
+    status, _, err = run(*BUILD, "--file-version", "1", *extra, "--force", "-o", out_path)
+    assert (status, err) == (0, "")
+    assert parse_image(out_path.read_bytes()).size_bytes > int(extra[1])
+
+
+def test_build_refuses_an_empty_body_file(run: Run, tmp_path: Path) -> None:
+    empty = tmp_path / "empty.bin"
+    empty.write_bytes(b"")
+    status, _, err = run(*BUILD, "--file-version", "1", "--body", empty, "-o", tmp_path / "o")
+    assert status == 2
+    assert err.startswith(f"smets1: error: {empty}: the body is 0 bytes")
+
+
+def test_build_takes_the_largest_body_that_fits_the_largest_slot(run: Run, tmp_path: Path) -> None:
+    # zeta-s1's slot, 2,097,152 bytes, less the header and sub-element heads and signature
+    overhead = 56 + 6 + 6 + 64
+    out_path = tmp_path / "fw.ota"
+    build_file(run, out_path, "--body-size", str(2_097_152 - overhead))
+    assert out_path.stat().st_size == 2_097_152
 
 
 @pytest.mark.parametrize(

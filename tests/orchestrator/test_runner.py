@@ -112,4 +112,18 @@ def test_campaigns_wait_for_their_11_1_and_one_past_seven_days_is_counted(
     assert s["image_updates"]["longest_seconds"] >= 8 * 86_400
     assert list(s["campaigns"][0]["released_per_day"]) == ["2025-03-11"]
     assert "11.1 past seven days 1" in capsys.readouterr().out
-    assert "overdue_11_1" in (out / "report.html").read_text()
+    page = (out / "report.html").read_text()
+    assert "<th>11.1s not stored within seven days</th><td>1</td>" in page
+    assert "<th>longest 11.1, acceptance to stored</th><td>8." in page  # days
+
+
+def test_progress_says_how_far_and_how_long_is_left() -> None:
+    from collections import Counter
+
+    from orchestrator.runner import progress_estimate
+    from scheduler.requests import RequestState
+
+    states = Counter({RequestState.DONE: 30, RequestState.FAILED: 10, RequestState.WAITING: 60})
+    assert progress_estimate(states, 100, 20.0) == "40.0 % answered, about 30 s left"
+    assert progress_estimate(Counter(), 0, 5.0) == "0 % answered"
+    assert progress_estimate(Counter({RequestState.HELD: 5}), 5, 5.0) == "0 % answered"

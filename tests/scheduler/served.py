@@ -30,8 +30,22 @@ CALL_SECONDS = 30.0
 class Served:
     auth = {"Authorization": "Bearer token-a"}
 
-    def __init__(self, n_devices: int = 5, **config_kw: Any) -> None:
+    def __init__(
+        self,
+        n_devices: int = 5,
+        *,
+        speed: float = 1.0,
+        run_releases: bool = False,
+        fail_devices: frozenset[int] = frozenset(),
+        **config_kw: Any,
+    ) -> None:
+        """`speed`: the clock's; `run_releases`: the release loop runs (11.3s go to a
+        FakeDco, which fails `fail_devices`), as in the scheduler role."""
         self._n_devices = n_devices
+        self._speed = speed
+        self._run_releases = run_releases
+        self._fail_devices = fail_devices
+        self._releaser: asyncio.Task[None] | None = None
         self._config_kw = {"max_document_bytes": 4 * 1024 * 1024, **config_kw}
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -67,6 +81,11 @@ class Served:
 
         return self._submit(run()).result(CALL_SECONDS)
 
+    def wait_idle(self) -> None:
+        """Until every request submitted so far has its answer (the release loop runs)."""
+        assert self._scheduler is not None and self._run_releases
+        self._submit(self._scheduler.wait_idle()).result(CALL_SECONDS)
+
     def stored_rows(self) -> dict[str, int]:
         """Rows of every table of the scheduler's store."""
 
@@ -84,11 +103,12 @@ class Served:
         return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
     async def _start(self) -> None:
-        clock = ScaledClock(DEFAULT_EPOCH_SECONDS, speed=1)
-        s, _ = make_scheduler(
-            clock, config(**self._config_kw), n_devices=self._n_devices, dco=FakeDco(clock)
-        )
+        clock = ScaledClock(DEFAULT_EPOCH_SECONDS, speed=self._speed)
+        dco = FakeDco(clock, fail_devices=set(self._fail_devices))
+        s, _ = make_scheduler(clock, config(**self._config_kw), n_devices=self._n_devices, dco=dco)
         self._scheduler = s
+        if self._run_releases:
+            self._releaser = asyncio.create_task(s.run(deliver_callbacks=False))
         # One stored image, so that generated 11.3s can name a hash the scheduler knows.
         stored = await s.store_image(next(iter(s.users)), LARGE_IMAGE)
         self.firmware_hash = stored.firmware_hash.hex()
@@ -102,6 +122,9 @@ class Served:
         self.url = f"http://127.0.0.1:{port}"
 
     async def _stop(self) -> None:
+        if self._releaser is not None:
+            self._releaser.cancel()
+            await asyncio.gather(self._releaser, return_exceptions=True)
         if self._runner is not None:
             await self._runner.cleanup()
         assert self._scheduler is not None

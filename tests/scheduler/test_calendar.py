@@ -35,10 +35,11 @@ def test_bookings_reservations_and_releases() -> None:
     assert c.reservations(1) == {7: 2} and c.scheduled_on(0) == 0
     c.unbook(0, A)
     assert c.user_unscheduled(0, A) == 0
-    c.record_release(3)
-    c.record_release(1)
-    c.record_release(3)
+    c.record_release(3, A)
+    c.record_release(1, B)
+    c.record_release(3, B)
     assert c.released_per_day() == {1: 1, 3: 2}
+    assert dict(c.released_by_user(3)) == {A: 1, B: 1} and dict(c.released_by_user(0)) == {}
     assert list(c.released_per_day()) == [1, 3]
     assert c.released_on(3) == 2
     assert c.days() == [0, 1, 2, 3]

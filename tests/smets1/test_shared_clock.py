@@ -233,6 +233,31 @@ async def test_a_new_run_does_not_inherit_an_earlier_runs_clock(
 
 
 @pytest.mark.mqtt
+async def test_a_named_run_is_started_once_and_then_only_resumed(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    """A run with a name (--run) has topics of its own: a clock there that the leader's
+    state folder does not know means the name was used before (a scheduler whose volume
+    was lost or deleted). It is not replaced, which would mix two runs' devices and
+    frames on one clock: the leader says so, and only its own state folder resumes it."""
+    async with _bus(broker, "first") as bus:
+        first = ClockLeader(_clock(), bus, FLEET, tmp_path / "first", named_run=True)
+        await bus.start()
+        started = await first.start()
+        await bus.wait_drained()
+    async with _bus(broker, "fresh") as bus:
+        fresh = ClockLeader(_clock(), bus, FLEET, tmp_path / "fresh", named_run=True)
+        await bus.start()
+        with pytest.raises(ClockError, match="a name of its own"):
+            await fresh.start()
+        assert fresh.current is None  # nothing was announced
+    async with _bus(broker, "resumed") as bus:
+        resumed = ClockLeader(_clock(), bus, FLEET, tmp_path / "first", named_run=True)
+        await bus.start()
+        assert await resumed.start() == started
+
+
+@pytest.mark.mqtt
 async def test_a_follower_without_a_leader_gives_up_with_a_clear_error(
     broker: Mosquitto,
 ) -> None:

@@ -15,6 +15,7 @@ from smets1.signing import (
     generate_private_key,
     load_private_key,
     load_public_key,
+    load_verifying_key,
     private_key_pem,
     public_key_pem,
     sign,
@@ -105,3 +106,22 @@ def test_verify_with_a_key_on_another_curve_is_a_configuration_error() -> None:
         verify(other.public_key(), b"m", b"\x00" * 64)
     with pytest.raises(SigningError):
         sign(other, b"m")
+
+
+def test_a_verifying_key_from_a_public_or_a_private_key_file(tmp_path: Path) -> None:
+    key = generate_private_key()
+    private = tmp_path / "maker.pem"
+    private.write_text(private_key_pem(key))
+    public = tmp_path / "maker.pub.pem"
+    public.write_text(public_key_pem(key))
+    want = key.public_key().public_numbers()
+    assert load_verifying_key(private).public_numbers() == want
+    assert load_verifying_key(public).public_numbers() == want
+    p384 = tmp_path / "p384.pem"
+    p384.write_text(private_key_pem(ec.generate_private_key(ec.SECP384R1())))
+    with pytest.raises(SigningError, match="secp384r1"):
+        load_verifying_key(p384)
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("-----BEGIN PRIVATE KEY-----\nxx\n-----END PRIVATE KEY-----\n")
+    with pytest.raises(SigningError, match="not an unencrypted PEM private key"):
+        load_verifying_key(garbage)
