@@ -32,7 +32,7 @@ from smets1.clock import Clock
 from smets1.codes import DeviceState, Reason
 from smets1.config import FleetConfig
 from smets1.errors import Smets1Error, WireError
-from smets1.signing import demo_private_key, load_public_key
+from smets1.signing import demo_private_key, load_verifying_key
 from smets1.wire import Activate, Blocks, Frame, Initiate, Query, ReadVersion, decode
 
 log = logging.getLogger("emulator.fleet")
@@ -61,7 +61,7 @@ def build_models(config: FleetConfig) -> dict[str, DeviceModel]:
     for m in config.models:
         try:
             key = (
-                load_public_key(m.public_key)
+                load_verifying_key(m.public_key)  # a public key, or a private one's half
                 if m.public_key is not None
                 else demo_private_key(m.manufacturer_code).public_key()
             )

@@ -9,7 +9,7 @@
     smets1 image plan    FILE --devices N [--model MODEL] [--config CONFIG]
                          [--other-users K] [--loss RATE] [--json]
     smets1 image trial   FILE --model MODEL --devices N [--config CONFIG] [--link PROFILE]
-                         [--faults SPEC] [--seed S] [--json]
+                         [--faults SPEC] [--public-key PEM] [--seed S] [--json]
 
 Handlers return an exit status: 0 success, 1 a signature that does not verify (a check
 that fails, a trial device that does not activate), 2 a file or argument that cannot be
@@ -416,6 +416,11 @@ def add_image_commands(subparsers: Any) -> argparse.ArgumentParser:
         help="KEY=VALUE,... or a JSON object of fault fields, or none (default: the "
         "model's), e.g. block_loss_rate=0.02,boot_failure_rate=0.01",
     )
+    trial.add_argument(
+        "--public-key",
+        metavar="PEM",
+        help="manufacturer key (public or private) the devices trust instead of the model's",
+    )
     trial.add_argument("--seed", type=_unsigned(32), metavar="S", help="default: the config's")
     trial.add_argument("--json", action="store_true", help="one JSON object")
     trial.set_defaults(func=cmd_trial)
@@ -726,12 +731,19 @@ def cmd_trial(args: argparse.Namespace) -> int:
     if isinstance(usable, int):
         return usable
     data, image = usable
+    model = choice.model
+    if args.public_key is not None:
+        try:
+            model_key(model, args.public_key)  # readable, and a P-256 key: else exit 2
+        except SigningError as exc:
+            return _fail(None, str(exc))
+        model = model.model_copy(update={"public_key": Path(args.public_key)})
     try:
         result = run_trial(
             args.file,
             data,
             image,
-            choice.model,
+            model,
             args.devices,
             choice.config,
             link=args.link,

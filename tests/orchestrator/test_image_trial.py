@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from orchestrator.image_trial import percentile
-from smets1.signing import generate_private_key
+from smets1.signing import generate_private_key, private_key_pem, public_key_pem
 from tests.orchestrator.manufacturer import Cli, assert_one_error_line, write_image
 
 
@@ -110,3 +110,36 @@ def test_percentile_is_nearest_rank() -> None:
     assert (percentile(values, 0.5), percentile(values, 0.95)) == (50.0, 95.0)
     assert percentile([7.0], 0.95) == 7.0
     assert percentile([], 0.5) is None
+
+
+def test_a_manufacturers_own_key_is_trusted_with_public_key(cli: Cli, tmp_path: Path) -> None:
+    """A manufacturer signs with a key of its own (keygen), as the README shows: the
+    built-in model trusts only the demo key, so its devices refuse the image until the
+    trial is given the key, as the private PEM or the public one."""
+    private = generate_private_key()
+    (tmp_path / "maker.pem").write_text(private_key_pem(private))
+    (tmp_path / "maker.pub.pem").write_text(public_key_pem(private))
+    image = write_image(tmp_path / "fw.ota", size_bytes=8_000, key=private)
+    refused = trial(cli, 1, image, "--model", "acme-e1", "--devices", "3")
+    assert refused["failed"] == {"bad_signature": 3}
+    for pem in ("maker.pem", "maker.pub.pem"):
+        doc = trial(cli, 0, image, "--model", "acme-e1", "--devices", "3",
+                    "--public-key", tmp_path / pem)  # fmt: skip
+        assert (doc["activated"], doc["version_confirmed"], doc["failed"]) == (3, 3, {})
+    other = tmp_path / "other.pub.pem"
+    other.write_text(public_key_pem(generate_private_key()))
+    wrong = trial(cli, 1, image, "--model", "acme-e1", "--devices", "2", "--public-key", other)
+    assert wrong["failed"] == {"bad_signature": 2}
+
+
+@pytest.mark.parametrize(("content", "says"), [(None, "No such file"), ("junk", "PEM")])
+def test_an_unusable_public_key_is_one_line(
+    cli: Cli, tmp_path: Path, content: str | None, says: str
+) -> None:
+    image = write_image(tmp_path / "fw.ota")
+    key = tmp_path / "key.pem"
+    if content is not None:
+        key.write_text(content)
+    status, out, err = cli("trial", image, "--model", "acme-e1", "--devices", "2",
+                           "--public-key", key)  # fmt: skip
+    assert_one_error_line(status, out, err, says)
