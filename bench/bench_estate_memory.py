@@ -21,6 +21,7 @@ import resource
 import sys
 from typing import Any
 
+from bench.cpu import self_cpu_seconds
 from bench.machine import machine
 from emulator.fleet import FleetHost, build_devices
 from smets1.bus import InProcessBus
@@ -86,21 +87,22 @@ def measure(config: FleetConfig, faulty_share: float) -> dict[str, Any]:
     rss0 = rss_bytes()
 
     async def build() -> tuple[float, int, int]:
-        t0 = wall_seconds()
+        t0, c0 = wall_seconds(), self_cpu_seconds()
         fleet = build_devices(config)
         host = FleetHost(clock, InProcessBus(), config.name, fleet)
         host.start()
-        seconds = wall_seconds() - t0
+        seconds, cpu = wall_seconds() - t0, self_cpu_seconds() - c0
         gc.collect()
-        return seconds, rss_bytes(), len(host.devices)
+        return seconds, cpu, rss_bytes(), len(host.devices)
 
-    seconds, rss1, built = clock.run(build())
+    seconds, cpu, rss1, built = clock.run(build())
     per_device = (rss1 - rss0) / built
     return {
         "benchmark": "estate-memory",
         "devices": built,
         "faulty_share": faulty_share,
         "build_seconds": round(seconds, 3),
+        "build_cpu_seconds": round(cpu, 3),
         "rss_before_bytes": rss0,
         "rss_after_bytes": rss1,
         "rss_delta_per_device_bytes": round(per_device, 1),

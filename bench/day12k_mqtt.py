@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -29,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from bench.cpu import smets1_run
 from bench.machine import machine
 from orchestrator.autospeed import AUTO
 from orchestrator.compare import as_json, compare_summaries
@@ -64,18 +63,7 @@ def prepare_config(source: Path, run_blocks: int | None, folder: Path) -> tuple[
 def twin(config: Path, folder: Path, python: str) -> tuple[dict[str, Any], float, float]:
     """The config in process, as `smets1 run` in its own process: its summary, CPU
     seconds (user + system of that process) and wall seconds."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = wall_seconds()
-    subprocess.run(
-        [python, "-m", "orchestrator.cli", "run", str(config), "--out", str(folder), "--quiet"],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    wall = wall_seconds() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
-    return summary, round(cpu, 3), round(wall, 3)
+    return smets1_run(config, folder, python)
 
 
 def run(

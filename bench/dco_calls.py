@@ -23,7 +23,6 @@ import contextlib
 import json
 import multiprocessing
 import os
-import resource
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -32,6 +31,7 @@ from typing import Any
 
 from aiohttp import web
 
+from bench.cpu import self_cpu_seconds as _cpu
 from bench.machine import machine
 from dco_mock.http_api import make_app
 from dco_mock.service import Dco
@@ -46,11 +46,6 @@ from smets1.services import VersionReading
 TOKEN = "bench-dco-calls"
 DEVICES = 200
 SPEED = 200.0
-
-
-def _cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
 def _config() -> FleetConfig:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.bench_estate_memory import rss_bytes
+from bench.cpu import self_cpu_seconds as cpu_seconds
 from bench.machine import machine
 from emulator.flash_journal import JOURNAL_NAME, FlashJournal
 from emulator.fleet import build_devices
@@ -94,11 +95,6 @@ def shard_config(devices: int, slice_devices: int) -> FleetConfig:
             ],
         }
     )
-
-
-def cpu_seconds() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
 def dir_bytes(path: Path) -> int:

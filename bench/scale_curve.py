@@ -1,4 +1,5 @@
-"""Scale curve: wall time and peak RSS of the same campaign at growing fleet sizes.
+"""Scale curve: wall time, CPU seconds and peak RSS of the same campaign at growing fleet
+sizes.
 
     python -m bench.scale_curve [--sizes 1000,10000,100000]
 
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from bench.cpu import smets1_run
 from bench.machine import machine
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,17 +38,14 @@ def measure(devices: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "fleet.yaml"
         path.write_text(yaml.safe_dump(config_for(devices)))
-        subprocess.run(
-            [sys.executable, "-m", "orchestrator.cli", "run", str(path), "--out", tmp, "--quiet"],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-        s = json.loads((Path(tmp) / "summary.json").read_text())
+        s, cpu, wall = smets1_run(path, Path(tmp), sys.executable)
     return {
         "devices": devices,
         "images_activated": s["images_activated"],
         "simulated_days": s["simulated_days"],
         "wall_seconds": s["wall_seconds"],
+        "process_wall_seconds": wall,
+        "cpu_seconds": cpu,
         "peak_rss_bytes": s["peak_rss_bytes"],
         "seconds_per_device": round(s["wall_seconds"] / devices, 6),
     }

@@ -1,0 +1,52 @@
+"""`python -m bench day12k` measures the whole `smets1 run` process in CPU seconds beside
+the floor, and with idle devices added (its figures are for BENCHMARKS.md, not checked
+here: no timing is asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bench.day12k import with_idle_devices
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ROOT / "fleet_configs" / "small.yaml"
+
+
+def test_idle_devices_are_a_model_no_campaign_names(tmp_path: Path) -> None:
+    path = with_idle_devices(SMALL, 300, tmp_path)
+    raw = yaml.safe_load(path.read_text())
+    source = yaml.safe_load(SMALL.read_text())
+    assert len(raw["models"]) == len(source["models"]) + 1
+    idle = raw["models"][-1]
+    assert idle["name"] == source["models"][0]["name"] + "-idle"
+    assert raw["devices"][-1]["model"] == idle["name"] and raw["devices"][-1]["count"] == 300
+    named = {str(c["devices"]) for c in raw["campaigns"]}
+    assert not any(idle["name"] in n for n in named)
+
+
+def test_day12k_reports_cpu_beside_the_floor_and_the_idle_run() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench", "day12k", "--config", str(SMALL), "--idle-devices", "200"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    r = json.loads(out.stdout)
+    assert r["images_activated"] == r["devices"] > 0
+    assert r["cpu_seconds"] > 0 and r["floor_cpu_seconds"] > 0
+    assert r["cpu_over_floor"] == pytest.approx(r["cpu_seconds"] / r["floor_cpu_seconds"], rel=0.05)
+    idle = r["with_idle_devices"]
+    # the idle devices are built and hosted, but nothing is sent to them
+    assert idle["devices"] == r["devices"] + 200
+    assert idle["images_activated"] == r["images_activated"]
+    assert idle["bytes_delivered"] == r["bytes_delivered"]
+    assert r["idle_cpu_ratio"] == pytest.approx(idle["cpu_seconds"] / r["cpu_seconds"], rel=0.01)
+    assert r["machine"]["cores"]
