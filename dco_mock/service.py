@@ -22,15 +22,17 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from dco_mock.background import BackgroundTraffic
 from dco_mock.store import HeldImage, ImageStore
 from smets1.bus import Bus, down_topic, shard_of, up_topic
 from smets1.clock import Clock
 from smets1.codes import DeviceState, Reason
-from smets1.config import DcoConfig
+from smets1.config import BackgroundConfig, DcoConfig
 from smets1.errors import WireError
 from smets1.histogram import SIMULATED_DURATION_BOUNDS, Buckets
 from smets1.services import ActivationOutcome, StoredImage, VersionReading
@@ -280,6 +282,32 @@ class Dco:
         self._slots = asyncio.Semaphore(config.max_concurrent_transfers)
         self._image_workers = asyncio.Semaphore(config.image_processing_workers)
         self.in_flight = None if max_in_flight_bytes is None else ByteBudget(max_in_flight_bytes)
+        #: Ordinary service requests carried beside firmware (issue 16); None: none.
+        self.background: BackgroundTraffic | None = None
+
+    def carry_background(
+        self,
+        config: BackgroundConfig,
+        device_spans: Sequence[tuple[int, int]],
+        seed: int,
+        timezone: str = "Europe/London",
+    ) -> BackgroundTraffic:
+        """Carry background traffic for the devices of `device_spans` (started with
+        `start()` on the traffic). Its requests take transfer ids from the same counter as
+        11.3s and 11.2s, so an answer is never taken for another's; they do not take
+        transfer slots (see `smets1.config_background.BackgroundConfig.max_open_requests`)."""
+        self.background = BackgroundTraffic(
+            self.clock,
+            self.bus,
+            self.fleet,
+            self.shards,
+            config,
+            device_spans,
+            seed,
+            self._new_tid,
+            timezone,
+        )
+        return self.background
 
     def start(self) -> None:
         self.bus.subscribe(up_topic(self.fleet, "+"), self._on_payload)
@@ -298,6 +326,9 @@ class Dco:
             return
         inbox = self._inbox.get((frame.device_id, frame.transfer_id))
         if inbox is None:
+            background = self.background
+            if background is not None and background.on_answer(frame):
+                return
             self.counters.stray_frames += 1  # an answer to a request already closed
             return
         inbox.put_nowait(frame)

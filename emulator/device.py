@@ -45,6 +45,8 @@ from smets1.wire import (
     Blocks,
     Initiate,
     Query,
+    Reading,
+    ReadRequest,
     ReadVersion,
     Status,
     Version,
@@ -393,3 +395,13 @@ class Esme:
         ):
             pending = self.inactive.file_version
         return Version(self.device_id, f.transfer_id, self.active.file_version, pending, self.state)
+
+    # -- background traffic (issue 16) ------------------------------------------------------
+
+    def on_read(self, f: ReadRequest) -> Reading:
+        """Answer an ordinary service request (a meter read) with the data it asks for.
+
+        Whatever the firmware is doing: the meter keeps metering. When the answer is late,
+        it is the link that made it so (the fleet host queues the request behind the
+        blocks on their way), not the device."""
+        return Reading(self.device_id, f.transfer_id, f.kind, bytes(f.data_bytes))

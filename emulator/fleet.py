@@ -16,6 +16,7 @@ tells the DCO what its flash would not still say after a kill.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import random
 from collections import Counter
@@ -33,7 +34,17 @@ from smets1.codes import DeviceState, Reason
 from smets1.config import FleetConfig
 from smets1.errors import Smets1Error, WireError
 from smets1.signing import demo_private_key, load_verifying_key
-from smets1.wire import Activate, Blocks, Frame, Initiate, Query, ReadVersion, decode
+from smets1.wire import (
+    Activate,
+    Blocks,
+    Frame,
+    Initiate,
+    Query,
+    Reading,
+    ReadRequest,
+    ReadVersion,
+    decode,
+)
 
 log = logging.getLogger("emulator.fleet")
 
@@ -127,6 +138,13 @@ _SETTLED = frozenset(
 )
 
 
+def reads_rng(seed: int, shard: int) -> random.Random:
+    """The host's random stream for background reads' jitter and dice: reads never make a
+    device a stream of its own, so an idle device stays as small as it was."""
+    key = b"smets1-fleet reads rng:%d:%d" % (seed, shard)
+    return random.Random(int.from_bytes(hashlib.sha256(key).digest()[:8], "big"))
+
+
 def _rng(device: Esme) -> random.Random:
     rng = device.rng
     if rng is None:
@@ -158,6 +176,15 @@ class FleetHost:
         self._down = down_topic(fleet, shard)
         self._up = up_topic(fleet, shard)
         self.counters = FleetCounters()
+        #: Made at the first background read that needs a die (jitter, hangs).
+        self._reads_rng: random.Random | None = None
+
+    def _read_dice(self) -> random.Random:
+        rng = self._reads_rng
+        if rng is None:
+            seed = next(iter(self.devices.values())).profile.seed if self.devices else 0
+            rng = self._reads_rng = reads_rng(seed, self.shard)
+        return rng
 
     def start(self) -> None:
         self.bus.subscribe(self._down, self._on_payload)
@@ -209,7 +236,8 @@ class FleetHost:
         now = self.clock.now()
         start = max(now, device.link_free_at)
         if link.jitter_seconds:
-            start += _rng(device).random() * link.jitter_seconds
+            rng = self._read_dice() if type(frame) is ReadRequest else _rng(device)
+            start += rng.random() * link.jitter_seconds
         done = start + (len(payload) + LINK_OVERHEAD_BYTES) * 8 / link.bandwidth_bps
         device.link_free_at = done
         self.clock.call_at(done + link.latency_seconds / 2, self._deliver, device, frame)
@@ -224,14 +252,15 @@ class FleetHost:
             now = self.clock.now()
             down = self._link_down(device, faults, now)
             if down is None and faults.hang_probability:
-                if _rng(device).random() < faults.hang_probability:
+                rng = self._read_dice() if type(frame) is ReadRequest else _rng(device)
+                if rng.random() < faults.hang_probability:
                     device.link_down_until = now + faults.hang_seconds
                     c.faults["hangs"] += 1
                     down = "hang"
             if down is not None:
                 c.frames_dropped[down] += 1
                 return
-        if self.journal is not None and not isinstance(frame, (Query, ReadVersion)):
+        if self.journal is not None and not isinstance(frame, (Query, ReadVersion, ReadRequest)):
             self.journal.touch(device)
         reply: Frame | None
         if isinstance(frame, Blocks):
@@ -267,6 +296,8 @@ class FleetHost:
             self._activation_started(device, before)
         elif isinstance(frame, ReadVersion):
             reply = device.on_read_version(frame)
+        elif isinstance(frame, ReadRequest):
+            reply = device.on_read(frame)
         else:
             c.bad_frames += 1  # an uplink type sent down: ignore it
             return
@@ -327,10 +358,15 @@ class FleetHost:
                 return
         self.counters.frames_sent += 1
         payload = reply.serialize()
-        # Uplink frames are small; they cost the link's latency only.
+        # Uplink frames are small; they cost the link's latency only. A background read's
+        # answer is as large as its kind says: it costs its bytes at the link's rate too.
         link = device.profile.link
         delay = link.latency_seconds / 2
-        if link.jitter_seconds:
+        if type(reply) is Reading:
+            delay += (len(payload) + LINK_OVERHEAD_BYTES) * 8 / link.bandwidth_bps
+            if link.jitter_seconds:
+                delay += self._read_dice().random() * link.jitter_seconds
+        elif link.jitter_seconds:
             delay += _rng(device).random() * link.jitter_seconds
         if device.rng is not None and device.state in _SETTLED:
             device.rng = None

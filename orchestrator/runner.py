@@ -127,6 +127,12 @@ class Run:
         host.start()
         dco.start()
         started = self.clock.now()
+        background = None
+        if cfg.background is not None:
+            background = dco.carry_background(
+                cfg.background, cfg.device_spans(), cfg.seed, cfg.scheduler.peak_timezone
+            )
+            background.start()
         server = (
             serve_run_metrics(self.metrics_port, self.clock, scheduler, dco, host)
             if self.metrics_port is not None
@@ -150,6 +156,8 @@ class Run:
             await asyncio.gather(*(submit(c) for c in cfg.campaigns))
             await scheduler.wait_idle()
         finally:
+            if background is not None:
+                background.stop()
             for task in (releaser, ticker):
                 task.cancel()
             await asyncio.gather(releaser, ticker, return_exceptions=True)
@@ -160,7 +168,10 @@ class Run:
             await bus.close()
             host.flush()
         simulated = self.clock.now() - started
-        return self._summary(scheduler, host, dco, bus, simulated, images)
+        summary = self._summary(scheduler, host, dco, bus, simulated, images)
+        if background is not None:
+            summary["background"] = background.summary()
+        return summary
 
     async def _progress(self, scheduler: Scheduler, host: FleetHost, wall0: float) -> None:
         last = wall0

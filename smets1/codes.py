@@ -65,3 +65,14 @@ class Reason(_OpenEnum):
 
 
 FAILED_STATES = frozenset({DeviceState.VERIFY_FAILED, DeviceState.ACTIVATION_FAILED})
+
+
+class ReadKind(_OpenEnum):
+    """Which ordinary service request a background read is (issue 16): the traffic other
+    Users send every day, which large-image traffic must not degrade. Each kind has its own
+    sizes and target response time in the config (`background.kinds`)."""
+
+    READ_REGISTERS = 1  # an on-demand read of the instantaneous import registers
+    READ_DAILY_LOG = 2  # the daily read log (the registers at each midnight)
+    READ_PROFILE = 3  # half-hourly profile data
+    READ_EVENT_LOG = 4  # the event or security log

@@ -18,6 +18,7 @@ from typing import Annotated
 from pydantic import Field, PlainValidator, ValidationError, field_validator, model_validator
 
 from smets1.clock import DEFAULT_EPOCH_SECONDS
+from smets1.config_background import BackgroundConfig
 from smets1.config_dcc import (
     CampaignConfig,
     DcoConfig,
@@ -35,6 +36,7 @@ from smets1.limits import MAX_CONFIG_BYTES, MAX_FLEET_DEVICES
 from smets1.thresholds import Threshold, parse_threshold
 
 __all__ = [
+    "BackgroundConfig",
     "CampaignConfig",
     "DcoConfig",
     "DeviceGroup",
@@ -68,6 +70,8 @@ class FleetConfig(Strict):
     campaigns: list[CampaignConfig] = []
     scheduler: SchedulerConfig = SchedulerConfig()
     dco: DcoConfig = DcoConfig()
+    #: Ordinary service requests the DCO carries beside firmware (issue 16); None: off.
+    background: BackgroundConfig | None = None
     #: The worst end-to-end lateness of a frame (simulated seconds) a distributed run may
     #: show and still be valid; default: a tenth of one run of blocks over the fastest
     #: link (smets1.lateness).
@@ -197,6 +201,17 @@ class FleetConfig(Strict):
             return who if start <= device_id < end else None
 
         return supplier
+
+    def device_spans(self) -> list[tuple[int, int]]:
+        """(first id, count) of every group, in config order: the fleet's ids without a
+        list entry per device."""
+        spans: list[tuple[int, int]] = []
+        next_id = DEVICE_ID_BASE + 1
+        for group in self.devices:
+            start = group.first_id if group.first_id is not None else next_id
+            spans.append((start, group.count))
+            next_id = start + group.count
+        return spans
 
     def device_ids(self) -> list[tuple[int, DeviceGroup]]:
         """Every device id with its group, in config order."""

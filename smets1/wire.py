@@ -23,7 +23,7 @@ import enum
 import zlib
 from typing import Annotated, ClassVar, Self, cast
 
-from smets1.codes import DeviceState, Reason
+from smets1.codes import DeviceState, ReadKind, Reason
 from smets1.errors import WireError
 from smets1.structs import (
     Bytes,
@@ -62,9 +62,11 @@ class MessageType(enum.IntEnum):
     QUERY = 0x03
     ACTIVATE = 0x04
     READ_VERSION = 0x05
+    READ_REQUEST = 0x06
     STATUS = 0x81
     ACTIVATION = 0x82
     VERSION = 0x83
+    READING = 0x84
 
 
 def _type_mismatch(expected: MessageType, got: int) -> str:
@@ -175,6 +177,23 @@ class ReadVersion(Frame):
     TYPE = MessageType.READ_VERSION
 
 
+@binary(section="read request")
+class ReadRequest(Frame):
+    """DCO → device: an ordinary service request (background traffic, issue 16), answered by
+    a Reading with `data_bytes` bytes of data.
+
+    `padding` stands for the rest of a real request (its command and signature): the frame
+    is as long on the link as the request it stands for. On the wire: kind u8, data bytes
+    u16, padding length u16 and the padding.
+    """
+
+    TYPE = MessageType.READ_REQUEST
+
+    kind: Annotated[ReadKind, u8]
+    data_bytes: Annotated[int, u16]
+    padding: Annotated[bytes | memoryview, LVBytes(u16)] = b""
+
+
 def _bitmap_bytes(block_count: int) -> int:
     return (block_count + 7) // 8
 
@@ -221,10 +240,37 @@ class Version(Frame):
     state: Annotated[DeviceState, u8]
 
 
+@binary(section="reading")
+class Reading(Frame):
+    """Device → DCO: the answer to a ReadRequest, with the data read (kind u8, data
+    length u16 and the data)."""
+
+    TYPE = MessageType.READING
+
+    kind: Annotated[ReadKind, u8]
+    data: Annotated[bytes | memoryview, LVBytes(u16)] = b""
+
+
 FRAME_TYPES: dict[int, type[Frame]] = {
     cls.TYPE: cls
-    for cls in (Initiate, Blocks, Query, Activate, ReadVersion, Status, Activation, Version)
+    for cls in (
+        Initiate,
+        Blocks,
+        Query,
+        Activate,
+        ReadVersion,
+        ReadRequest,
+        Status,
+        Activation,
+        Version,
+        Reading,
+    )
 }
+
+#: The shortest ReadRequest and Reading on the wire (no padding, no data): a background
+#: request or answer is at least this long.
+READ_REQUEST_MIN_BYTES = len(ReadRequest(0, 0, ReadKind.READ_REGISTERS, 0).serialize())
+READING_MIN_BYTES = len(Reading(0, 0, ReadKind.READ_REGISTERS).serialize())
 
 
 _ROUTE = Frame.LAYOUT.reader("device_id", "transfer_id")
