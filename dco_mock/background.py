@@ -104,9 +104,7 @@ class BackgroundTraffic:
         self.devices = sum(count for _, count in self._spans)
         weights = config.hourly_weights
         # Requests a second, the whole fleet, in each hour of the day.
-        self._hour_rates = [
-            self.devices * total * w / sum(weights) / HOUR_SECONDS for w in weights
-        ]
+        self._hour_rates = [self.devices * total * w / sum(weights) / HOUR_SECONDS for w in weights]
         self.stats = BackgroundStats(names, tuple(k.target_seconds for k in self._kinds))
         self._rng = traffic_rng(seed)
         self._open: dict[tuple[int, int], _Open] = {}

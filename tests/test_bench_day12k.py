@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench.day12k import with_idle_devices
+from bench.day12k import BENCH_BACKGROUND, with_background, with_idle_devices
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ROOT / "fleet_configs" / "small.yaml"
@@ -50,3 +50,41 @@ def test_day12k_reports_cpu_beside_the_floor_and_the_idle_run() -> None:
     assert idle["bytes_delivered"] == r["bytes_delivered"]
     assert r["idle_cpu_ratio"] == pytest.approx(idle["cpu_seconds"] / r["cpu_seconds"], rel=0.01)
     assert r["machine"]["cores"]
+
+
+def test_background_is_the_config_with_a_background_section(tmp_path: Path) -> None:
+    path = with_background(SMALL, tmp_path)
+    raw = yaml.safe_load(path.read_text())
+    source = yaml.safe_load(SMALL.read_text())
+    assert raw["background"] == BENCH_BACKGROUND
+    assert {k: v for k, v in raw.items() if k not in ("background", "name")} == {
+        k: v for k, v in source.items() if k != "name"
+    }
+
+
+def test_day12k_background_reports_both_cpu_figures_and_their_ratio() -> None:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "day12k",
+            "--config",
+            str(SMALL),
+            "--no-floor",
+            "--background",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    r = json.loads(out.stdout)
+    bg = r["with_background"]
+    assert bg["images_activated"] == r["images_activated"]
+    assert bg["cpu_seconds"] > 0 and r["cpu_seconds"] > 0
+    assert r["background_cpu_ratio"] == pytest.approx(
+        bg["cpu_seconds"] / r["cpu_seconds"], rel=0.01
+    )
+    assert r["target_background_cpu_ratio"] == 1.5

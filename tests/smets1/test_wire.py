@@ -6,18 +6,22 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from smets1.codes import DeviceState, Reason
+from smets1.codes import DeviceState, ReadKind, Reason
 from smets1.errors import WireError
 from smets1.wire import (
     FRAME_TYPES,
     FRAME_VERSION,
     NO_BLOCK,
+    READ_REQUEST_MIN_BYTES,
+    READING_MIN_BYTES,
     Activate,
     Activation,
     Blocks,
     Frame,
     Initiate,
     Query,
+    Reading,
+    ReadRequest,
     ReadVersion,
     Status,
     Version,
@@ -35,6 +39,8 @@ FRAMES = [
     Status(1, 2, DeviceState.RECEIVING, Reason.NONE, 3, 4, 10, b"\x07\x00"),
     Activation(1, 2, DeviceState.ACTIVE, Reason.NONE, 0x02000000, 12.5),
     Version(1, 0, 0x02000000, 0xFFFFFFFF, DeviceState.ACTIVE),
+    ReadRequest(0x00DB120000000001, 11, ReadKind.READ_PROFILE, 1_519, b"\x00" * 45),
+    Reading(0x00DB120000000001, 11, ReadKind.READ_PROFILE, bytes(range(200))),
 ]
 
 
@@ -106,7 +112,7 @@ def test_route_key_reads_device_and_transfer_without_decoding() -> None:
 
 
 def test_every_type_code_is_unique() -> None:
-    assert len(FRAME_TYPES) == 8
+    assert len(FRAME_TYPES) == 10
     assert {cls.TYPE for cls in FRAME_TYPES.values()} == set(FRAME_TYPES)
 
 
@@ -224,3 +230,44 @@ def test_block_crcs_cover_each_block(data: bytes, block_size: int) -> None:
     f = Blocks.build(1, 1, 0, data, block_size)
     assert len(f.crcs) == -(-len(data) // block_size)
     assert f.crcs[-1] == zlib.crc32(data[(len(f.crcs) - 1) * block_size :])
+
+
+def test_read_frames_are_as_long_as_their_padding_and_data_say() -> None:
+    request = ReadRequest(1, 2, ReadKind.READ_REGISTERS, 79, bytes(45))
+    answer = Reading(1, 2, ReadKind.READ_REGISTERS, bytes(79))
+    # header, kind, data bytes, padding length and padding; header, kind, data length, data
+    assert len(request.serialize()) == READ_REQUEST_MIN_BYTES + 45 == 14 + 1 + 2 + 2 + 45
+    assert len(answer.serialize()) == READING_MIN_BYTES + 79 == 14 + 1 + 2 + 79
+    back = decode(request.serialize())
+    assert (
+        isinstance(back, ReadRequest) and back.data_bytes == 79 and bytes(back.padding) == bytes(45)
+    )
+
+
+@given(
+    st.integers(0, 2**64 - 1),
+    st.integers(0, 2**32 - 1),
+    st.integers(0, 0xFF),
+    st.binary(max_size=2000),
+    st.binary(max_size=16),
+)
+def test_read_frames_round_trip_with_trailing_bytes(
+    device: int, transfer: int, kind: int, data: bytes, trailing: bytes
+) -> None:
+    for frame in (
+        ReadRequest(device, transfer, ReadKind(kind), len(data), data),
+        Reading(device, transfer, ReadKind(kind), data),
+    ):
+        back, rest = decode_prefix(frame.serialize() + trailing)
+        assert back == frame and bytes(rest) == trailing
+        assert decode(frame.serialize()) == frame
+        if trailing:
+            with pytest.raises(WireError, match=f"{len(trailing)} unexpected trailing bytes"):
+                decode(frame.serialize() + trailing)
+
+
+def test_an_unknown_read_kind_decodes_as_undefined() -> None:
+    raw = bytearray(Reading(1, 2, ReadKind.READ_REGISTERS, b"ab").serialize())
+    raw[14] = 0x7E
+    back = decode(bytes(raw))
+    assert isinstance(back, Reading) and back.kind.name == "undefined_0x7e"

@@ -1,0 +1,71 @@
+"""`smets1 run` with background traffic on (issue 16): the summary's `background` section,
+the same counts for the same seed, and nothing of it when the config leaves it off."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from orchestrator.cli import main
+from tests.factories import tiny_config
+
+BACKGROUND = {
+    "kinds": {
+        "read_registers": {
+            "per_device_per_day": 5_000,
+            "request_bytes": 64,
+            "response_bytes": 96,
+            "target_seconds": 30,
+        },
+        "read_profile": {
+            "per_device_per_day": 2_000,
+            "request_bytes": 64,
+            "response_bytes": 1_536,
+            "target_seconds": 60,
+        },
+    }
+}
+
+
+def run(tmp_path: Path, name: str, **top: Any) -> dict[str, Any]:
+    raw = tiny_config(**top)
+    raw["devices"][0]["count"] = 20
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    out = tmp_path / name
+    assert main(["run", str(path), "--out", str(out), "--quiet"]) == 0
+    summary: dict[str, Any] = json.loads((out / "summary.json").read_text())
+    return summary
+
+
+def test_a_small_fleet_with_background_traffic_gets_its_reads_answered(tmp_path: Path) -> None:
+    s = run(tmp_path, "bg", background=BACKGROUND)
+    assert s["images_activated"] == 20 and s["failed"] == {}
+    bg = s["background"]
+    assert bg["requests"] > 20 and bg["met"] > 0
+    assert bg["requests"] == bg["met"] + bg["missed"] + bg["open_at_end"]
+    assert set(bg["kinds"]) == {"read_registers", "read_profile"}
+    for kind in bg["kinds"].values():
+        assert kind["requests"] > 0 and kind["p50_seconds"] <= kind["p95_seconds"]
+    assert bg["kinds"]["read_profile"]["target_seconds"] == 60
+    by_hour = bg["by_hour"]
+    assert by_hour["timezone"] == "Europe/London"
+    assert len(by_hour["requests"]) == len(by_hour["missed"]) == len(by_hour["p95_seconds"]) == 24
+    assert sum(by_hour["requests"]) == bg["requests"]
+    assert sum(by_hour["missed"]) == bg["missed"]
+
+
+def test_the_same_seed_gives_the_same_counts(tmp_path: Path) -> None:
+    first = run(tmp_path, "a", background=BACKGROUND)
+    again = run(tmp_path, "b", background=BACKGROUND)
+    assert first["background"] == again["background"]
+    assert first["activations"]["outcomes_sha256"] == again["activations"]["outcomes_sha256"]
+
+
+def test_off_leaves_the_summary_without_it(tmp_path: Path) -> None:
+    s = run(tmp_path, "off")
+    assert "background" not in s
+    assert s["dco_stray_frames"] == 0
