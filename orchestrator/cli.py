@@ -20,6 +20,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from orchestrator.gate import EXIT_THRESHOLD, add_threshold_flags, gate_line, thresholds_of
 from orchestrator.image_cli import add_image_commands
@@ -83,6 +84,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"{summary['overdue_11_1']:,}\n"
         f"  {summary['simulated_days']} simulated days in {summary['wall_seconds']} s wall, "
         f"peak RSS {summary['peak_rss_bytes'] / 2**20:.0f} MiB\n"
+        f"{background_line(summary)}"
         f"  summary: {out / 'summary.json'}, report: {out / 'report.html'}"
     )
     line = gate_line(summary)
@@ -91,6 +93,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(line, file=sys.stderr)
         return EXIT_THRESHOLD
     return 0
+
+
+def background_line(summary: dict[str, Any]) -> str:
+    """The background traffic's outcome, one line (with its newline), or "" when off."""
+    bg = summary.get("background")
+    if bg is None:
+        return ""
+
+    def secs(v: float | None) -> str:
+        return "-" if v is None else f"{v:,.1f} s"
+
+    return (
+        f"  background: {bg['requests']:,} requests, met {bg['met']:,}, missed"
+        f" {bg['missed']:,} (unanswered {bg['unanswered']:,}); latency p50"
+        f" {secs(bg['p50_seconds'])}, p95 {secs(bg['p95_seconds'])}\n"
+    )
 
 
 def cmd_report(args: argparse.Namespace) -> int:

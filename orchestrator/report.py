@@ -13,7 +13,8 @@ schedules and their batches, TRT met and missed), large images released per day 
 capacity (stacked per User, the 500-a-User line), releases per hour with the peak windows
 shaded, the release-to-answer distribution against the TRT, requests by state over
 simulated time, failures by reason and by model, the failed devices, device states at
-the end, the processes of a distributed run, and the config itself.
+the end, background traffic (when the run carried it), the processes of a distributed run,
+and the config itself.
 """
 
 from __future__ import annotations
@@ -400,6 +401,57 @@ def _device_states(summary: Mapping[str, Any]) -> str:
     return _section("Devices", *parts)
 
 
+def _background(summary: Mapping[str, Any]) -> str:
+    """Background traffic (issue 16): met and missed by kind, and by hour of day."""
+    bg: Mapping[str, Any] | None = summary.get("background")
+    if not bg:
+        return ""
+    facts = _facts(
+        [
+            ("requests", _n(bg["requests"])),
+            ("met", _n(bg["met"])),
+            ("missed (of them unanswered)", f"{_n(bg['missed'])} ({_n(bg['unanswered'])})"),
+            ("still open at the end", _n(bg["open_at_end"])),
+            ("latency p50, p95", f"{duration(bg['p50_seconds'])}, {duration(bg['p95_seconds'])}"),
+            ("waited for the DCO (max_open_requests)", _n(bg["waited_for_dco"])),
+        ]
+    )
+    kinds = _table(
+        ("kind", "target", "requests", "met", "missed", "unanswered", "p50", "p95"),
+        (
+            (
+                name.replace("_", " "),
+                duration(k["target_seconds"]),
+                _n(k["requests"]),
+                _n(k["met"]),
+                _n(k["missed"]),
+                _n(k["unanswered"]),
+                duration(k["p50_seconds"]),
+                duration(k["p95_seconds"]),
+            )
+            for name, k in bg["kinds"].items()
+        ),
+    )
+    by_hour = bg["by_hour"]
+    hours = _table(
+        (f"hour ({by_hour['timezone']})", "requests", "missed", "p95"),
+        (
+            (f"{h:02d}:00", _n(n), _n(m), duration(p95))
+            for h, (n, m, p95) in enumerate(
+                zip(by_hour["requests"], by_hour["missed"], by_hour["p95_seconds"], strict=True)
+            )
+        ),
+    )
+    return _section(
+        "Background traffic",
+        facts,
+        "<h3>By kind</h3>" + kinds,
+        "<h3>By hour of day the request was made</h3>" + hours,
+        note="Ordinary service requests the DCO carried for the fleet beside firmware, on the "
+        "same links: met when answered within the kind's target.",
+    )
+
+
 #: A distributed summary's `roles` (orchestrator.status.RoleUsage): (key, heading, format).
 ROLE_COLUMNS: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
     ("role", "role", str),
@@ -476,6 +528,7 @@ def render(record: RunRecord) -> str:
         _timing_charts(record, trt, capacity, user_limit),
         _failures(record, devices),
         _device_states(s),
+        _background(s),
         _roles(s),
         _config(record),
     ]

@@ -241,6 +241,12 @@ async def run_dco(
         room = {"room": dco.no_room_for() or "ok", "free_transfer_slots": dco.free_slots}
         return mqtt.connected, {**status().model_dump(mode="json"), **room}
 
+    if cfg.background is not None:
+        log.warning(
+            "%s: the config's background traffic is carried under `smets1 run` only (issue"
+            " 16); this DCO carries firmware alone",
+            role,
+        )
     limit = in_flight_limit(cfg.dco.http_max_in_flight)
     if limit < cfg.dco.http_max_in_flight:
         log.warning(

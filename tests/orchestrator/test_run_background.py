@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from orchestrator.cli import main
@@ -41,7 +42,9 @@ def run(tmp_path: Path, name: str, **top: Any) -> dict[str, Any]:
     return summary
 
 
-def test_a_small_fleet_with_background_traffic_gets_its_reads_answered(tmp_path: Path) -> None:
+def test_a_small_fleet_with_background_traffic_gets_its_reads_answered(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     s = run(tmp_path, "bg", background=BACKGROUND)
     assert s["images_activated"] == 20 and s["failed"] == {}
     bg = s["background"]
@@ -56,6 +59,10 @@ def test_a_small_fleet_with_background_traffic_gets_its_reads_answered(tmp_path:
     assert len(by_hour["requests"]) == len(by_hour["missed"]) == len(by_hour["p95_seconds"]) == 24
     assert sum(by_hour["requests"]) == bg["requests"]
     assert sum(by_hour["missed"]) == bg["missed"]
+    said = capsys.readouterr().out
+    assert f"background: {bg['requests']:,} requests, met {bg['met']:,}" in said
+    report = (tmp_path / "bg" / "report.html").read_text()
+    assert "<h2>Background traffic</h2>" in report and "read profile" in report
 
 
 def test_the_same_seed_gives_the_same_counts(tmp_path: Path) -> None:
@@ -68,4 +75,5 @@ def test_the_same_seed_gives_the_same_counts(tmp_path: Path) -> None:
 def test_off_leaves_the_summary_without_it(tmp_path: Path) -> None:
     s = run(tmp_path, "off")
     assert "background" not in s
+    assert "Background traffic" not in (tmp_path / "off" / "report.html").read_text()
     assert s["dco_stray_frames"] == 0
