@@ -125,11 +125,19 @@ def outcome(
     """What is compared of one policy's run, from its folder."""
     import numpy as np
 
-    from orchestrator.report_data import large_released_per_day, load_run, user_label
+    from orchestrator.report_data import large_released_per_day, load_run
     from scheduler.requests import RequestState
+    from smets1.eui64 import format_eui64
 
     record = load_run(out)
     reqs = record.requests
+    names = record.info.users if record.info else {}
+
+    def user_label(user: int) -> str:
+        # The User's name in the config, else its EUI-64 (the table stays narrow).
+        eui = format_eui64(user)
+        return names.get(eui) or eui
+
     epoch = config.epoch_seconds
     daily = large_released_per_day(record, epoch)
     totals = [sum(v[i] for v in daily.by_user.values()) for i in range(len(daily.days))]
@@ -140,7 +148,7 @@ def outcome(
     for user in sorted({r.user for r in reqs}):
         mine = [r for r in reqs if r.user == user]
         done = [r.completed_at for r in mine if r.completed_at is not None]
-        users[user_label(record.info, user)] = {
+        users[user_label(user)] = {
             "requests": len(mine),
             "activated": sum(1 for r in mine if r.state is RequestState.DONE),
             "answered": len(done),
@@ -162,7 +170,7 @@ def outcome(
             )
         )
         counts = np.searchsorted(done_at, times, side="right")
-        completion[user_label(record.info, user)] = [int(c) for c in counts]
+        completion[user_label(user)] = [int(c) for c in counts]
     return {
         "policy": spec.text,
         "fields": spec.fields,
@@ -253,8 +261,8 @@ def table_rows(result: dict[str, Any]) -> list[list[str]]:
                 return "-"
             pct = 100 * x["activated"] / x["requests"] if x["requests"] else 0.0
             when = x["finished_days"]
-            at = f", done day {_days(when)}" if when is not None else ", not all answered"
-            return f"{x['activated']:,}/{x['requests']:,} ({pct:.0f} %){at}"
+            at = f"day {_days(when)}" if when is not None else "unfinished"
+            return f"{x['activated']:,}/{x['requests']:,} {pct:.0f}% {at}"
 
         rows.append([f"User {u}", *(done(p) for p in ps)])
     return rows
