@@ -68,7 +68,7 @@ def test_spare_capacity_is_refused_until_background_traffic_exists(tmp_path: Pat
 @pytest.mark.parametrize(
     ("policy", "field", "expected"),
     [
-        ({"kind": "fastest"}, "kind", "expected one of mp230, no_limit, equal_share, got 'fastest'"),
+        ({"kind": "fastest"}, "kind", "one of mp230, no_limit, equal_share, got 'fastest'"),
         ({"kind": "equal_share", "users": 0}, "users", "greater than 0"),
         ({"kind": "no_limit", "users": 3}, "users", "unknown key"),
         ({"kind": "equal_share", "share": 3}, "share", "unknown key"),
