@@ -76,7 +76,7 @@ def parse_spec(text: str) -> PolicySpec:
             raise ConfigError(f"--policy {text!r}: expected KEY=VALUE, got {part!r}")
         fields[key.strip()] = value.strip()
     try:
-        parse_policy(fields)
+        policy = parse_policy(fields)
     except FieldError as exc:
         raise ConfigError(f"--policy {text!r}: {exc}") from None
     except ValidationError as exc:
@@ -84,7 +84,8 @@ def parse_spec(text: str) -> PolicySpec:
         where = ".".join(str(p) for p in without_policy_tag(("policy", *err["loc"]))[1:])
         msg = "unknown key (check its spelling)" if err["type"] == "extra_forbidden" else err["msg"]
         raise ConfigError(f"--policy {text!r}: {where}: {msg}") from None
-    return PolicySpec(text.strip(), fields)
+    # The fields as the config model has them (numbers as numbers, defaults left out).
+    return PolicySpec(text.strip(), policy.model_dump(exclude_none=True))
 
 
 def parse_specs(texts: Sequence[str]) -> list[PolicySpec]:

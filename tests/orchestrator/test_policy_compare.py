@@ -37,7 +37,8 @@ def _config(tmp_path: Path) -> Path:
 def test_specs_kind_and_parameters() -> None:
     assert parse_spec("mp230") == PolicySpec("mp230", {"kind": "mp230"})
     spec = parse_spec("equal_share:users=5")
-    assert spec.fields == {"kind": "equal_share", "users": "5"}
+    assert spec.fields == {"kind": "equal_share", "users": 5}
+    assert parse_spec("equal_share").fields == {"kind": "equal_share"}
     assert spec.folder == "equal_share-users=5"
     assert [s.text for s in parse_specs([])] == ["mp230", "no_limit", "equal_share"]
 
@@ -105,6 +106,7 @@ def test_compare_two_policies_end_to_end(
     # Same scenario and seed: each policy's run records the policy it ran.
     info = json.loads((out / "no_limit" / "run.json").read_text())
     assert info["policy"] == {"kind": "no_limit"} and info["seed"] == 3
+    assert "release policy" in (out / "no_limit" / "report.html").read_text()
     # The page: self-contained, the table and two charts a policy.
     assert "<script" not in html and not re.search(r"""(src|href)=["']?(https?:|//)""", html)
     assert html.count("<svg") == 4
