@@ -26,6 +26,7 @@ import re
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -216,6 +217,7 @@ def compare(
     with ProcessPoolExecutor(max_workers=n, mp_context=ctx, max_tasks_per_child=1) as pool:
         futures = [pool.submit(run_policy, str(config_file), s, str(out / s.folder)) for s in specs]
         results = [f.result() for f in futures]
+    align(results)
     return {
         "config": config.name,
         "config_file": str(config_file),
@@ -223,6 +225,40 @@ def compare(
         "devices": config.device_count,
         "policies": results,
     }
+
+
+def align(results: list[dict[str, Any]]) -> None:
+    """Put every policy's series on the same axes, so the charts side by side compare:
+    released per day over the same days (zero where a policy released nothing), and
+    activated per User at the same moments (each policy's own samples, carried forward)."""
+    import numpy as np
+
+    days = sorted({d for p in results for d in p["daily"]["days"]})
+    if days:
+        first, last = date.fromisoformat(days[0]), date.fromisoformat(days[-1])
+        every = [str(first + timedelta(days=i)) for i in range((last - first).days + 1)]
+        for p in results:
+            daily = p["daily"]
+            at = {d: i for i, d in enumerate(daily["days"])}
+            daily["by_user"] = {
+                u: [counts[at[d]] if d in at else 0 for d in every]
+                for u, counts in daily["by_user"].items()
+            }
+            daily["days"] = every
+    spans = [p["completion"]["times"] for p in results if p["completion"]["times"]]
+    if not spans:
+        return
+    grid = np.linspace(min(t[0] for t in spans), max(t[-1] for t in spans), COMPLETION_POINTS)
+    for p in results:
+        times = np.array(p["completion"]["times"])
+        idx = np.searchsorted(times, grid, side="right") - 1
+        p["completion"] = {
+            "times": [float(t) for t in grid],
+            "by_user": {
+                u: [int(counts[i]) if i >= 0 else 0 for i in idx]
+                for u, counts in p["completion"]["by_user"].items()
+            },
+        }
 
 
 # -- the table ---------------------------------------------------------------------

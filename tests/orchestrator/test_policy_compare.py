@@ -11,7 +11,13 @@ import pytest
 import yaml
 
 from orchestrator.cli import main
-from orchestrator.policy_compare import PolicySpec, parse_spec, parse_specs, render_table
+from orchestrator.policy_compare import (
+    PolicySpec,
+    align,
+    parse_spec,
+    parse_specs,
+    render_table,
+)
 from smets1.errors import ConfigError
 from tests.factories import tiny_config
 
@@ -115,3 +121,23 @@ def test_compare_two_policies_end_to_end(
     assert render_table(result) in stdout
     assert re.search(r"held for a schedule\s+20\s+0", stdout)
     assert re.search(r"activated / requests\s+10 / 30\s+30 / 30", stdout)
+
+
+def test_series_are_put_on_the_same_axes() -> None:
+    a: dict[str, Any] = {
+        "daily": {"days": ["2025-03-01"], "by_user": {"u": [5]}},
+        "completion": {"times": [0.0, 10.0], "by_user": {"u": [1, 5]}},
+    }
+    b: dict[str, Any] = {
+        "daily": {"days": ["2025-03-01", "2025-03-03"], "by_user": {"u": [2, 3]}},
+        "completion": {"times": [0.0, 100.0], "by_user": {"u": [0, 5]}},
+    }
+    align([a, b])
+    days = ["2025-03-01", "2025-03-02", "2025-03-03"]
+    assert a["daily"] == {"days": days, "by_user": {"u": [5, 0, 0]}}
+    assert b["daily"] == {"days": days, "by_user": {"u": [2, 0, 3]}}
+    assert a["completion"]["times"] == b["completion"]["times"]
+    assert a["completion"]["times"][0] == 0.0 and a["completion"]["times"][-1] == 100.0
+    # a finished at 10 s: carried forward at 5 to the common end; b reaches 5 at 100 s.
+    assert a["completion"]["by_user"]["u"][-1] == 5 and a["completion"]["by_user"]["u"][1] == 1
+    assert b["completion"]["by_user"]["u"][-2] == 0 and b["completion"]["by_user"]["u"][-1] == 5
