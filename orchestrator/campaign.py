@@ -106,7 +106,8 @@ def build_scheduler(
 async def submit_campaign(
     scheduler: Scheduler, c: CampaignConfig, image: bytes, ids: list[int]
 ) -> bool:
-    """11.1 for the image, an agreed schedule if the campaign has one, then the 11.3s.
+    """11.1 for the image, an agreed schedule if the campaign has one (and the release
+    policy asks for schedules: MP230 only), then the 11.3s.
 
     The schedule is asked for the campaign's devices and the User's held requests,
     which join it when it is agreed. Whatever the scheduler refuses is recorded as a
@@ -122,7 +123,12 @@ async def submit_campaign(
         return False
     try:
         stored = await scheduler.store_image(c.user, image)
-        if c.schedule == "agreed" and scheduler.is_large(stored) and schedule_id is None:
+        if (
+            c.schedule == "agreed"
+            and scheduler.limits.policy.asks_for_schedules
+            and scheduler.is_large(stored)
+            and schedule_id is None
+        ):
             devices = len(ids) + scheduler.held_count(c.user)
             proposed, _ = scheduler.request_schedule(c.user, devices, max_per_day=c.max_per_day)
             schedule_id = scheduler.accept_schedule(c.user, proposed.schedule_id).schedule_id

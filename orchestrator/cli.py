@@ -3,6 +3,8 @@
     smets1 run CONFIG [--out DIR] [--state-dir DIR] [--quiet] [--metrics-port N]
                [--max-failed N|P%] [--max-trt-missed N|P%]    a whole campaign in one process
     smets1 report DIR                           rebuild a run's report.html from its folder
+    smets1 compare CONFIG [--policy KIND[:KEY=VALUE,...]]... [--out DIR]
+                                                one config under several release policies
     smets1 image build|inspect|verify|keygen|validate|plan|trial
                                                 firmware images (orchestrator.image_cli)
     smets1 dco|fleet|scheduler|distributed      roles as processes of their own (roles_cli)
@@ -137,6 +139,27 @@ def cmd_compare_runs(args: argparse.Namespace) -> int:
     return 0 if all(c.ok for c in checks) else 1
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from orchestrator.policy_compare import compare, parse_specs, render_table
+    from orchestrator.policy_compare_report import write_comparison
+
+    try:
+        specs = parse_specs(args.policy or ())
+        config = load_config(args.config)
+        preflight(config, args.config)
+        out = Path(args.out) if args.out else Path("runs") / f"{config.name}-compare"
+        result = compare(Path(args.config), specs, out)
+        js, html = write_comparison(out, result)
+    except Smets1Error as exc:
+        return _fail(str(exc))
+    except OSError as exc:
+        return _fail(f"{exc.filename or args.config}: {exc.strerror}")
+    print(f"{result['config']}: {len(specs)} release policies, seed {result['seed']}")
+    print(render_table(result))
+    print(f"  comparison: {js}, {html}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="smets1",
@@ -174,6 +197,24 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("candidate", help="summary.json of the run to check (smets1 distributed)")
     cmp.add_argument("--json", action="store_true", help="one JSON object instead of lines")
     cmp.set_defaults(func=cmd_compare_runs)
+    pol = sub.add_parser(
+        "compare",
+        help="run one config under several release policies and compare them side by side",
+    )
+    pol.add_argument("config", help="YAML fleet config, e.g. fleet_configs/mp230.yaml")
+    pol.add_argument(
+        "--policy",
+        action="append",
+        metavar="KIND[:KEY=VALUE,...]",
+        help="a release policy (scheduler.policy): mp230, no_limit, equal_share or e.g."
+        " equal_share:users=5; repeat for each (default: mp230, no_limit, equal_share)",
+    )
+    pol.add_argument(
+        "--out",
+        help="folder for compare.json, compare.html and each policy's run"
+        " (default runs/<config name>-compare/)",
+    )
+    pol.set_defaults(func=cmd_compare)
     add_image_commands(sub)
     add_role_commands(sub)
     return parser

@@ -94,6 +94,11 @@ def _run_facts(record: RunRecord) -> str:
             ("smets1-fleet version", info.version),
             ("epoch", f"{_when(info.epoch_seconds)} UTC"),
         ]
+        if info.policy.get("kind", "mp230") != "mp230":
+            params = ", ".join(
+                f"{k}={v}" for k, v in info.policy.items() if k != "kind" and v is not None
+            )
+            rows.append(("release policy", f"{info.policy['kind']} {params}".strip()))
     else:
         rows.append(("seed", _n(s.get("seed"))))
     mode = (

@@ -206,8 +206,13 @@ def hourly_releases(
         return _svg(fig)
 
 
-def state_timeline(times: Sequence[float], series: Mapping[str, Sequence[int]]) -> str:
-    """Requests by state over simulated time, stacked; the legend gives each final count."""
+def state_timeline(
+    times: Sequence[float],
+    series: Mapping[str, Sequence[int]],
+    colours: Sequence[str] | None = None,
+) -> str:
+    """Requests by state over simulated time, stacked; the legend gives each final count.
+    `colours`: one a series, in order (default: the colours of the states)."""
     with rc_context(_RC):
         fig, ax = _figure(4.2)
         xs = [_x(t) for t in times]
@@ -216,7 +221,10 @@ def state_timeline(times: Sequence[float], series: Mapping[str, Sequence[int]]) 
             xs,
             *shown.values(),
             labels=[f"{k} ({v[-1]:,} at the end)" for k, v in shown.items()],
-            colors=[STATE_COLOURS.get(k, "#888") for k in shown],
+            colors=[
+                STATE_COLOURS.get(k, "#888") if colours is None else colours[i % len(colours)]
+                for i, k in enumerate(shown)
+            ],
         )
         _dates(ax)
         ax.yaxis.set_major_formatter(_THOUSANDS)

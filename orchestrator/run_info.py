@@ -13,6 +13,7 @@ import hashlib
 import re
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -53,6 +54,9 @@ class RunInfo(BaseModel):
     users: dict[str, str]
     models: list[DeviceRange]
     mode: str = "run"
+    #: The release policy (scheduler.policy): `smets1 compare` puts one in place of the
+    #: config's own, so the config's text alone does not say which ran.
+    policy: dict[str, Any] = {"kind": "mp230"}
 
     def model_of(self) -> dict[int, str]:
         """Device id → model."""
@@ -98,6 +102,7 @@ def run_info(config: FleetConfig, config_file: Path | None, mode: str = "run") -
         users={format_eui64(u.id): u.name for u in s.users},
         models=ranges,
         mode=mode,
+        policy=s.policy.model_dump(),
     )
 
 

@@ -298,6 +298,12 @@ class Intake:
             elif schedule is not None:
                 req.schedule_id = schedule.schedule_id
                 req.planned_day = self.schedules.batch_day(schedule, today)
+            elif not self.limits.policy.mp230:
+                # no_limit, equal_share: nothing held or refused; planned today, and the
+                # release loop decides how much of it goes out each day (release.py).
+                self.calendar.book(today, user)
+                req.planned_day = today
+                undo.append(today)
             else:
                 if priority is Priority.SECURITY:
                     decision = self.moves.place(user, today)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from scheduler.calendar import Calendar
 from scheduler.errors import AdmissionRefused
+from scheduler.release_policy import MP230, ReleasePolicy
 from smets1.clock import DAY_SECONDS
 from smets1.config_dcc import SchedulerConfig
 
@@ -39,6 +40,8 @@ class Limits:
     trt_seconds: float
     stale_after_seconds: float
     horizon_days: int
+    #: Which rules apply (release_policy.py): MP230's below, or another kind's.
+    policy: ReleasePolicy = MP230
 
     @classmethod
     def from_config(cls, cfg: SchedulerConfig) -> Limits:
@@ -49,6 +52,7 @@ class Limits:
             cfg.trt_seconds,
             cfg.stale_after_seconds,
             cfg.schedule_horizon_days,
+            ReleasePolicy.from_config(cfg),
         )
 
     @property

@@ -2,7 +2,9 @@
 
 The loop opens each day's work in the release queue (release_queue.py) and releases it
 one request at a time across the off-peak part of the day, never more large images in a
-day than the calendar's capacity. A released request is recorded (calendar, request
+day than the calendar's capacity (under the release policy (release_policy.py)
+`equal_share`, no User more than its share of the day; under `no_limit`, everything due
+at once). A released request is recorded (calendar, request
 book, store) and then runs as one coroutine in the shared task set: 11.3 through the
 DCO, then 11.2 reads the version the device runs. Its answer is stored, counted in the
 book and posted to its User.
@@ -103,6 +105,7 @@ class Releaser:
         """The release loop, until cancelled."""
         cal = self.calendar
         cap = self.limits.capacity
+        policy = self.limits.policy
         queue = self.queue
         # When the next release is due. Paced from the last due time, not from when the
         # loop woke, so a process that runs late on a scaled clock catches up (within
@@ -118,6 +121,10 @@ class Releaser:
                 nxt = queue.next_day()
                 await self._wait(None if nxt is None else cal.day_start(nxt))
                 continue
+            if not policy.paced:
+                # no_limit: every due request goes now, peak hours and capacity aside.
+                await self._release_all()
+                continue
             peak_end = cal.peak_end(now)
             if peak_end is not None:
                 pace_at = None
@@ -132,7 +139,16 @@ class Releaser:
                 pace_at = None
                 await self._hold(self._room)
                 continue
-            req = queue.pick()
+            if policy.shared:
+                # equal_share: a User at its share of today waits for tomorrow.
+                released = cal.released_by_user(today)
+                req = queue.pick(policy.below_share(cap, released, queue.due_users()))
+                if req is None:
+                    pace_at = None
+                    await self._wait(cal.day_start(today + 1))
+                    continue
+            else:
+                req = queue.pick()
             if req is None:
                 continue
             self.release(req)
@@ -149,6 +165,17 @@ class Releaser:
                     await self.clock.sleep_until(pace_at)
             else:
                 pace_at = None
+
+    async def _release_all(self) -> None:
+        """no_limit: release every due request at once (holding only while the DCO says
+        it has no room)."""
+        while True:
+            if self._room is not None and not self._room.room_for_release():
+                await self._hold(self._room)
+            req = self.queue.pick()
+            if req is None:
+                return
+            self.release(req)
 
     async def _hold(self, room: ReleaseRoom) -> None:
         """Wait, releasing nothing, until the DCO has room for another 11.3."""

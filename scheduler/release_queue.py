@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from scheduler.requests import ActivationRequest, Priority
@@ -110,10 +110,17 @@ class ReleaseQueue:
         """The first day with work not yet opened."""
         return min(self._future, default=None)
 
-    def pick(self) -> ActivationRequest | None:
-        """The next due request: security first, then the next User in the round."""
+    def due_users(self) -> list[int]:
+        """Users with routine work due, in the round's order."""
+        return list(self._rr)
+
+    def pick(self, allowed: Callable[[int], bool] | None = None) -> ActivationRequest | None:
+        """The next due request: security first, then the next User in the round (with
+        `allowed`, the next User in the round it allows; None if it allows none)."""
         if self._due_security:
             return self._due_security.popleft()
+        if allowed is not None:
+            return self._pick_allowed(allowed)
         while self._rr:
             user = self._rr[0]
             self._rr.rotate(-1)
@@ -123,6 +130,23 @@ class ReleaseQueue:
                 continue
             req = q.popleft()
             if not q:
+                self._rr.pop()
+            return req
+        return None
+
+    def _pick_allowed(self, allowed: Callable[[int], bool]) -> ActivationRequest | None:
+        for _ in range(len(self._rr)):
+            user = self._rr[0]
+            self._rr.rotate(-1)
+            q = self._due.get(user)
+            if not q:
+                self._rr.pop()
+                continue
+            if not allowed(user):
+                continue
+            req = q.popleft()
+            if not q:
+                # The rotation put this User last: it leaves the round from there.
                 self._rr.pop()
             return req
         return None

@@ -42,6 +42,10 @@ hands each call to the part that holds it. The parts, and what each holds:
 * `sweep.OverdueSweep`: open requests past seven days;
 * `views.Views`: read-only views; `calendar.Calendar`: capacity and bookings per day.
 
+Which rules those parts apply is the release policy (`release_policy.ReleasePolicy`,
+carried in `policy.Limits.policy`): MP230's by default; intake and the release loop ask
+it where another kind (no_limit, equal_share) decides otherwise.
+
 Each part is handed the parts it calls when it is built, and changes another part's
 state only through these methods (requests and schedules themselves are shared records):
 

@@ -28,6 +28,7 @@ from smets1.config_dcc import (
     duis_file_problems,
 )
 from smets1.config_fleet import DeviceGroup, DeviceModelConfig, LinkProfile
+from smets1.config_policy import without_policy_tag
 from smets1.config_types import FieldError, Strict
 from smets1.config_yaml import line_of, load_yaml
 from smets1.errors import ConfigError
@@ -246,7 +247,7 @@ def _format_error(path: Path, exc: ValidationError, lines: dict[tuple[str | int,
     out = []
     errors = exc.errors()
     for err in errors[:MAX_PROBLEMS_SHOWN]:
-        loc = tuple(err["loc"])
+        loc = without_policy_tag(tuple(err["loc"]))
         msg = err["msg"]
         cause = (err.get("ctx") or {}).get("error")
         if isinstance(cause, FieldError):

@@ -9,6 +9,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import Field, field_validator, model_validator
 
+from smets1.config_policy import Mp230Policy, PolicyConfig, known_kind
 from smets1.config_types import U16, U32, Eui64, FieldError, FilePath, Number, Strict
 from smets1.duis_keys import (
     KeyFileError,
@@ -193,6 +194,14 @@ class SchedulerConfig(Strict):
     users: list[UserConfig] = []
     #: DUIS signatures and schema validation.
     duis: DuisConfig = DuisConfig()
+    #: How large images are released (smets1.config_policy): `{kind: mp230}` (the
+    #: default), `{kind: no_limit}` or `{kind: equal_share, users: N}`.
+    policy: PolicyConfig = Mp230Policy()
+
+    @field_validator("policy", mode="before")
+    @classmethod
+    def _policy_kind(cls, value: object) -> object:
+        return known_kind(value)
 
     @field_validator("peak_timezone")
     @classmethod
