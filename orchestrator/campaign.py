@@ -100,6 +100,9 @@ def build_scheduler(
         devices=devices,
         users=extra,
         suppliers=config.supplier_of(),
+        background_weights=(
+            None if config.background is None else config.background.hourly_weights
+        ),
     )
 
 

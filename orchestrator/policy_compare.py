@@ -32,8 +32,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from smets1.config import FleetConfig, load_config
-from smets1.config_policy import BUILT_KINDS, parse_policy, without_policy_tag
+from smets1.config import FleetConfig, load_config, spare_capacity_problem
+from smets1.config_policy import COMPARED_BY_DEFAULT, parse_policy, without_policy_tag
 from smets1.config_types import FieldError
 from smets1.errors import ConfigError
 
@@ -41,7 +41,7 @@ DAY_SECONDS = 86_400.0
 #: Points of the per-User completion series.
 COMPLETION_POINTS = 240
 #: The policies compared when no --policy is given.
-DEFAULT_SPECS = tuple(k.value for k in BUILT_KINDS)
+DEFAULT_SPECS = tuple(k.value for k in COMPARED_BY_DEFAULT)
 
 _SPEC = re.compile(r"^([a-z_0-9]+)(?::(.*))?$")
 
@@ -100,11 +100,17 @@ def parse_specs(texts: Sequence[str]) -> list[PolicySpec]:
 
 
 def with_policy(config: FleetConfig, spec: PolicySpec) -> FleetConfig:
-    """The config with the spec's policy in place of its own."""
+    """The config with the spec's policy in place of its own; ConfigError if the config
+    cannot run it (spare_capacity without a `background:` section)."""
     policy = parse_policy(spec.fields)
-    return config.model_copy(
+    out = config.model_copy(
         update={"scheduler": config.scheduler.model_copy(update={"policy": policy})}
     )
+    try:
+        spare_capacity_problem(out)
+    except FieldError as exc:
+        raise ConfigError(f"--policy {spec.text!r}: {exc}") from None
+    return out
 
 
 # -- one policy, in a process of its own -------------------------------------------
@@ -209,6 +215,8 @@ def compare(
     """Run every policy (one process each, at most `workers`, default os.cpu_count(), at
     once) and return the comparison; each run's folder is `out/<policy>/`."""
     config = load_config(config_file)
+    for spec in specs:
+        with_policy(config, spec)  # every policy can run this config, or nothing runs
     out.mkdir(parents=True, exist_ok=True)
     n = max(1, min(len(specs), workers or os.cpu_count() or 1))
     # spawn: a fresh interpreter a policy, nothing inherited from this one's state;

@@ -298,7 +298,7 @@ class Intake:
             elif schedule is not None:
                 req.schedule_id = schedule.schedule_id
                 req.planned_day = self.schedules.batch_day(schedule, today)
-            elif not self.limits.policy.mp230:
+            elif not self.limits.policy.mp230_admission:
                 # no_limit, equal_share: nothing held or refused; planned today, and the
                 # release loop decides how much of it goes out each day (release.py).
                 self.calendar.book(today, user)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from scheduler.calendar import Calendar
@@ -44,7 +45,11 @@ class Limits:
     policy: ReleasePolicy = MP230
 
     @classmethod
-    def from_config(cls, cfg: SchedulerConfig) -> Limits:
+    def from_config(
+        cls, cfg: SchedulerConfig, hourly_weights: Sequence[float] | None = None
+    ) -> Limits:
+        """`hourly_weights`: the background's daily profile, for spare_capacity
+        (release_policy.py)."""
         return cls(
             cfg.large_images_per_day,
             cfg.user_daily_limit,
@@ -52,7 +57,7 @@ class Limits:
             cfg.trt_seconds,
             cfg.stale_after_seconds,
             cfg.schedule_horizon_days,
-            ReleasePolicy.from_config(cfg),
+            ReleasePolicy.from_config(cfg, hourly_weights),
         )
 
     @property

@@ -3,11 +3,11 @@
 The loop opens each day's work in the release queue (release_queue.py) and releases it
 one request at a time across the off-peak part of the day, never more large images in a
 day than the calendar's capacity (under the release policy (release_policy.py)
-`equal_share`, no User more than its share of the day; under `no_limit`, everything due
-at once). A released request is recorded (calendar, request
-book, store) and then runs as one coroutine in the shared task set: 11.3 through the
-DCO, then 11.2 reads the version the device runs. Its answer is stored, counted in the
-book and posted to its User.
+`equal_share`, no User more than its share of the day; under `spare_capacity`, no hour
+more than its budget, paced across the hour; under `no_limit`, everything due at once).
+A released request is recorded (calendar, request book, store) and then runs as one
+coroutine in the shared task set: 11.3 through the DCO, then 11.2 reads the version the
+device runs. Its answer is stored, counted in the book and posted to its User.
 
 Backpressure: with a DCO that can say it has no room (`ReleaseRoom`: over HTTP, a
 worker turned an 11.3 away with 503), the loop holds its releases until it has, and
@@ -25,6 +25,7 @@ from scheduler.book import RequestBook
 from scheduler.calendar import Calendar
 from scheduler.notify import Notifier
 from scheduler.policy import Limits
+from scheduler.release_policy import HOUR_SECONDS
 from scheduler.release_queue import ReleaseQueue
 from scheduler.requests import ActivationRequest, RequestState
 from scheduler.store import Store
@@ -81,6 +82,11 @@ class Releaser:
         self.releases_held = 0
         self.releases_held_seconds = 0.0
         self._room = dco if isinstance(dco, ReleaseRoom) else None
+        # spare_capacity: the local hour being released in (its start) and how many large
+        # 11.3s went out in it. Not kept across a restart: a scheduler restarted within
+        # an hour may release up to that hour's budget again.
+        self._hour_start: float | None = None
+        self._hour_released = 0
         # Released before a restart: re-issued when the loop starts.
         self._resume: list[ActivationRequest] = []
 
@@ -139,6 +145,16 @@ class Releaser:
                 pace_at = None
                 await self._hold(self._room)
                 continue
+            hour_end, hour_budget = 0.0, 0
+            if policy.hourly:
+                # spare_capacity: an hour at its budget waits for the next hour.
+                hour_start, hour_end, hour_budget = policy.hour_slot(now)
+                if hour_start != self._hour_start:
+                    self._hour_start, self._hour_released = hour_start, 0
+                if self._hour_released >= hour_budget:
+                    pace_at = None
+                    await self.clock.sleep_until(hour_end)
+                    continue
             if policy.shared:
                 # equal_share: a User at its share of today waits for tomorrow.
                 released = cal.released_by_user(today)
@@ -153,12 +169,19 @@ class Releaser:
                 continue
             self.release(req)
             left = min(queue.due_count(), cap - cal.released_on(today))
+            if policy.hourly:
+                self._hour_released += 1
+                left = min(left, hour_budget - self._hour_released)
             if left > 0:
-                # The steady rate that spreads a full day over its off-peak hours; faster
-                # only if the rest of today's plan would not fit the off-peak time left.
+                # The steady rate that spreads a full day over its off-peak hours (the
+                # hour's budget over the hour, spare_capacity); faster only if the rest of
+                # the plan would not fit the time left.
                 now = self.clock.now()
                 # (left + 1): the last of today lands before midnight, not on it.
-                step = min(cal.offpeak_seconds(today) / cap, cal.offpeak_left(now) / (left + 1))
+                if policy.hourly:
+                    step = min(HOUR_SECONDS / hour_budget, (hour_end - now) / (left + 1))
+                else:
+                    step = min(cal.offpeak_seconds(today) / cap, cal.offpeak_left(now) / (left + 1))
                 base = now if pace_at is None else pace_at
                 pace_at = max(base + step, now - PACE_CATCH_UP_SECONDS)
                 if pace_at > now:

@@ -68,7 +68,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -120,11 +120,14 @@ class Scheduler:
         devices: Collection[int] | None = None,
         users: Iterable[UserConfig] = (),
         suppliers: Callable[[int], int | None] | None = None,
+        background_weights: Sequence[float] | None = None,
     ) -> None:
         self.clock = clock
         self.dco = dco
         self.config = config
-        self.limits = Limits.from_config(config)
+        # background_weights: the fleet's background profile, which the spare_capacity
+        # policy releases around (release_policy.py).
+        self.limits = Limits.from_config(config, background_weights)
         self.devices = devices
         self.users: dict[int, UserConfig] = {u.id: u for u in (*config.users, *users)}
         self.calendar = Calendar(

@@ -98,6 +98,7 @@ class FleetConfig(Strict):
             if group.model not in models:
                 raise FieldError(("devices", n, "model"), f"unknown model {group.model!r}")
         self._suppliers()
+        spare_capacity_problem(self)
         for n, campaign in enumerate(self.campaigns):
             if campaign.image not in images:
                 raise FieldError(("campaigns", n, "image"), f"unknown image {campaign.image!r}")
@@ -223,6 +224,18 @@ class FleetConfig(Strict):
             out.extend((start + i, group) for i in range(group.count))
             next_id = start + group.count
         return out
+
+
+def spare_capacity_problem(config: FleetConfig) -> None:
+    """The spare_capacity policy shapes its releases by the background's daily profile:
+    a config choosing it without a `background:` section is refused (FieldError at
+    `scheduler.policy.kind`)."""
+    if config.scheduler.policy.kind == "spare_capacity" and config.background is None:
+        raise FieldError(
+            ("scheduler", "policy", "kind"),
+            "spare_capacity releases where background traffic leaves room: expected a"
+            " background: section (background: {} for the defaults), got none",
+        )
 
 
 def _unique_names(section: str, names: list[str]) -> None:

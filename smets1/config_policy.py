@@ -16,8 +16,13 @@ union on that tag); the scheduler acts on it in scheduler/release_policy.py:
   released that day (counted again as work arrives). No per-User limit of 500, no
   schedules, nothing refused or held at submission; work a day cannot take waits for the
   next. Security fixes still go first, outside the shares. Parameter: `users`.
-* `spare_capacity` (issue 16): releases only where background traffic leaves room. The
-  DCO carries no background traffic yet, so asking for it is a config error.
+* `spare_capacity`: MP230, with each day's capacity released only where the background
+  traffic leaves room. Admission is MP230's (the User's daily allowance, schedules, holds,
+  refusals, at most `scheduler.large_images_per_day` a day); the release loop gives each
+  hour of the day (local time, `scheduler.peak_timezone`) a budget of its own, in
+  proportion to the room the background's daily profile (`background.hourly_weights`)
+  leaves in it, nothing in an hour that touches a peak window. Parameter: `headroom`.
+  The config must have a `background:` section (FleetConfig checks it).
 
 Under `no_limit` and `equal_share`, `smets1 run` does not ask for a campaign's
 `schedule: agreed` (only MP230 needs schedules): its devices are submitted unscheduled.
@@ -37,12 +42,19 @@ class PolicyKind(enum.StrEnum):
     MP230 = "mp230"
     NO_LIMIT = "no_limit"
     EQUAL_SHARE = "equal_share"
-    #: Named by issue 16, not built: it needs background traffic.
     SPARE_CAPACITY = "spare_capacity"
 
 
-#: The kinds a config may choose today.
-BUILT_KINDS = (PolicyKind.MP230, PolicyKind.NO_LIMIT, PolicyKind.EQUAL_SHARE)
+#: The kinds a config may choose.
+BUILT_KINDS = (
+    PolicyKind.MP230,
+    PolicyKind.NO_LIMIT,
+    PolicyKind.EQUAL_SHARE,
+    PolicyKind.SPARE_CAPACITY,
+)
+#: The kinds `smets1 compare` runs when given no --policy: spare_capacity needs a
+#: config with background traffic, so it is asked for by name.
+COMPARED_BY_DEFAULT = (PolicyKind.MP230, PolicyKind.NO_LIMIT, PolicyKind.EQUAL_SHARE)
 
 
 class Mp230Policy(Strict):
@@ -66,16 +78,31 @@ class EqualSharePolicy(Strict):
     users: int | None = Field(None, gt=0, le=100_000)
 
 
-PolicyConfig = Annotated[
-    Mp230Policy | NoLimitPolicy | EqualSharePolicy, Field(discriminator="kind")
-]
+class SpareCapacityPolicy(Strict):
+    """MP230, each hour's releases held to the room the background traffic leaves.
 
-_ADAPTER: TypeAdapter[Mp230Policy | NoLimitPolicy | EqualSharePolicy] = TypeAdapter(PolicyConfig)
+    The room of an hour is `busiest / (1 - headroom) - weight`, the weights being
+    `background.hourly_weights`: what the network could carry if the background's
+    busiest hour left `headroom` of it spare, less what the background takes that hour.
+    Each hour's budget is the day's capacity shared in proportion to the rooms (hours
+    that touch a peak window: none)."""
+
+    kind: Literal["spare_capacity"] = "spare_capacity"
+    #: The share of the network the background leaves spare in its busiest hour, in
+    #: (0, 1]. Small: the busiest hours get almost nothing and the quiet ones the most;
+    #: 1: the background takes nothing worth counting, every open hour gets the same.
+    headroom: float = Field(0.2, gt=0, le=1)
+
+
+AnyPolicy = Mp230Policy | NoLimitPolicy | EqualSharePolicy | SpareCapacityPolicy
+PolicyConfig = Annotated[AnyPolicy, Field(discriminator="kind")]
+
+_ADAPTER: TypeAdapter[AnyPolicy] = TypeAdapter(PolicyConfig)
 
 
 def known_kind(value: Any) -> Any:
-    """Check a policy's `kind` before the union picks a model: name the kinds that are
-    built, and say why `spare_capacity` is not (a FieldError at `kind`)."""
+    """Check a policy's `kind` before the union picks a model: name the kinds there are
+    (a FieldError at `kind`)."""
     if isinstance(value, str):
         # `policy: no_limit` is short for `policy: {kind: no_limit}`.
         value = {"kind": value}
@@ -83,19 +110,13 @@ def known_kind(value: Any) -> Any:
         return value
     kind = value.get("kind", PolicyKind.MP230.value)
     expected = ", ".join(k.value for k in BUILT_KINDS)
-    if kind == PolicyKind.SPARE_CAPACITY.value:
-        raise FieldError(
-            ("kind",),
-            "spare_capacity needs background traffic, which is not built yet (issue 16);"
-            f" expected one of {expected}",
-        )
     if not isinstance(kind, str) or kind not in {k.value for k in BUILT_KINDS}:
         shown = repr(kind)[:40]
         raise FieldError(("kind",), f"expected one of {expected}, got {shown}")
     return {**value, "kind": kind}
 
 
-def parse_policy(value: Any) -> Mp230Policy | NoLimitPolicy | EqualSharePolicy:
+def parse_policy(value: Any) -> AnyPolicy:
     """A policy from a mapping (or a bare kind): pydantic's ValidationError or a
     FieldError if it is not one."""
     return _ADAPTER.validate_python(known_kind(value))
