@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from scheduler.release_policy import MP230, ReleasePolicy
+from scheduler.release_policy import MP230, ReleasePolicy, hour_budgets, peak_hours
 from scheduler.release_queue import ReleaseQueue
 from scheduler.requests import ActivationRequest, Priority, RequestState
 from scheduler.service import Scheduler
@@ -15,6 +15,7 @@ from smets1.config_policy import PolicyKind
 from tests.scheduler.fakes import (
     DAY,
     LARGE_IMAGE,
+    FakeDco,
     USER_A,
     USER_B,
     config,
@@ -160,3 +161,82 @@ def test_queue_pick_skips_users_not_allowed_but_not_security() -> None:
     assert q.pick(only_b) is None  # A waits; its work stays due
     assert q.due_count() == 2 and q.due_users() == [USER_A]
     assert q.pick() is a1 and q.pick() is a2 and q.pick() is None
+
+
+# -- spare_capacity ------------------------------------------------------------------
+
+#: A background profile whose evening (18:00-22:00) is ten times as busy as the rest.
+EVENING_HEAVY = tuple(10.0 if 18 <= h < 22 else 1.0 for h in range(24))
+
+
+def test_hour_budgets_follow_the_room_the_background_leaves() -> None:
+    budgets = hour_budgets(240, EVENING_HEAVY, 0.5, frozenset())
+    assert sum(budgets) == 240 and len(budgets) == 24
+    # Room: 10 / 0.5 - weight: 19 in a quiet hour, 10 in a busy one; 20 x 19 + 4 x 10 = 420.
+    # Shares 10.86 and 5.71: 10 and 5, and the 20 left go to the larger remainders.
+    assert budgets == tuple(5 if 18 <= h < 22 else 11 for h in range(24))
+    # headroom 1: every open hour the same, as MP230's even pace; closed hours none.
+    closed = peak_hours([(16, 19)])
+    assert closed == {16, 17, 18}
+    even = hour_budgets(210, EVENING_HEAVY, 1.0, closed)
+    assert [even[h] for h in (16, 17, 18)] == [0, 0, 0]
+    assert set(even) == {0, 10} and sum(even) == 210
+    # A window that covers part of an hour closes the whole hour.
+    assert peak_hours([(16.5, 17.25)]) == {16, 17}
+    assert hour_budgets(100, EVENING_HEAVY, 0.2, frozenset(range(24))) == (0,) * 24
+
+
+def test_spare_capacity_takes_mp230_admission_and_the_hour_budgets() -> None:
+    cfg = config(policy={"kind": "spare_capacity", "headroom": 0.5}, large_images_per_day=240)
+    p = ReleasePolicy.from_config(cfg, EVENING_HEAVY)
+    assert p.mp230_admission and p.asks_for_schedules and p.paced and p.hourly
+    assert p.hour_budgets == hour_budgets(240, EVENING_HEAVY, 0.5, frozenset({16, 17, 18}))
+    # Without a profile (a scheduler built without the fleet config) every open hour is
+    # equal (the peak hours 16-19 closed).
+    flat = ReleasePolicy.from_config(cfg)
+    assert flat.hour_budgets is not None
+    assert {b for h, b in enumerate(flat.hour_budgets) if h not in (16, 17, 18)} == {11, 12}
+    assert not MP230.hourly and not ReleasePolicy.from_config(config(policy="no_limit")).hourly
+
+
+def released_by_hour(policy: Any, weights: tuple[float, ...], n: int) -> dict[int, int]:
+    """Submit `n` unscheduled large 11.3s of one User at the start of a day under `policy`
+    (capacity 240 a day, no peak windows, hours in UTC); local hour → released in it."""
+
+    async def main(clock: VirtualClock) -> dict[int, int]:
+        cfg = config(
+            policy=policy,
+            large_images_per_day=240,
+            user_daily_limit=1_000,
+            peak_windows=[],
+            peak_timezone="UTC",
+        )
+        s = Scheduler(
+            clock, FakeDco(clock), cfg, devices=set(devices(n)), background_weights=weights
+        )
+        task = await running(s)
+        img = await s.store_image(USER_A, LARGE_IMAGE)
+        s.submit_activations(USER_A, img.firmware_hash, devices(n))
+        await s.wait_idle()
+        out: Counter[int] = Counter()
+        for r in s.requests:
+            assert r.released_at is not None
+            assert s.calendar.day_of(r.released_at) == 0
+            out[int((r.released_at - clock.epoch) // 3_600)] += 1
+        await stop(s, task)
+        return dict(out)
+
+    result: dict[int, int] = run_virtual(main)
+    return result
+
+
+def test_spare_capacity_releases_fewer_in_the_heavy_hours_than_mp230() -> None:
+    spare = released_by_hour({"kind": "spare_capacity", "headroom": 0.5}, EVENING_HEAVY, 240)
+    mp230 = released_by_hour("mp230", EVENING_HEAVY, 240)
+    assert sum(spare.values()) == sum(mp230.values()) == 240  # the same day, reshaped
+    heavy = range(18, 22)
+    assert sum(mp230.get(h, 0) for h in heavy) == 40  # MP230: 10 an hour, all day
+    budgets = hour_budgets(240, EVENING_HEAVY, 0.5, frozenset())
+    # spare_capacity: each hour exactly its budget, fewer in the evening.
+    assert spare == {h: b for h, b in enumerate(budgets) if b}
+    assert sum(spare.get(h, 0) for h in heavy) == sum(budgets[h] for h in heavy) < 40

@@ -16,7 +16,7 @@ from smets1.config_policy import (
     Mp230Policy,
     NoLimitPolicy,
     PolicyConfig,
-    PolicyKind,
+    SpareCapacityPolicy,
     parse_policy,
 )
 from smets1.config_types import FieldError
@@ -24,9 +24,10 @@ from smets1.errors import ConfigError
 from tests.factories import tiny_config
 
 
-def _write(tmp_path: Path, policy: object) -> Path:
+def _write(tmp_path: Path, policy: object, **top: object) -> Path:
     path = tmp_path / "fleet.yaml"
-    path.write_text(yaml.safe_dump(tiny_config(scheduler={"policy": policy}), sort_keys=False))
+    raw = tiny_config(scheduler={"policy": policy}, **top)
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
 
 
@@ -39,7 +40,6 @@ def test_every_tag_is_unique_and_a_built_kind() -> None:
     tags = [typing.get_args(m.model_fields["kind"].annotation)[0] for m in union]
     assert len(tags) == len(set(tags))
     assert sorted(tags) == sorted(k.value for k in BUILT_KINDS)
-    assert PolicyKind.SPARE_CAPACITY not in BUILT_KINDS
 
 
 def test_default_is_mp230_and_a_bare_kind_is_short_for_the_mapping(tmp_path: Path) -> None:
@@ -53,22 +53,37 @@ def test_default_is_mp230_and_a_bare_kind_is_short_for_the_mapping(tmp_path: Pat
     assert parse_policy({"kind": "equal_share"}) == EqualSharePolicy(users=None)
 
 
-def test_spare_capacity_is_refused_until_background_traffic_exists(tmp_path: Path) -> None:
+def test_spare_capacity_without_background_is_one_line_naming_the_kind(tmp_path: Path) -> None:
     path = _write(tmp_path, {"kind": "spare_capacity"})
     with pytest.raises(ConfigError) as err:
         load_config(path)
     msg = str(err.value)
     assert msg.startswith(f"{path}:{_policy_line(path) + 1}: scheduler.policy.kind: "), msg
-    assert "needs background traffic, which is not built yet" in msg
+    assert "expected a background: section (background: {} for the defaults), got none" in msg
     assert "\n" not in msg
-    with pytest.raises(FieldError, match="background traffic"):
-        parse_policy("spare_capacity")
+
+
+def test_spare_capacity_with_background_and_its_headroom(tmp_path: Path) -> None:
+    cfg = load_config(_write(tmp_path, "spare_capacity", background={}))
+    assert cfg.scheduler.policy == SpareCapacityPolicy(headroom=0.2)
+    cfg = load_config(_write(tmp_path, {"kind": "spare_capacity", "headroom": 1}, background={}))
+    assert cfg.scheduler.policy == SpareCapacityPolicy(headroom=1.0)
+    assert parse_policy({"kind": "spare_capacity", "headroom": "0.5"}) == SpareCapacityPolicy(
+        headroom=0.5
+    )
 
 
 @pytest.mark.parametrize(
     ("policy", "field", "expected"),
     [
-        ({"kind": "fastest"}, "kind", "one of mp230, no_limit, equal_share, got 'fastest'"),
+        (
+            {"kind": "fastest"},
+            "kind",
+            "one of mp230, no_limit, equal_share, spare_capacity, got 'fastest'",
+        ),
+        ({"kind": "spare_capacity", "headroom": 0}, "headroom", "greater than 0"),
+        ({"kind": "spare_capacity", "headroom": 1.5}, "headroom", "less than or equal to 1"),
+        ({"kind": "spare_capacity", "users": 3}, "users", "unknown key"),
         ({"kind": "equal_share", "users": 0}, "users", "greater than 0"),
         ({"kind": "no_limit", "users": 3}, "users", "unknown key"),
         ({"kind": "equal_share", "share": 3}, "share", "unknown key"),
@@ -91,5 +106,6 @@ def test_the_cli_says_it_in_one_line_and_exits_2(
     assert main(["run", str(path), "--out", str(tmp_path / "out"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
-    assert err.startswith("smets1: error: ") and "not built yet" in err
+    assert err.startswith("smets1: error: ") and "scheduler.policy.kind: spare_capacity" in err
+    assert "expected a background: section" in err
     assert not (tmp_path / "out").exists()
