@@ -15,7 +15,9 @@ the first release to the last, and the most in a day), TRT met and missed, reque
 refused at submission, held for a schedule, open past seven days (11.3) and 11.1s not
 stored within seven days, and per User: requests, activated, and the day its last
 answer came; with the series of the charts (released per day by User, activated per User
-over simulated time).
+over simulated time, released by hour of day). When the config carries background
+traffic: its requests, met, missed, latency p50 and p95, and its misses and p95 by hour
+of day.
 """
 
 from __future__ import annotations
@@ -203,6 +205,44 @@ def outcome(
         "users": users,
         "daily": {"days": daily.days, "by_user": daily.by_user},
         "completion": {"times": [float(t) for t in times], "by_user": completion},
+        "background": background_outcome(summary, config),
+        "released_by_hour": released_by_hour(reqs, config.scheduler.peak_timezone),
+    }
+
+
+def released_by_hour(reqs: Sequence[Any], zone: str) -> list[int]:
+    """Large 11.3s released in each hour of the day (local time, 00:00 first), all days
+    together: where in the day a policy puts its releases."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    tz = ZoneInfo(zone)
+    out = [0] * 24
+    for r in reqs:
+        if r.large and r.released_at is not None:
+            out[datetime.fromtimestamp(r.released_at, tz).hour] += 1
+    return out
+
+
+def background_outcome(summary: dict[str, Any], config: FleetConfig) -> dict[str, Any] | None:
+    """The background traffic's figures compared (None: the run carried none)."""
+    bg = summary.get("background")
+    if not bg:
+        return None
+    by_hour = bg["by_hour"]
+    return {
+        "requests": bg["requests"],
+        "met": bg["met"],
+        "missed": bg["missed"],
+        "p50_seconds": bg["p50_seconds"],
+        "p95_seconds": bg["p95_seconds"],
+        "by_hour": {
+            "timezone": by_hour["timezone"],
+            "missed": by_hour["missed"],
+            "p95_seconds": by_hour["p95_seconds"],
+            # The peak windows (local hours), shaded on the charts.
+            "peak_windows": [[w.start_hour, w.end_hour] for w in config.scheduler.peak_windows],
+        },
     }
 
 
@@ -297,6 +337,8 @@ def table_rows(result: dict[str, Any]) -> list[list[str]]:
         row("11.3 open past 7 days", lambda p: f"{p['stale_11_3']:,}"),
         row("11.1 past 7 days", lambda p: f"{p['stale_11_1']:,}"),
     ]
+    if any(p.get("background") for p in ps):
+        rows += background_rows(ps)
     users = sorted({u for p in ps for u in p["users"]})
     for u in users:
 
@@ -311,6 +353,21 @@ def table_rows(result: dict[str, Any]) -> list[list[str]]:
 
         rows.append([f"User {u}", *(done(p) for p in ps)])
     return rows
+
+
+def background_rows(ps: Sequence[dict[str, Any]]) -> list[list[str]]:
+    """The background traffic's rows ("-" for a policy whose run carried none)."""
+
+    def row(name: str, fmt: Any) -> list[str]:
+        return [name, *(fmt(p["background"]) if p.get("background") else "-" for p in ps)]
+
+    return [
+        row("background requests", lambda b: f"{b['requests']:,}"),
+        row("background met", lambda b: f"{b['met']:,}"),
+        row("background missed", lambda b: f"{b['missed']:,}"),
+        row("background latency p50 (s)", lambda b: f"{b['p50_seconds']:,.2f}"),
+        row("background latency p95 (s)", lambda b: f"{b['p95_seconds']:,.2f}"),
+    ]
 
 
 def render_table(result: dict[str, Any]) -> str:

@@ -206,6 +206,38 @@ def hourly_releases(
         return _svg(fig)
 
 
+def hour_of_day_lines(
+    series: Mapping[str, Sequence[float]],
+    ylabel: str,
+    timezone: str,
+    peaks: Sequence[Sequence[float]] = (),
+) -> str:
+    """One line a series over the 24 hours of the day (a value an hour, 00:00 first),
+    the peak windows (hours of the day) shaded."""
+    with rc_context(_RC):
+        fig, ax = _figure()
+        hours = [h + 0.5 for h in range(24)]
+        for i, (a, b) in enumerate(peaks):
+            ax.axvspan(a, b, color="#b5443b", alpha=0.12, lw=0,
+                       label="peak window" if i == 0 else None)  # fmt: skip
+        for i, (name, values) in enumerate(series.items()):
+            ax.plot(hours, values, marker="o", ms=3, lw=1.6, color=COLOURS[i % len(COLOURS)],
+                    label=name)  # fmt: skip
+        ax.set_xlim(0, 24)
+        ax.set_xticks(range(0, 25, 3), [f"{h:02d}:00" for h in range(0, 25, 3)])
+        top = max((max(v, default=0) for v in series.values()), default=0)
+        ax.set_ylim(0, top * 1.15 or 1)
+        ax.yaxis.set_major_formatter(_THOUSANDS if top >= 10 else FuncFormatter(_short))
+        ax.set_xlabel(f"hour of day ({timezone})")
+        ax.set_ylabel(ylabel)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+        return _svg(fig)
+
+
+def _short(v: float, _: Any) -> str:
+    return f"{v:g}"
+
+
 def state_timeline(
     times: Sequence[float],
     series: Mapping[str, Sequence[int]],

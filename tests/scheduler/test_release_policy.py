@@ -15,9 +15,9 @@ from smets1.config_policy import PolicyKind
 from tests.scheduler.fakes import (
     DAY,
     LARGE_IMAGE,
-    FakeDco,
     USER_A,
     USER_B,
+    FakeDco,
     config,
     devices,
     make_scheduler,

@@ -19,7 +19,6 @@ from smets1.config_policy import (
     SpareCapacityPolicy,
     parse_policy,
 )
-from smets1.config_types import FieldError
 from smets1.errors import ConfigError
 from tests.factories import tiny_config
 
