@@ -195,7 +195,8 @@ class SchedulerConfig(Strict):
     #: DUIS signatures and schema validation.
     duis: DuisConfig = DuisConfig()
     #: How large images are released (smets1.config_policy): `{kind: mp230}` (the
-    #: default), `{kind: no_limit}` or `{kind: equal_share, users: N}`.
+    #: default), `{kind: no_limit}`, `{kind: equal_share, users: N}` or
+    #: `{kind: spare_capacity, headroom: H}` (needs a `background:` section).
     policy: PolicyConfig = Mp230Policy()
 
     @field_validator("policy", mode="before")
