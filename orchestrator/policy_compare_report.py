@@ -125,7 +125,7 @@ def render(result: dict[str, Any]) -> str:
             "Large images released per day",
             daily,
             note="Stacked by User. The DCC capacity and the 500-a-User line are MP230's;"
-            " no_limit has neither, equal_share only the capacity.",
+            " spare_capacity has both, no_limit neither, equal_share only the capacity.",
         ),
         _side_by_side("Activated per User over simulated time", completion),
         background,
