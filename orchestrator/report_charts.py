@@ -227,6 +227,8 @@ def hour_of_day_lines(
         ax.set_xticks(range(0, 25, 3), [f"{h:02d}:00" for h in range(0, 25, 3)])
         top = max((max(v, default=0) for v in series.values()), default=0)
         ax.set_ylim(0, top * 1.15 or 1)
+        if all(float(x).is_integer() for v in series.values() for x in v):
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts: whole ticks
         ax.yaxis.set_major_formatter(_THOUSANDS if top >= 10 else FuncFormatter(_short))
         ax.set_xlabel(f"hour of day ({timezone})")
         ax.set_ylabel(ylabel)
