@@ -5,6 +5,8 @@
     smets1 report DIR                           rebuild a run's report.html from its folder
     smets1 compare CONFIG [--policy KIND[:KEY=VALUE,...]]... [--out DIR]
                                                 one config under several release policies
+    smets1 capacity CONFIG [--max-miss-rate P%] [--low N] [--high N] [--resolution N]
+                    [--out DIR] [--json]        the most large images a day sustained
     smets1 image build|inspect|verify|keygen|validate|plan|trial
                                                 firmware images (orchestrator.image_cli)
     smets1 dco|fleet|scheduler|distributed      roles as processes of their own (roles_cli)
@@ -160,6 +162,58 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _share(text: str) -> float:
+    """A share: `1%` or `0.01`, from 0 to 1."""
+    t = text.strip()
+    try:
+        value = float(t[:-1]) / 100 if t.endswith("%") else float(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a share such as 1% or 0.01, got {text!r}"
+        ) from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected 0% to 100%, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text.replace(",", "").replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more, got {value}")
+    return value
+
+
+def cmd_capacity(args: argparse.Namespace) -> int:
+    from orchestrator.capacity import find_capacity, render
+
+    try:
+        config = load_config(args.config)
+        preflight(config, args.config)
+        out = Path(args.out) if args.out else Path("runs") / f"{config.name}-capacity"
+        result = find_capacity(
+            Path(args.config),
+            out,
+            low=args.low,
+            high=args.high,
+            max_miss_rate=args.max_miss_rate,
+            resolution=args.resolution,
+        )
+    except Smets1Error as exc:
+        return _fail(str(exc))
+    except OSError as exc:
+        return _fail(f"{exc.filename or args.config}: {exc.strerror}")
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{result['config']}: capacity search, seed {result['seed']}")
+        print(render(result))
+        print(f"  trials: {out / 'capacity.json'}")
+    return 0 if result["capacity"] is not None else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="smets1",
@@ -215,6 +269,38 @@ def build_parser() -> argparse.ArgumentParser:
         " (default runs/<config name>-compare/)",
     )
     pol.set_defaults(func=cmd_compare)
+    cap = sub.add_parser(
+        "capacity",
+        help="find the most large images a day the system sustains with its background traffic",
+        description="Run the config at several daily capacities of large images (one OS"
+        " process each) and find the highest at which the releases are reached, no TRT is"
+        " missed and background requests miss their targets no more than --max-miss-rate."
+        " Exit 0 with an answer, 1 when not even --low is sustained, 2 for bad input.",
+    )
+    cap.add_argument("config", help="YAML fleet config with a `background` section")
+    cap.add_argument(
+        "--max-miss-rate",
+        type=_share,
+        default=0.01,
+        metavar="P%",
+        help="background requests that may miss their targets (default 1%%)",
+    )
+    cap.add_argument("--low", type=_count, default=500, metavar="N", help="default 500")
+    cap.add_argument(
+        "--high", type=_count, metavar="N", help="default: the config's number of devices"
+    )
+    cap.add_argument(
+        "--resolution",
+        type=_count,
+        metavar="N",
+        help="stop when the answer is known to within N a day (default: a fiftieth of --high)",
+    )
+    cap.add_argument(
+        "--out",
+        help="folder for capacity.json and each trial's run (default runs/<name>-capacity/)",
+    )
+    cap.add_argument("--json", action="store_true", help="one JSON object")
+    cap.set_defaults(func=cmd_capacity)
     add_image_commands(sub)
     add_role_commands(sub)
     return parser
