@@ -260,8 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--policy",
         action="append",
         metavar="KIND[:KEY=VALUE,...]",
-        help="a release policy (scheduler.policy): mp230, no_limit, equal_share or e.g."
-        " equal_share:users=5; repeat for each (default: mp230, no_limit, equal_share)",
+        help="a release policy (scheduler.policy): mp230, no_limit, equal_share,"
+        " spare_capacity (with background traffic) or e.g. equal_share:users=5 or"
+        " spare_capacity:headroom=0.1; repeat for each (default: mp230, no_limit,"
+        " equal_share)",
     )
     pol.add_argument(
         "--out",
