@@ -119,30 +119,18 @@ class ReleaseQueue:
         `allowed`, the next User in the round it allows; None if it allows none)."""
         if self._due_security:
             return self._due_security.popleft()
-        if allowed is not None:
-            return self._pick_allowed(allowed)
-        while self._rr:
+        # Each turn either hands out a request or drops a User with nothing due, so one
+        # turn a User in the round is enough (more only revisits Users `allowed` refused).
+        turns = len(self._rr)
+        while self._rr and turns > 0:
+            turns -= 1
             user = self._rr[0]
             self._rr.rotate(-1)
             q = self._due.get(user)
             if not q:
                 self._rr.pop()
                 continue
-            req = q.popleft()
-            if not q:
-                self._rr.pop()
-            return req
-        return None
-
-    def _pick_allowed(self, allowed: Callable[[int], bool]) -> ActivationRequest | None:
-        for _ in range(len(self._rr)):
-            user = self._rr[0]
-            self._rr.rotate(-1)
-            q = self._due.get(user)
-            if not q:
-                self._rr.pop()
-                continue
-            if not allowed(user):
+            if allowed is not None and not allowed(user):
                 continue
             req = q.popleft()
             if not q:
