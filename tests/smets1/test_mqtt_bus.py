@@ -157,6 +157,10 @@ async def test_broker_restart_loses_nothing(broker: Mosquitto) -> None:
         await got.reach(300, "the queued messages after the restart")
         # Exactly once, in order: what a restarted broker redelivers is dropped.
         assert got.payloads == [i.to_bytes(4, "big") for i in range(300)]
+        # A resumed session's queued messages may reach the handler before the
+        # reconnection is counted (they flow from the CONNACK on): wait for it.
+        await within(pub.wait_connected(), "the publisher to reconnect")
+        await within(sub.wait_connected(), "the subscriber to reconnect")
         assert pub.counters.connects >= 2 and sub.counters.connects >= 2
         assert sub.counters.connection_losses >= 1
     finally:
