@@ -117,6 +117,11 @@ class BackgroundTraffic:
         self._timer: Any = None
         self._stopped = False
 
+    @property
+    def open_requests(self) -> int:
+        """Requests sent and not yet answered or given up (waiting ones not counted)."""
+        return len(self._open)
+
     # -- arrivals -------------------------------------------------------------------------
 
     def start(self) -> None:

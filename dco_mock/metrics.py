@@ -2,8 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from dco_mock.background_stats import Tally
 from dco_mock.service import Dco
 from smets1.metrics import Metric
+
+
+def _by_kind(read: Callable[[Tally], int]) -> Callable[[Dco], dict[str, int]]:
+    """A background count by request kind (none while the DCO carries no background)."""
+
+    def by_kind(d: Dco) -> dict[str, int]:
+        if d.background is None:
+            return {}
+        stats = d.background.stats
+        return {name: read(t) for name, t in zip(stats.kind_names, stats.kinds, strict=True)}
+
+    return by_kind
+
 
 DCO_METRICS: tuple[Metric[Dco], ...] = (
     Metric("counter", "dco_transfers_started", "11.3 transfers started",
@@ -31,4 +47,15 @@ DCO_METRICS: tuple[Metric[Dco], ...] = (
     Metric("counter", "dco_image_processing_simulated_seconds",
            "Simulated seconds spent processing 11.1 images",
            lambda d: d.counters.image_processing_seconds),
+    Metric("counter", "dco_background_requests",
+           "Background service requests made (meter reads beside the firmware), by kind",
+           _by_kind(lambda t: t.requests), label="kind"),
+    Metric("counter", "dco_background_met",
+           "Background requests answered within their target response time, by kind",
+           _by_kind(lambda t: t.met), label="kind"),
+    Metric("counter", "dco_background_missed",
+           "Background requests answered late or not at all, by kind",
+           _by_kind(lambda t: t.missed), label="kind"),
+    Metric("gauge", "dco_background_open", "Background requests sent and not yet answered",
+           lambda d: 0 if d.background is None else d.background.open_requests),
 )  # fmt: skip

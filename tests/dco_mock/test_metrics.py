@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -11,6 +13,7 @@ from dco_mock.service import Dco
 from smets1.bus import InProcessBus
 from smets1.clock import RealClock
 from smets1.config import DcoConfig
+from smets1.config_background import BackgroundConfig
 from smets1.metrics import exposition, role_registry, sampler
 
 
@@ -54,4 +57,35 @@ async def test_transfer_times_are_a_histogram() -> None:
     assert values["smets1_dco_transfer_simulated_seconds_bucket", "600.0"] == 1
     assert values["smets1_dco_transfer_simulated_seconds_count", None] == 2
     assert values["smets1_dco_transfer_simulated_seconds_sum", None] == 5_400
+    await dco.close()
+
+
+async def test_background_requests_by_kind_when_the_dco_carries_them() -> None:
+    dco = Dco(RealClock(), InProcessBus(), "t", 1, DcoConfig())
+
+    def families() -> dict[str, Any]:
+        text = exposition(role_registry("dco", [sampler(dco, DCO_METRICS)])).decode()
+        return {f.name: f for f in text_string_to_metric_families(text)}
+
+    # No background: the families are there, with no samples.
+    assert families()["smets1_dco_background_requests"].samples == []
+    traffic = dco.carry_background(BackgroundConfig(), [(1, 10)], seed=1)
+    stats = traffic.stats
+    first, second = stats.kind_names[:2]
+    for _ in range(3):
+        stats.made(0, 7)
+    stats.answered(0, 7, 1.0)
+    stats.answered(0, 7, stats.targets[0] + 1)
+    stats.lost(0, 7)
+    stats.made(1, 8)
+    got = families()
+    req = {s.labels["kind"]: s.value for s in got["smets1_dco_background_requests"].samples
+           if s.name.endswith("_total")}  # fmt: skip
+    assert req[first] == 3 and req[second] == 1
+    met = {s.labels["kind"]: s.value for s in got["smets1_dco_background_met"].samples}
+    missed = {s.labels["kind"]: s.value for s in got["smets1_dco_background_missed"].samples}
+    assert (met[first], missed[first]) == (1, 2)
+    assert got["smets1_dco_background_requests"].type == "counter"
+    assert got["smets1_dco_background_open"].type == "gauge"
+    assert got["smets1_dco_background_open"].samples[0].value == 0
     await dco.close()
