@@ -60,12 +60,6 @@ def prepare_config(source: Path, run_blocks: int | None, folder: Path) -> tuple[
     return path, changes
 
 
-def twin(config: Path, folder: Path, python: str) -> tuple[dict[str, Any], float, float]:
-    """The config in process, as `smets1 run` in its own process: its summary, CPU
-    seconds (user + system of that process) and wall seconds."""
-    return smets1_run(config, folder, python)
-
-
 def run(
     config_path: Path,
     shards: int,
@@ -81,7 +75,7 @@ def run(
         folder = out or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
         config, changes = prepare_config(config_path, run_blocks, folder)
-        reference = twin(config, folder / "twin", python) if with_twin else None
+        reference = smets1_run(config, folder / "twin", python) if with_twin else None
         t0 = wall_seconds()
         s = run_distributed(
             config,

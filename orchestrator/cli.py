@@ -27,11 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.gate import EXIT_THRESHOLD, add_threshold_flags, gate_line, thresholds_of
-from orchestrator.image_cli import add_image_commands
+from orchestrator.image_cli import _bounded, add_image_commands
 from orchestrator.preflight import preflight
 from orchestrator.roles_cli import add_role_commands
 from smets1.config import load_config
 from smets1.errors import Smets1Error
+from smets1.limits import MAX_FLEET_DEVICES
 
 EXIT_USAGE = 2
 
@@ -176,14 +177,8 @@ def _share(text: str) -> float:
     return value
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text.replace(",", "").replace("_", ""))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected 1 or more, got {value}")
-    return value
+#: --low, --high, --resolution: a whole number of large images a day.
+_PER_DAY = _bounded(1, MAX_FLEET_DEVICES)
 
 
 def cmd_capacity(args: argparse.Namespace) -> int:
@@ -287,13 +282,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="P%",
         help="background requests that may miss their targets (default 1%%)",
     )
-    cap.add_argument("--low", type=_count, default=500, metavar="N", help="default 500")
+    cap.add_argument("--low", type=_PER_DAY, default=500, metavar="N", help="default 500")
     cap.add_argument(
-        "--high", type=_count, metavar="N", help="default: the config's number of devices"
+        "--high", type=_PER_DAY, metavar="N", help="default: the config's number of devices"
     )
     cap.add_argument(
         "--resolution",
-        type=_count,
+        type=_PER_DAY,
         metavar="N",
         help="stop when the answer is known to within N a day (default: a fiftieth of --high)",
     )
