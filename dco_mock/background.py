@@ -19,6 +19,7 @@ request was made never will, as far as the count goes: the request is missed, un
 from __future__ import annotations
 
 import bisect
+import math
 import random
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -29,6 +30,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from dco_mock.background_stats import BackgroundStats
+from dco_mock.pipe import Pipe
 from smets1.bus import Bus, down_topic, shard_of
 from smets1.clock import Clock
 from smets1.codes import ReadKind
@@ -75,6 +77,7 @@ class BackgroundTraffic:
         seed: int,
         new_tid: Callable[[], int],
         timezone: str = "Europe/London",
+        pipe: Pipe | None = None,
     ) -> None:
         """`device_spans`: (first id, count) of each group of the fleet's devices;
         `new_tid`: the DCO's transfer ids, so that no request shares one with an 11.3."""
@@ -84,6 +87,9 @@ class BackgroundTraffic:
         self.timezone = timezone
         self._zone = ZoneInfo(timezone)
         self._new_tid = new_tid
+        #: The DCO's outbound capacity, shared with firmware (None: unlimited). A request
+        #: of a sample books its bytes over the share: it stands for 1/share requests.
+        self._pipe = pipe
         self._topics = [down_topic(fleet, s) for s in range(shards)]
         self._shards = shards
         names = tuple(config.kinds)
@@ -103,8 +109,13 @@ class BackgroundTraffic:
         self._span_starts = [0, *accumulate(count for _, count in self._spans)][:-1]
         self.devices = sum(count for _, count in self._spans)
         weights = config.hourly_weights
-        # Requests a second, the whole fleet, in each hour of the day.
-        self._hour_rates = [self.devices * total * w / sum(weights) / HOUR_SECONDS for w in weights]
+        # Requests a second, the whole fleet (or the sample of it), in each hour of the day.
+        share = config.sample_share
+        self._hour_rates = [
+            self.devices * total * share * w / sum(weights) / HOUR_SECONDS for w in weights
+        ]
+        #: The DCO's limit on open requests, scaled as the traffic is.
+        self.max_open = max(1, math.ceil(config.max_open_requests * share))
         self.stats = BackgroundStats(names, tuple(k.target_seconds for k in self._kinds))
         self._rng = traffic_rng(seed)
         self._open: dict[tuple[int, int], _Open] = {}
@@ -164,7 +175,7 @@ class BackgroundTraffic:
         request = _Open(device_id, kind, self._hour, t)
         self.stats.made(kind, self._hour)
         self._expire(t)
-        if self._waiting or len(self._open) >= self.config.max_open_requests:
+        if self._waiting or len(self._open) >= self.max_open:
             self.stats.waited += 1
             self._waiting.append(request)
         else:
@@ -184,7 +195,14 @@ class BackgroundTraffic:
         self._deadlines.append((request.made_at + self.config.give_up_seconds, key))
         frame = ReadRequest(device_id, tid, kind.kind, kind.data_bytes, kind.padding)
         topic = self._topics[shard_of(device_id, self._shards) if self._shards > 1 else 0]
-        self.bus.publish(topic, frame.serialize())
+        payload = frame.serialize()
+        pipe = self._pipe
+        if pipe is not None:
+            done = pipe.book(len(payload) / self.config.sample_share)
+            if done > self.clock.now():
+                self.clock.call_at(done, self.bus.publish, topic, payload)
+                return
+        self.bus.publish(topic, payload)
 
     def on_answer(self, frame: Frame) -> bool:
         """Take `frame` if it answers an open request; whether it did."""
@@ -206,15 +224,15 @@ class BackgroundTraffic:
             _, key = deadlines.popleft()
             request = self._open.pop(key, None)
             if request is not None:
-                self.stats.lost(request.kind, request.hour)
+                self.stats.lost(request.kind, request.hour, self.config.give_up_seconds)
                 self._next_waiting(now)
 
     def _next_waiting(self, now: float) -> None:
         waiting = self._waiting
-        while waiting and len(self._open) < self.config.max_open_requests:
+        while waiting and len(self._open) < self.max_open:
             request = waiting.popleft()
             if request.made_at + self.config.give_up_seconds <= now:
-                self.stats.lost(request.kind, request.hour)
+                self.stats.lost(request.kind, request.hour, self.config.give_up_seconds)
                 continue
             self._send(request)
 
@@ -236,7 +254,7 @@ class BackgroundTraffic:
         open_at_end = 0
         for request in [*self._open.values(), *self._waiting]:
             if now - request.made_at > self._kinds[request.kind].target_seconds:
-                self.stats.lost(request.kind, request.hour)
+                self.stats.lost(request.kind, request.hour, now - request.made_at)
             else:
                 open_at_end += 1
         self._open.clear()
@@ -245,5 +263,6 @@ class BackgroundTraffic:
         out = self.stats.summary(open_at_end, self.timezone)
         out["requests_per_device_per_day"] = self.config.per_device_per_day
         out["devices"] = self.devices
-        out["max_open_requests"] = self.config.max_open_requests
+        out["max_open_requests"] = self.max_open
+        out["sample_share"] = self.config.sample_share
         return out

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from dco_mock.background import BackgroundTraffic
+from dco_mock.pipe import Pipe
 from dco_mock.store import HeldImage, ImageStore
 from smets1.bus import Bus, down_topic, shard_of, up_topic
 from smets1.clock import Clock
@@ -163,6 +164,15 @@ class _Order:
         return None not in (originator, self.originator) and self.originator != originator
 
 
+#: A Blocks frame's bytes beside its blocks and their CRCs.
+_BLOCKS_OVERHEAD = len(Blocks(0, 0, 0, (0,), b"\0", 0).serialize()) - (1 + 4)
+
+
+def blocks_frame_bytes(count: int, block_size: int) -> int:
+    """The length of a Blocks frame of `count` whole blocks."""
+    return _BLOCKS_OVERHEAD + count * (block_size + 4)
+
+
 def missing_runs(status: Status, run_blocks: int) -> list[tuple[int, int]]:
     """(first block, count) runs of the blocks the device's bitmap lacks."""
     count = status.block_count
@@ -282,6 +292,9 @@ class Dco:
         self._slots = asyncio.Semaphore(config.max_concurrent_transfers)
         self._image_workers = asyncio.Semaphore(config.image_processing_workers)
         self.in_flight = None if max_in_flight_bytes is None else ByteBudget(max_in_flight_bytes)
+        rate = config.throughput_bytes_per_second
+        #: The DCO's outbound capacity (dco_mock/pipe.py); None: unlimited.
+        self.pipe = None if rate is None else Pipe(clock, rate)
         #: Ordinary service requests carried beside firmware (issue 16); None: none.
         self.background: BackgroundTraffic | None = None
 
@@ -306,6 +319,7 @@ class Dco:
             seed,
             self._new_tid,
             timezone,
+            self.pipe,
         )
         return self.background
 
@@ -359,9 +373,19 @@ class Dco:
         self.counters.frames_sent += 1
         self.bus.publish(session.topic, payload, wanted)
 
+    async def _through_pipe(self, nbytes: int) -> None:
+        """Wait until a frame of `nbytes` made now has left the DCO's pipe."""
+        assert self.pipe is not None
+        done = self.pipe.book(nbytes)
+        if done > self.clock.now():
+            await self.clock.sleep_until(done)
+
     async def _send(self, session: _Session, frame: Frame, wanted: float | None = None) -> None:
-        """Publish `frame`, at once if the bus has room, else when it has."""
+        """Publish `frame` once the DCO's pipe has sent it, at once if the bus has room,
+        else when it has."""
         payload = frame.serialize()
+        if self.pipe is not None:
+            await self._through_pipe(len(payload))
         if not self._publish_now(session, payload, wanted):
             await self._publish_when_room(session, payload, wanted)
 
@@ -667,6 +691,8 @@ class Dco:
                 await budget.take(out)
             try:
                 for first, count in runs:
+                    if self.pipe is not None:  # the run's bytes are made when its turn comes
+                        await self._through_pipe(blocks_frame_bytes(count, held.block_size))
                     crcs, data, run_crc = held.run(first, count)
                     # No await per run while the bus has room (in process: always).
                     payload = Blocks(device_id, tid, first, crcs, data, run_crc).serialize()

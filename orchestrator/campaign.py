@@ -80,6 +80,23 @@ def campaign_devices(
     return ids if c.devices.count is None else ids[: c.devices.count]
 
 
+def campaign_batches(
+    c: CampaignConfig, ids: list[int]
+) -> list[tuple[float, CampaignConfig, list[int]]]:
+    """When each part of a campaign is submitted (seconds from the start of the run), as
+    what campaign, with which devices: the campaign whole at `submit_after_seconds`, or,
+    with `batch_size`, batch k (from 1) as the campaign `name#k`, `batch_every_seconds`
+    after the one before."""
+    if c.batch_size is None:
+        return [(c.submit_after_seconds, c, ids)] if ids else []
+    out = []
+    for k, start in enumerate(range(0, len(ids), c.batch_size)):
+        batch = c.model_copy(update={"name": f"{c.name}#{k + 1}", "batch_size": None})
+        at = c.submit_after_seconds + k * c.batch_every_seconds
+        out.append((at, batch, ids[start : start + c.batch_size]))
+    return out
+
+
 def build_scheduler(
     config: FleetConfig,
     clock: Clock,

@@ -234,6 +234,7 @@ def background_outcome(summary: dict[str, Any], config: FleetConfig) -> dict[str
         "requests": bg["requests"],
         "met": bg["met"],
         "missed": bg["missed"],
+        "sample_share": bg.get("sample_share", 1.0),
         "p50_seconds": bg["p50_seconds"],
         "p95_seconds": bg["p95_seconds"],
         "by_hour": {
@@ -355,16 +356,25 @@ def table_rows(result: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def _missed_share(b: dict[str, Any]) -> str:
+    """Missed of the requests settled (met or missed): comparable across samples."""
+    settled = b["met"] + b["missed"]
+    return f"{100 * b['missed'] / settled:.3f}%" if settled else "-"
+
+
 def background_rows(ps: Sequence[dict[str, Any]]) -> list[list[str]]:
     """The background traffic's rows ("-" for a policy whose run carried none)."""
 
     def row(name: str, fmt: Any) -> list[str]:
         return [name, *(fmt(p["background"]) if p.get("background") else "-" for p in ps)]
 
+    shares = {p["background"].get("sample_share", 1.0) for p in ps if p.get("background")}
+    sampled = f" (a {min(shares):.2%} sample)" if min(shares, default=1.0) < 1 else ""
     return [
-        row("background requests", lambda b: f"{b['requests']:,}"),
+        row(f"background requests{sampled}", lambda b: f"{b['requests']:,}"),
         row("background met", lambda b: f"{b['met']:,}"),
         row("background missed", lambda b: f"{b['missed']:,}"),
+        row("background missed, share", _missed_share),
         row("background latency p50 (s)", lambda b: f"{b['p50_seconds']:,.2f}"),
         row("background latency p95 (s)", lambda b: f"{b['p95_seconds']:,.2f}"),
     ]

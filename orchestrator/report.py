@@ -406,6 +406,13 @@ def _device_states(summary: Mapping[str, Any]) -> str:
     return _section("Devices", *parts)
 
 
+def _sampled(share: float) -> str:
+    """How much of the fleet's traffic the counts are of, when not all of it."""
+    if share >= 1:
+        return ""
+    return f" (a sample: {share:.2%} of the fleet's requests; shares and latencies estimate all)"
+
+
 def _background(summary: Mapping[str, Any]) -> str:
     """Background traffic (issue 16): met and missed by kind, and by hour of day."""
     bg: Mapping[str, Any] | None = summary.get("background")
@@ -413,7 +420,7 @@ def _background(summary: Mapping[str, Any]) -> str:
         return ""
     facts = _facts(
         [
-            ("requests", _n(bg["requests"])),
+            ("requests", _n(bg["requests"]) + _sampled(bg.get("sample_share", 1.0))),
             ("met", _n(bg["met"])),
             ("missed (of them unanswered)", f"{_n(bg['missed'])} ({_n(bg['unanswered'])})"),
             ("still open at the end", _n(bg["open_at_end"])),

@@ -43,6 +43,7 @@ from orchestrator.autospeed import (
 )
 from orchestrator.campaign import (
     build_scheduler,
+    campaign_batches,
     campaign_devices,
     campaign_summary,
     devices_by_model,
@@ -489,10 +490,13 @@ async def _schedule(
             return dict(Counter(r.state.value for r in scheduler.requests))
 
         async def submit(c: CampaignConfig) -> None:
-            await clock.sleep_until(clock.epoch + c.submit_after_seconds)
             ids = campaign_devices(c, by_model, cfg)
-            if ids and await submit_campaign(scheduler, c, images[c.image], ids):
-                log.info("campaign %s: %d devices, image %s", c.name, len(ids), c.image)
+            for at, batch, batch_ids in campaign_batches(c, ids):
+                await clock.sleep_until(clock.epoch + at)
+                if await submit_campaign(scheduler, batch, images[c.image], batch_ids):
+                    log.info(
+                        "campaign %s: %d devices, image %s", batch.name, len(batch_ids), c.image
+                    )
 
         async def work() -> None:
             if resumed:

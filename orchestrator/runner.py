@@ -27,6 +27,7 @@ from emulator.fleet import FleetHost, build_devices
 from emulator.slots import FlashStore
 from orchestrator.campaign import (
     build_scheduler,
+    campaign_batches,
     campaign_devices,
     campaign_summary,
     devices_by_model,
@@ -140,10 +141,10 @@ class Run:
         )
 
         async def submit(c: CampaignConfig) -> None:
-            await self.clock.sleep(c.submit_after_seconds)
             ids = campaign_devices(c, by_model, cfg)
-            if ids:
-                await submit_campaign(scheduler, c, images[c.image], ids)
+            for at, batch, batch_ids in campaign_batches(c, ids):
+                await self.clock.sleep_until(started + at)
+                await submit_campaign(scheduler, batch, images[c.image], batch_ids)
 
         if self.progress is not None and any(u.callback_url for u in scheduler.users.values()):
             self.progress.write(
@@ -226,6 +227,7 @@ class Run:
             "device_transitions": dict(sorted(host.transitions().items())),
             "faults": dict(sorted(host.counters.faults.items())),
             "frames_dropped": dict(sorted(host.counters.frames_dropped.items())),
+            "dco_pipe": None if dco.pipe is None else dco.pipe.summary(),
             "dco_retries": dco.counters.retries,
             "dco_resumes": dco.counters.resumes,
             "dco_stray_frames": dco.counters.stray_frames,

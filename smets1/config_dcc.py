@@ -104,6 +104,12 @@ class CampaignConfig(Strict):
     schedule: Literal["none", "agreed"] = "none"
     #: Largest daily batch the User wants in an agreed schedule (default: any).
     max_per_day: int | None = Field(None, gt=0)
+    #: Send the devices in batches of this many, one every `batch_every_seconds` from
+    #: `submit_after_seconds` on, as a User's system sends each day's work (default: all
+    #: at once). Batch k (from 1) is the campaign `name#k`; each is submitted like a
+    #: campaign of its own (with `schedule: agreed`, each asks for its own schedule).
+    batch_size: int | None = Field(None, gt=0)
+    batch_every_seconds: float = Field(86_400.0, gt=0)
 
 
 class UserConfig(Strict):
@@ -232,6 +238,11 @@ class DcoConfig(Strict):
     #: Consecutive blocks sent in one frame.
     run_blocks: int = Field(64, gt=0, le=4096)
     max_concurrent_transfers: int = Field(5_000, gt=0)
+    #: The DCO's outbound capacity: bytes a second it can send to devices, every frame
+    #: (blocks, commands, background reads) in one first-in-first-out queue
+    #: (dco_mock/pipe.py). None: unlimited, each frame goes at once and only the devices'
+    #: links pace it.
+    throughput_bytes_per_second: float | None = Field(None, gt=0)
     #: Over MQTT: outbound bytes queued (published, not yet acknowledged by the broker)
     #: before the DCO's sessions wait for room and new 11.3s are turned away (503).
     max_outbound_bytes: int = Field(32 * 2**20, gt=0)

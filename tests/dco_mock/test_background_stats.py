@@ -44,8 +44,11 @@ def test_met_missed_and_unanswered_by_kind_and_by_hour() -> None:
     stats.answered(0, 7, 12.0)  # met
     stats.answered(0, 7, 31.0)  # missed: over 30 s
     stats.answered(1, 18, 31.0)  # met: under 60 s
-    stats.lost(1, 18)
+    stats.lost(1, 18, 3_600.0)  # given up after an hour
     out = stats.summary(open_at_end=0, timezone="Europe/London")
+    # The unanswered one counts in the latencies at its give-up time (a lower bound).
+    assert out["kinds"]["read_profile"]["p95_seconds"] > 3_500
+    assert out["kinds"]["read_registers"]["p95_seconds"] < 32
     assert (out["requests"], out["met"], out["missed"], out["unanswered"]) == (4, 2, 2, 1)
     assert out["kinds"]["read_registers"]["missed"] == 1
     assert out["kinds"]["read_profile"]["unanswered"] == 1

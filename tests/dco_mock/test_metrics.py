@@ -76,7 +76,7 @@ async def test_background_requests_by_kind_when_the_dco_carries_them() -> None:
         stats.made(0, 7)
     stats.answered(0, 7, 1.0)
     stats.answered(0, 7, stats.targets[0] + 1)
-    stats.lost(0, 7)
+    stats.lost(0, 7, 3_600.0)
     stats.made(1, 8)
     got = families()
     req = {s.labels["kind"]: s.value for s in got["smets1_dco_background_requests"].samples
