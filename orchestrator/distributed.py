@@ -332,6 +332,22 @@ def run_distributed(
     return summary
 
 
+def merged_pipes(pipes: list[dict[str, float] | None]) -> dict[str, float] | None:
+    """The DCO workers' outbound capacities together (each worker has its own): rates,
+    frames and bytes added up, the mean wait weighted by frames; None when unlimited."""
+    have = [p for p in pipes if p is not None]
+    if not have:
+        return None
+    frames = sum(p["frames"] for p in have)
+    waited = sum(p["mean_wait_seconds"] * p["frames"] for p in have)
+    return {
+        "bytes_per_second": sum(p["bytes_per_second"] for p in have),
+        "frames": frames,
+        "bytes": sum(p["bytes"] for p in have),
+        "mean_wait_seconds": round(waited / frames, 3) if frames else 0.0,
+    }
+
+
 def merge(
     scheduler: SchedulerStatus,
     fleets: list[FleetStatus],
@@ -395,6 +411,7 @@ def merge(
         "device_transitions": dict(sorted(transitions.items())),
         "faults": dict(sorted(faults.items())),
         "frames_dropped": dict(sorted(dropped.items())),
+        "dco_pipe": merged_pipes([d.pipe for d in dcos]),
         "dco_retries": sum(d.dco.retries for d in dcos),
         "dco_resumes": sum(d.dco.resumes for d in dcos),
         # Answers that came after their request was closed (late or repeated).

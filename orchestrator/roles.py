@@ -235,6 +235,7 @@ async def run_dco(
             in_flight_bytes_limit=budget.limit if budget else 0,
             in_flight_bytes_peak=budget.peak if budget else 0,
             in_flight_waits=budget.waits if budget else 0,
+            pipe=None if dco.pipe is None else dco.pipe.summary(),
         )
 
     def health() -> tuple[bool, dict[str, Any]]:

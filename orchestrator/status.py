@@ -120,6 +120,8 @@ class DcoStatus(_Doc):
     in_flight_bytes_limit: int = 0
     in_flight_bytes_peak: int = 0
     in_flight_waits: int = 0
+    #: The DCO's outbound capacity (dco_mock.pipe.Pipe.summary); None: unlimited.
+    pipe: dict[str, float] | None = None
 
 
 class FleetStatus(_Doc):
