@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from dco_mock.errors import ImageRejected, UnknownImage
+from smets1.crc import crc32
 from smets1.image import ImageError, parse_image
 from smets1.services import StoredImage
 
@@ -60,7 +60,7 @@ class HeldImage:
         key = (first_block, count)
         run_crc = self.run_crcs.get(key)
         if run_crc is None:
-            run_crc = self.run_crcs[key] = zlib.crc32(view)
+            run_crc = self.run_crcs[key] = crc32(view)
         return self.crcs[first_block : first_block + count], view, run_crc
 
 
@@ -145,7 +145,7 @@ class ImageStore:
             blocks=len(rows),
             stored_at=now,
         )
-        crcs = tuple(zlib.crc32(r[0]) for r in rows)
+        crcs = tuple(crc32(r[0]) for r in rows)
         self._held[info.firmware_hash] = HeldImage(info, data, self.block_size, crcs)
         return info
 

@@ -67,6 +67,7 @@ from emulator.errors import FlashStateError
 from emulator.reception import Reception
 from emulator.slots import FlashStore, SlotImage
 from smets1.codes import DeviceState, Reason
+from smets1.crc import crc32
 
 log = logging.getLogger("emulator.flash_journal")
 
@@ -563,7 +564,7 @@ def _check_meta(directory: Path, found: dict[str, object], wanted: dict[str, obj
 
 def _frame(parts: list[bytes]) -> bytes:
     payload = b"".join(parts)
-    return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
+    return _FRAME.pack(len(payload), crc32(payload)) + payload
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -642,7 +643,7 @@ def read_journal(data: bytes, name: str, loaded: _Loaded | None = None) -> _Load
             break
         length, crc = _FRAME.unpack_from(view, off)
         end = off + _FRAME.size + length
-        if end > total or zlib.crc32(view[off + _FRAME.size : end]) != crc:
+        if end > total or crc32(view[off + _FRAME.size : end]) != crc:
             break
         try:
             _read_frame(view[off + _FRAME.size : end], loaded, first=off == 0)

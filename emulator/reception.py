@@ -13,9 +13,9 @@ and then heard nothing more (its 11.3 failed) holds no image-sized buffer.
 from __future__ import annotations
 
 import itertools
-import zlib
 from collections.abc import Callable, Sequence
 
+from smets1.crc import crc32
 from smets1.wire import NO_BLOCK
 
 #: Told of every run of blocks written into a reception: (reception, first block, block
@@ -112,7 +112,6 @@ class Reception:
         view = memoryview(data)
         if len(view) != end - start:
             return None
-        crc32 = zlib.crc32
         have = self.have
         if run_crc is not None and crc32(view) == run_crc:
             # The run arrived as sent: one check covers every block in it.

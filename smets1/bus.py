@@ -13,11 +13,11 @@ Topic layout, per fleet shard so that a fleet process subscribes to its own devi
 from __future__ import annotations
 
 import asyncio
-import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from smets1.crc import crc32
 from smets1.errors import BusError
 
 Handler = Callable[[str, bytes], None]
@@ -25,7 +25,7 @@ Handler = Callable[[str, bytes], None]
 
 def shard_of(device_id: int, shards: int) -> int:
     """The shard a device lives on: stable, and the same in every role."""
-    return zlib.crc32(device_id.to_bytes(8, "big")) % shards
+    return crc32(device_id.to_bytes(8, "big")) % shards
 
 
 def down_topic(fleet: str, shard: int | str) -> str:

@@ -20,10 +20,10 @@ the type (named after the type), then each field of variable size.
 from __future__ import annotations
 
 import enum
-import zlib
 from typing import Annotated, ClassVar, Self, cast
 
 from smets1.codes import DeviceState, ReadKind, Reason
+from smets1.crc import crc32
 from smets1.errors import WireError
 from smets1.structs import (
     Bytes,
@@ -113,7 +113,7 @@ class Initiate(Frame):
 
 
 def _crc_of_data(frame: Blocks) -> int:
-    return zlib.crc32(frame.data)
+    return crc32(frame.data)
 
 
 @binary(section="blocks", wire_order=("first_block", "run_crc", "crcs", "data"))
@@ -146,8 +146,8 @@ class Blocks(Frame):
         block_size: int,
     ) -> Blocks:
         view = memoryview(data)
-        crcs = tuple(zlib.crc32(view[i : i + block_size]) for i in range(0, len(view), block_size))
-        return cls(device_id, transfer_id, first_block, crcs, data, zlib.crc32(view))
+        crcs = tuple(crc32(view[i : i + block_size]) for i in range(0, len(view), block_size))
+        return cls(device_id, transfer_id, first_block, crcs, data, crc32(view))
 
 
 @binary()
