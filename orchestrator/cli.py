@@ -109,8 +109,10 @@ def background_line(summary: dict[str, Any]) -> str:
     def secs(v: float | None) -> str:
         return "-" if v is None else f"{v:,.1f} s"
 
+    share = bg.get("sample_share", 1.0)
+    sampled = f" (a {share:.2%} sample)" if share < 1 else ""
     return (
-        f"  background: {bg['requests']:,} requests, met {bg['met']:,}, missed"
+        f"  background: {bg['requests']:,} requests{sampled}, met {bg['met']:,}, missed"
         f" {bg['missed']:,} (unanswered {bg['unanswered']:,}); latency p50"
         f" {secs(bg['p50_seconds'])}, p95 {secs(bg['p95_seconds'])}\n"
     )

@@ -175,6 +175,18 @@ def _outcome(record: RunRecord) -> str:
             f"{_n(s.get('transfer_rounds'))}, "
             f"{_n(s.get('dco_retries'))}, {_n(s.get('dco_resumes'))}",
         ),
+    ]
+    pipe = s.get("dco_pipe")
+    if pipe:
+        rows.append(
+            (
+                "DCO outbound capacity (dco.throughput_bytes_per_second)",
+                f"{size(pipe['bytes_per_second'])}/s; {size(pipe['bytes'])} sent in"
+                f" {_n(pipe['frames'])} frames, each waiting {duration(pipe['mean_wait_seconds'])}"
+                " on average",
+            )
+        )
+    rows += [
         ("simulated time", duration(s.get("simulated_seconds"))),
         ("wall time", f"{_n(s.get('wall_seconds'))} s"),
         ("peak memory (RSS) of a process", size(s.get("peak_rss_bytes"))),

@@ -77,3 +77,21 @@ def test_off_leaves_the_summary_without_it(tmp_path: Path) -> None:
     assert "background" not in s
     assert "Background traffic" not in (tmp_path / "off" / "report.html").read_text()
     assert s["dco_stray_frames"] == 0
+
+
+def test_a_dco_pipe_and_a_sample_show_in_the_summary_the_line_and_the_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sampled = {**BACKGROUND, "sample_share": 0.5}
+    s = run(tmp_path, "pipe", background=sampled, dco={"throughput_bytes_per_second": 50_000})
+    assert s["images_activated"] == 20
+    pipe = s["dco_pipe"]
+    assert pipe["bytes_per_second"] == 50_000 and pipe["frames"] > 0
+    # Every image's blocks went through it, and the sampled reads' bytes twice over.
+    assert pipe["bytes"] > 20 * 20_480
+    assert s["background"]["sample_share"] == 0.5
+    said = capsys.readouterr().out
+    assert "requests (a 50.00% sample)" in said
+    report = (tmp_path / "pipe" / "report.html").read_text()
+    assert "DCO outbound capacity" in report and "a sample: 50.00%" in report
+    assert run(tmp_path, "free", background=BACKGROUND)["dco_pipe"] is None
