@@ -416,10 +416,13 @@ class Dco:
             left = deadline - self.clock.now()
             if left <= 0:
                 return None
-            try:
-                frame = await self.clock.timeout(left, inbox.get())
-            except TimeoutError:
-                return None
+            if inbox.empty():
+                try:
+                    frame = await self.clock.timeout(left, inbox.get())
+                except TimeoutError:
+                    return None
+            else:  # already here: no timer to set and cancel
+                frame = inbox.get_nowait()
             if isinstance(frame, kind):
                 return frame
 

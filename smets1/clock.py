@@ -84,8 +84,11 @@ class Clock(ABC):
         return loop.call_at(self._to_loop(t), callback, *args)
 
     async def timeout(self, seconds: float, aw: Coroutine[Any, Any, T]) -> T:
-        """Await `aw`, raising TimeoutError after `seconds` of simulated time."""
-        return await asyncio.wait_for(aw, max(0.0, self._to_loop_delay(seconds)))
+        """Await `aw`, raising TimeoutError after `seconds` of simulated time. `aw` runs
+        in the caller's task (a timer, no task of its own, as `asyncio.wait_for` makes)."""
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout_at(loop.time() + max(0.0, self._to_loop_delay(seconds))):
+            return await aw
 
     @property
     def lag_seconds(self) -> float:
