@@ -14,13 +14,14 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
-
-import aiohttp
+from typing import TYPE_CHECKING, Any
 
 from scheduler.store import Store
 from smets1.clock import Clock
 from smets1.config_dcc import UserConfig
+
+if TYPE_CHECKING:
+    import aiohttp
 
 log = logging.getLogger("scheduler.notify")
 
@@ -73,6 +74,9 @@ class Notifier:
             self._queues[user] = asyncio.Queue()
         for item in self.store.undelivered(with_callback):
             self._queues[item[1]].put_nowait(item)
+        # Imported here: a run with no callback URL (most) does without its import cost.
+        import aiohttp
+
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session,
             asyncio.TaskGroup() as tg,
@@ -110,6 +114,8 @@ class Notifier:
             self.store.mark_delivered(nid)
             return
         content_type, body = rendered
+        import aiohttp  # imported by `run` already: a dictionary lookup
+
         delay = self.retry_seconds
         for attempt in range(self.attempts):
             try:
