@@ -696,15 +696,14 @@ class Dco:
                 for first, count in runs:
                     if self.pipe is not None:  # the run's bytes are made when its turn comes
                         await self._through_pipe(blocks_frame_bytes(count, held.block_size))
-                    crcs, data, run_crc = held.run(first, count)
+                    payload, nbytes = held.run_frame(device_id, tid, first, count)
                     # No await per run while the bus has room (in process: always).
-                    payload = Blocks(device_id, tid, first, crcs, data, run_crc).serialize()
                     if not self._publish_now(s, payload, wanted):
                         await self._publish_when_room(s, payload, wanted)
                     s.blocks += count
-                    s.bytes += len(data)
+                    s.bytes += nbytes
                     c.blocks_sent += count
-                    c.bytes_sent += len(data)
+                    c.bytes_sent += nbytes
                 await self._send(s, Query(device_id, tid), wanted)
                 answer = await self._receive(s.inbox, Status, cfg.reply_timeout_seconds)
             finally:

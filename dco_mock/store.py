@@ -16,6 +16,7 @@ from dco_mock.errors import ImageRejected, UnknownImage
 from smets1.crc import crc32
 from smets1.image import ImageError, parse_image
 from smets1.services import StoredImage
+from smets1.wire import blocks_body, blocks_frame
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
@@ -53,6 +54,10 @@ class HeldImage:
     #: campaign is sent the same runs, so each is computed once per image.
     run_crcs: dict[tuple[int, int], int] = field(default_factory=dict)
 
+    #: The frame body (`smets1.wire.blocks_body`) of each run sent so far, by (first
+    #: block, count): built once per image, then only the head changes per device.
+    run_bodies: dict[tuple[int, int], tuple[bytes, int, int]] = field(default_factory=dict)
+
     def run(self, first_block: int, count: int) -> tuple[tuple[int, ...], memoryview, int]:
         """The block CRCs, bytes (no copy) and run CRC of `count` blocks from `first_block`."""
         bs = self.block_size
@@ -62,6 +67,19 @@ class HeldImage:
         if run_crc is None:
             run_crc = self.run_crcs[key] = crc32(view)
         return self.crcs[first_block : first_block + count], view, run_crc
+
+    def run_frame(
+        self, device_id: int, transfer_id: int, first_block: int, count: int
+    ) -> tuple[bytes, int]:
+        """The BLOCKS frame of `count` blocks from `first_block` for one device, and how
+        many image bytes it carries."""
+        key = (first_block, count)
+        built = self.run_bodies.get(key)
+        if built is None:
+            crcs, view, run_crc = self.run(first_block, count)
+            built = self.run_bodies[key] = (blocks_body(crcs, view), run_crc, len(view))
+        body, run_crc, nbytes = built
+        return blocks_frame(device_id, transfer_id, first_block, run_crc, count, body), nbytes
 
 
 class ImageStore:

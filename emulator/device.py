@@ -235,7 +235,12 @@ class Esme:
         # A newer transfer replaces an older, unfinished one (or the previous image).
         self.transition(S.RECEIVING)
         self.rx = Reception(
-            f.transfer_id, f.image_size, f.block_size, f.firmware_hash, self.flash.sink
+            f.transfer_id,
+            f.image_size,
+            f.block_size,
+            f.firmware_hash,
+            self.flash.sink,
+            self.flash.lend_buffer,
         )
         self.inactive = None
         self.transfer_id = f.transfer_id
@@ -263,8 +268,9 @@ class Esme:
         self.transition(S.VERIFYING)
         reason = self._check(rx)
         # Either way the assembly buffer goes: a verified image is interned, a bad one is
-        # of no use and a new INITIATE starts over.
+        # of no use and a new INITIATE starts over. The flash store lends it out again.
         self.rx = None
+        self.flash.give_back(rx.buffer)
         if reason is Reason.NONE:
             self.transition(S.VERIFIED)
         else:

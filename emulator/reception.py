@@ -37,6 +37,7 @@ class Reception:
         "firmware_hash",
         "have",
         "image_size",
+        "lend",
         "received",
         "sink",
         "transfer_id",
@@ -49,6 +50,7 @@ class Reception:
         block_size: int,
         firmware_hash: bytes,
         sink: BlockSink | None = None,
+        lend: Callable[[int], bytearray] = bytearray,
     ):
         self.transfer_id = transfer_id
         self.image_size = image_size
@@ -64,6 +66,9 @@ class Reception:
         self.duplicate_blocks = 0
         #: Told of each run written, so that a flash journal can keep it (None: RAM only).
         self.sink = sink
+        #: Gives the buffer on the first write: a new zeroed one, or a flash store's spare
+        #: (`FlashStore.lend_buffer`), whose unwritten blocks hold older bytes.
+        self.lend = lend
 
     @property
     def complete(self) -> bool:
@@ -91,7 +96,7 @@ class Reception:
         """The buffer, allocated on the first block written into it."""
         buffer = self.buffer
         if not buffer:
-            buffer = self.buffer = bytearray(self.image_size)
+            buffer = self.buffer = self.lend(self.image_size)
         return buffer
 
     def accept(

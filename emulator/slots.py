@@ -28,15 +28,41 @@ class SlotImage:
         return 0 if self.data is None else len(self.data)
 
 
-class FlashStore:
-    """Interned image contents, shared by every slot that holds the same bytes."""
+#: Assembly buffers a `FlashStore` keeps for the next receptions, per image size.
+SPARE_BUFFERS = 8
 
-    __slots__ = ("_images", "sink")
+
+class FlashStore:
+    """Interned image contents, shared by every slot that holds the same bytes.
+
+    It also lends assembly buffers: a reception done with its buffer (verified and
+    interned, or failed) gives it back, and the next reception of that size writes over
+    it instead of allocating and zeroing a new one. A lent buffer holds an earlier image's
+    bytes where no block has been written yet, as real flash does; a reception reads
+    only blocks its bitmap says it wrote. With a flash journal (`sink`) nothing is lent:
+    the journal may still read a buffer it was told of.
+    """
+
+    __slots__ = ("_images", "_spares", "sink")
 
     def __init__(self) -> None:
         self._images: dict[bytes, bytes] = {}
+        self._spares: dict[int, list[bytearray]] = {}
         #: Given to every reception of the devices on this store (None: flash is RAM only).
         self.sink: BlockSink | None = None
+
+    def lend_buffer(self, size: int) -> bytearray:
+        """An assembly buffer of `size` bytes: a spare one, else a new one."""
+        spares = self._spares.get(size)
+        return spares.pop() if spares else bytearray(size)
+
+    def give_back(self, buffer: bytearray) -> None:
+        """Keep a buffer its reception is done with, for the next (not with a journal)."""
+        if self.sink is not None or not buffer:
+            return
+        spares = self._spares.setdefault(len(buffer), [])
+        if len(spares) < SPARE_BUFFERS:
+            spares.append(buffer)
 
     def intern(self, sha256: bytes, contents: bytes | bytearray | memoryview) -> bytes:
         """The shared copy of `contents`, whose SHA-256 the caller has just computed."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -97,13 +98,23 @@ class _Subscription:
 
 
 class InProcessBus(Bus):
-    """The embedded default: delivery through the event loop, in publish order."""
+    """The embedded default: delivery through the event loop, in publish order.
+
+    Messages wait in one queue that a single callback on the loop empties (the pump):
+    a message costs a queue entry, not a loop handle of its own. A pass of the pump
+    delivers what was published before it began; what its handlers publish goes in the
+    next pass, so a handler never runs inside `publish`. A handler that raises is
+    reported to the loop's exception handler, as a loop callback's would be, and the
+    messages behind it are still delivered.
+    """
 
     def __init__(self) -> None:
         self.counters = BusCounters()
         self._subs: list[_Subscription] = []
         self._routes: dict[str, list[Handler]] = {}
         self._closed = False
+        self._queue: deque[tuple[Handler, str, bytes]] = deque()
+        self._pumping = False
 
     def subscribe(self, topic_filter: str, handler: Handler) -> None:
         self._subs.append(_Subscription(topic_filter, handler))
@@ -122,15 +133,37 @@ class InProcessBus(Bus):
         c = self.counters
         c.messages_published += 1
         c.bytes_published += len(payload)
-        loop = asyncio.get_running_loop()
-        for handler in self._handlers(topic):
-            c.messages_delivered += 1
-            loop.call_soon(handler, topic, payload)
+        handlers = self._handlers(topic)
+        if not handlers:
+            return
+        c.messages_delivered += len(handlers)
+        queue = self._queue
+        for handler in handlers:
+            queue.append((handler, topic, payload))
+        if not self._pumping:
+            self._pumping = True
+            asyncio.get_running_loop().call_soon(self._pump)
+
+    def _pump(self) -> None:
+        queue = self._queue
+        for _ in range(len(queue)):
+            handler, topic, payload = queue.popleft()
+            try:
+                handler(topic, payload)
+            except Exception as exc:  # reported as the loop reports a callback's
+                asyncio.get_running_loop().call_exception_handler(
+                    {"message": f"bus handler for {topic} raised", "exception": exc}
+                )
+        if queue:
+            asyncio.get_running_loop().call_soon(self._pump)
+        else:
+            self._pumping = False
 
     async def close(self) -> None:
         self._closed = True
         self._subs.clear()
         self._routes.clear()
+        self._queue.clear()
 
 
 @dataclass(slots=True)

@@ -20,6 +20,8 @@ the type (named after the type), then each field of variable size.
 from __future__ import annotations
 
 import enum
+import struct
+from collections.abc import Sequence
 from typing import Annotated, ClassVar, Self, cast
 
 from smets1.codes import DeviceState, ReadKind, Reason
@@ -148,6 +150,31 @@ class Blocks(Frame):
         view = memoryview(data)
         crcs = tuple(crc32(view[i : i + block_size]) for i in range(0, len(view), block_size))
         return cls(device_id, transfer_id, first_block, crcs, data, crc32(view))
+
+
+#: A BLOCKS frame up to its block CRCs: version, type, device, transfer, first block, run
+#: CRC, block count (the layout `Blocks` declares; tests hold the two equal).
+_BLOCKS_HEAD = struct.Struct("<BBQIIIH")
+_U32 = struct.Struct("<I")
+
+
+def blocks_body(crcs: Sequence[int], data: bytes | memoryview) -> bytes:
+    """What follows the head in a BLOCKS frame (the block CRCs, the data's length and the
+    data): the same for every device sent the run, so a sender builds it once."""
+    return struct.pack(f"<{len(crcs)}I", *crcs) + _U32.pack(len(data)) + bytes(data)
+
+
+def blocks_frame(
+    device_id: int, transfer_id: int, first_block: int, run_crc: int, count: int, body: bytes
+) -> bytes:
+    """The BLOCKS frame `Blocks(...).serialize()` makes, from a `blocks_body` of `count`
+    blocks: one copy of the run's bytes, not a packing of its CRCs each time."""
+    return (
+        _BLOCKS_HEAD.pack(
+            FRAME_VERSION, MessageType.BLOCKS, device_id, transfer_id, first_block, run_crc, count
+        )
+        + body
+    )
 
 
 @binary()

@@ -1,8 +1,19 @@
 from __future__ import annotations
 
 import asyncio
+import random
+import threading
 
-from smets1.clock import DAY_SECONDS, ScaledClock, VirtualClock, wall_seconds
+import pytest
+
+from smets1.clock import (
+    DAY_SECONDS,
+    ScaledClock,
+    VirtualClock,
+    VirtualEventLoop,
+    _VirtualSelector,
+    wall_seconds,
+)
 
 
 def test_virtual_clock_jumps_over_a_day_at_once() -> None:
@@ -87,3 +98,81 @@ def test_a_scaled_timer_that_fires_early_finds_its_time_come() -> None:
     deadline, at, after = clock.run(main())
     assert at >= deadline
     assert after >= at
+
+
+class _AsyncioOwnPass(asyncio.SelectorEventLoop):
+    """The reference: asyncio's own pass and timer heap, on virtual time (what
+    `VirtualEventLoop` was before it kept its own pass)."""
+
+    def __init__(self) -> None:
+        self._virtual_now = 0.0
+        super().__init__(selector=_VirtualSelector(self))  # type: ignore[arg-type]
+
+    def time(self) -> float:
+        return self._virtual_now
+
+    def advance(self, seconds: float) -> None:
+        if seconds > 0:
+            self._virtual_now += seconds
+
+
+def _trace(loop: asyncio.AbstractEventLoop, seed: int) -> list[tuple[int, float]]:
+    """Timers at random times with many ties, some cancelled, some scheduling more and
+    some calling soon; the order and time each fires at."""
+    rng = random.Random(seed)
+    fired: list[tuple[int, float]] = []
+    handles: list[asyncio.TimerHandle] = []
+    label = iter(range(10**9))
+
+    def fire(n: int, depth: int) -> None:
+        fired.append((n, loop.time()))
+        if depth < 3 and rng.random() < 0.5:
+            later = loop.time() + rng.choice((0.0, 0.25, 1.0, 1.0, 2.5, 100_000.0))
+            handles.append(loop.call_at(later, fire, next(label), depth + 1))
+        if rng.random() < 0.2:
+            loop.call_soon(fire, next(label), 9)
+        if handles and rng.random() < 0.15:
+            rng.choice(handles).cancel()
+
+    async def main() -> None:
+        for _ in range(400):
+            when = rng.choice((1.0, 2.0, 2.0, 3.5)) if rng.random() < 0.6 else rng.random() * 5
+            handles.append(loop.call_at(when, fire, next(label), 0))
+        await asyncio.sleep(300_000.0)
+
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+    return fired
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_virtual_loop_fires_timers_as_asyncio_own_pass_does(seed: int) -> None:
+    ours = _trace(VirtualEventLoop(), seed)
+    reference = _trace(_AsyncioOwnPass(), seed)
+    assert len(ours) > 400
+    assert ours == reference
+
+
+def test_the_virtual_loop_still_serves_a_thread_while_it_has_timers() -> None:
+    clock = VirtualClock(epoch=0.0)
+
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        ticks = 0
+
+        def tick() -> None:
+            nonlocal ticks
+            ticks += 1
+            if not done.done():
+                clock.call_later(1.0, tick)
+
+        tick()
+        threading.Thread(
+            target=lambda: loop.call_soon_threadsafe(done.set_result, clock.now())
+        ).start()
+        return await done
+
+    assert clock.run(main()) >= 0.0

@@ -25,6 +25,8 @@ from smets1.wire import (
     ReadVersion,
     Status,
     Version,
+    blocks_body,
+    blocks_frame,
     decode,
     decode_prefix,
     route_key,
@@ -271,3 +273,26 @@ def test_an_unknown_read_kind_decodes_as_undefined() -> None:
     raw[14] = 0x7E
     back = decode(bytes(raw))
     assert isinstance(back, Reading) and back.kind.name == "undefined_0x7e"
+
+
+@given(
+    device_id=st.integers(0, 2**64 - 1),
+    transfer_id=st.integers(0, 2**32 - 1),
+    first_block=st.integers(0, 2**32 - 1),
+    run_crc=st.integers(0, 2**32 - 1),
+    crcs=st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=70),
+    data=st.binary(max_size=3000),
+)
+def test_a_frame_from_a_prebuilt_body_is_the_frame_blocks_serializes(
+    device_id: int,
+    transfer_id: int,
+    first_block: int,
+    run_crc: int,
+    crcs: list[int],
+    data: bytes,
+) -> None:
+    frame = Blocks(device_id, transfer_id, first_block, tuple(crcs), data, run_crc)
+    body = blocks_body(crcs, memoryview(data))
+    built = blocks_frame(device_id, transfer_id, first_block, run_crc, len(crcs), body)
+    assert built == frame.serialize()
+    assert decode(built) == frame
