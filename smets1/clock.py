@@ -264,7 +264,13 @@ class VirtualClock(Clock):
         return loop
 
     def now(self) -> float:
+        loop = asyncio._get_running_loop()
+        if loop is not None and loop is self._made:  # the hot path: this clock's own loop
+            return self.epoch + self._made._virtual_now
         return self.epoch + self._loop().time()
+
+    def call_at(self, t: float, callback: Callable[..., Any], *args: Any) -> asyncio.TimerHandle:
+        return asyncio.get_running_loop().call_at(t - self.epoch, callback, *args)
 
     def _to_loop(self, t: float) -> float:
         return t - self.epoch

@@ -130,6 +130,14 @@ class Layout:
             if e.check is not None and e.check_after is not None:
                 self._deferred.setdefault(e.check_after, []).append(e)
         self.source = ""  # the generated code, for a curious reader
+        #: (name, bits) of each unsigned integer attribute, and (flag, name) of each
+        #: optional one: what `check_ranges` and `check_presence` walk, found once.
+        self._ranged = [
+            (e.name, e.wire.bits)
+            for e in self.entries
+            if e.kind == "attr" and isinstance(e.wire, Fixed) and e.wire.bits is not None
+        ]
+        self._optional = [(e.requires, e.name) for e in self.entries if e.requires is not None]
 
     def __repr__(self) -> str:
         return f"<Layout of {self.cls.__name__}: {', '.join(e.label for e in self.entries)}>"
@@ -159,24 +167,18 @@ class Layout:
 
     def check_presence(self, obj: object) -> None:
         """ValueError unless each optional field is set exactly when its flag says so."""
-        for e in self.entries:
-            flag = e.requires
-            if flag is None:
-                continue
+        for flag, name in self._optional:
             flags = int(getattr(obj, flag.field))
-            if flag.holds({flag.field: flags}) != (getattr(obj, e.name) is not None):
+            if flag.holds({flag.field: flags}) != (getattr(obj, name) is not None):
                 width = 2 * cast(Fixed, self._entry(flag.field).wire).size
-                raise ValueError(f"{flag.field} 0x{flags:0{width}X} disagrees with {e.name}")
+                raise ValueError(f"{flag.field} 0x{flags:0{width}X} disagrees with {name}")
 
     def check_ranges(self, obj: object) -> None:
         """ValueError for an unsigned integer attribute that does not fit its width."""
-        for e in self.entries:
-            bits = e.wire.bits if isinstance(e.wire, Fixed) else None
-            if e.kind != "attr" or bits is None:
-                continue
-            value = getattr(obj, e.name)
+        for name, bits in self._ranged:
+            value = getattr(obj, name)
             if value is not None and not 0 <= value < 1 << bits:
-                raise ValueError(f"{e.name} must fit in {bits} bits unsigned, got {value}")
+                raise ValueError(f"{name} must fit in {bits} bits unsigned, got {value}")
 
     def offset(self, name: str) -> int:
         """Where the named field starts, for a field after fixed, unconditional ones."""
