@@ -8,8 +8,7 @@ _EUI64_RE = re.compile(r"^[0-9A-Fa-f]{2}(?:[-:]?[0-9A-Fa-f]{2}){7}$")
 
 
 def format_eui64(value: int) -> str:
-    raw = value.to_bytes(8, "big")
-    return "-".join(f"{b:02X}" for b in raw)
+    return value.to_bytes(8, "big").hex("-").upper()
 
 
 def parse_eui64(text: str) -> int:

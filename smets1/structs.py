@@ -435,7 +435,7 @@ def _declared(
             e.kind, e.label, e.message = "const", const.name or name, const.message
         if isinstance(wire, Fixed):
             if e.kind == "attr":  # a const is compared, never kept
-                e.convert = wire.decode or _enum_in(pytype)
+                e.convert = wire.decode or _enum_converter(pytype)
                 e.encode = wire.encode
             e.section = section
             out[name] = [e]
@@ -449,6 +449,24 @@ def _declared(
         else:
             out[name] = [e]
     return out
+
+
+def _enum_converter(pytype: Any) -> Callable[[int], Any] | None:
+    """The raw value to its member: a dictionary lookup for a plain enum (a call of the
+    class is several times slower, and frames decode one or two each); the class itself,
+    which also reports an unknown value, for anything else."""
+    cls = _enum_in(pytype)
+    if cls is None:
+        return None
+    if issubclass(cls, enum.Flag):
+        return cls  # a flag's value may combine members: the class works it out
+    known = cls._value2member_map_.get
+
+    def convert(value: int) -> Any:
+        member = known(value)
+        return member if member is not None else cls(value)
+
+    return convert
 
 
 def _enum_in(pytype: Any) -> type[enum.Enum] | None:
