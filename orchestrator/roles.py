@@ -75,6 +75,7 @@ from smets1.clock import ScaledClock, wall_seconds
 from smets1.config import CampaignConfig, FleetConfig
 from smets1.dco_http import in_flight_limit
 from smets1.errors import Smets1Error
+from smets1.heap import built_to_last
 from smets1.lateness import lateness_threshold_seconds
 from smets1.metrics import BUS_METRICS, RoleCollector, role_registry, sampler
 from smets1.mqtt import MqttBus
@@ -297,7 +298,8 @@ async def run_fleet(
             "%s: flash in %s, %d device(s) not as built", role, state_dir, journal.loaded_devices
         )
     try:
-        return await _serve_fleet(opts, broker, shard, shards, devices, journal)
+        with built_to_last():
+            return await _serve_fleet(opts, broker, shard, shards, devices, journal)
     finally:
         if journal is not None:
             journal.close()

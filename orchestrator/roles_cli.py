@@ -63,6 +63,7 @@ from smets1.clock import ScaledClock
 from smets1.config import FleetConfig, load_config
 from smets1.dco_http import TOKEN_ENV, check_token
 from smets1.errors import ConfigError, Smets1Error
+from smets1.heap import collector_for_a_run
 from smets1.lateness import lateness_threshold_seconds
 from smets1.limits import MAX_SHARDS
 from smets1.shared_clock import FOLLOW_WAIT_SECONDS, check_speed
@@ -367,7 +368,8 @@ def _run_role(args: argparse.Namespace) -> int:
                 if args.state_dir
                 else Path("runs") / config.name / f"dco-{args.worker}-state"
             )
-            clock.run(roles.run_dco(opts, broker, args.shards, args.worker, state))
+            with collector_for_a_run():
+                clock.run(roles.run_dco(opts, broker, args.shards, args.worker, state))
         elif args.command == "fleet":
             shard = args.shard if args.shard is not None else shard_from_host()
             if shard is None:
@@ -381,7 +383,8 @@ def _run_role(args: argparse.Namespace) -> int:
                 if args.state_dir
                 else Path("runs") / config.name / f"fleet-{shard}-state"
             )
-            clock.run(roles.run_fleet(opts, broker, shard, args.shards, state))
+            with collector_for_a_run():
+                clock.run(roles.run_fleet(opts, broker, shard, args.shards, state))
         else:
             given = args.dco or [args.dco_urls]
             urls = expand_urls(given, args.dco_workers, "--dco-workers (SMETS1_DCO_WORKERS)")
@@ -398,17 +401,18 @@ def _run_role(args: argparse.Namespace) -> int:
             state = Path(args.state_dir) if args.state_dir else out / "scheduler-state"
             if args.dco_give_up <= 0:
                 raise ConfigError(f"--dco-give-up must be positive, got {args.dco_give_up:g}")
-            done = clock.run(
-                roles.run_scheduler(
-                    opts,
-                    broker,
-                    urls,
-                    state,
-                    args.exit_when_done,
-                    summary_file=out / "summary.json",
-                    dco_give_up_seconds=args.dco_give_up,
+            with collector_for_a_run():
+                done = clock.run(
+                    roles.run_scheduler(
+                        opts,
+                        broker,
+                        urls,
+                        state,
+                        args.exit_when_done,
+                        summary_file=out / "summary.json",
+                        dco_give_up_seconds=args.dco_give_up,
+                    )
                 )
-            )
             if fleet_urls and not done.summary.unfinished:  # (unfinished: it was stopped)
                 return _finish_run(done, fleet_urls, urls, config, args, out)
             if args.exit_when_done and done.summary.unfinished:

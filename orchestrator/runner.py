@@ -44,6 +44,7 @@ from scheduler.service import Scheduler
 from smets1.bus import InProcessBus
 from smets1.clock import Clock, VirtualClock, to_datetime, wall_seconds
 from smets1.config import CampaignConfig, FleetConfig
+from smets1.heap import built_to_last, collector_for_a_run
 from smets1.lateness import lateness_threshold_seconds
 
 #: States a request ends in.
@@ -81,7 +82,8 @@ class Run:
 
     def execute(self) -> dict[str, Any]:
         wall0 = wall_seconds()
-        summary = self.clock.run(self._main(wall0))
+        with collector_for_a_run():
+            summary = self.clock.run(self._main(wall0))
         summary["wall_seconds"] = round(wall_seconds() - wall0, 3)
         summary["peak_rss_bytes"] = peak_rss_bytes()
         return summary
@@ -98,7 +100,8 @@ class Run:
         if self.flash_dir is not None:
             journal = FlashJournal.open(self.flash_dir, devices, flash, fleet=cfg.name)
         try:
-            return await self._campaigns(wall0, state_dir, images, bus, devices, journal)
+            with built_to_last():
+                return await self._campaigns(wall0, state_dir, images, bus, devices, journal)
         finally:
             if journal is not None:
                 journal.close()

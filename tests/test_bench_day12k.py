@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench.day12k import BENCH_BACKGROUND, with_background, with_idle_devices
+from bench.day12k import BENCH_BACKGROUND, spread, trust, with_background, with_idle_devices
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ROOT / "fleet_configs" / "small.yaml"
@@ -88,3 +88,30 @@ def test_day12k_background_reports_both_cpu_figures_and_their_ratio() -> None:
         bg["cpu_seconds"] / r["cpu_seconds"], rel=0.01
     )
     assert r["target_background_cpu_ratio"] == 1.5
+
+
+def test_rounds_alternate_and_report_the_least_with_their_spread() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench", "day12k", "--config", str(SMALL), "--rounds", "2"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    r = json.loads(out.stdout)
+    assert r["rounds"] == 2
+    assert len(r["cpu_seconds_rounds"]) == 2 and r["cpu_seconds"] == min(r["cpu_seconds_rounds"])
+    assert r["floor_cpu_seconds"] == min(r["floor_cpu_seconds_rounds"])
+    assert r["cpu_spread"]["day"] == pytest.approx(
+        max(r["cpu_seconds_rounds"]) / min(r["cpu_seconds_rounds"]) - 1, abs=0.002
+    )
+    assert r["trust"].startswith(("steady", "noisy"))
+
+
+def test_trust_says_when_rounds_disagree_beyond_the_margin() -> None:
+    assert trust(1, {"day": 0.0}).startswith("one round")
+    assert trust(3, {"day": 0.02, "floor": 0.01}).startswith("steady")
+    worded = trust(3, {"day": 0.02, "idle": 0.12, "floor": 0.07})
+    assert worded.startswith("noisy") and worded.index("idle 12%") < worded.index("floor 7%")
+    assert spread([10.0, 11.0, 10.5]) == pytest.approx(0.1)
