@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 import yaml
@@ -16,6 +17,19 @@ from bench.day12k import BENCH_BACKGROUND, spread, trust, with_background, with_
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ROOT / "fleet_configs" / "small.yaml"
+
+
+def _day12k(*args: str) -> dict[str, Any]:
+    """`python -m bench day12k` on the small config with `args`: its JSON."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bench", "day12k", "--config", str(SMALL), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    return cast(dict[str, Any], json.loads(out.stdout))
 
 
 def test_idle_devices_are_a_model_no_campaign_names(tmp_path: Path) -> None:
@@ -31,15 +45,7 @@ def test_idle_devices_are_a_model_no_campaign_names(tmp_path: Path) -> None:
 
 
 def test_day12k_reports_cpu_beside_the_floor_and_the_idle_run() -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "bench", "day12k", "--config", str(SMALL), "--idle-devices", "200"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    )
-    r = json.loads(out.stdout)
+    r = _day12k("--idle-devices", "200")
     assert r["images_activated"] == r["devices"] > 0
     assert r["cpu_seconds"] > 0 and r["floor_cpu_seconds"] > 0
     assert r["cpu_over_floor"] == pytest.approx(r["cpu_seconds"] / r["floor_cpu_seconds"], rel=0.05)
@@ -91,15 +97,7 @@ def test_day12k_background_reports_both_cpu_figures_and_their_ratio() -> None:
 
 
 def test_rounds_alternate_and_report_the_least_with_their_spread() -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "bench", "day12k", "--config", str(SMALL), "--rounds", "2"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    )
-    r = json.loads(out.stdout)
+    r = _day12k("--rounds", "2")
     assert r["rounds"] == 2
     assert len(r["cpu_seconds_rounds"]) == 2 and r["cpu_seconds"] == min(r["cpu_seconds_rounds"])
     assert r["floor_cpu_seconds"] == min(r["floor_cpu_seconds_rounds"])
