@@ -217,11 +217,11 @@ class FailedDevice:
 
 
 def failed_devices(record: RunRecord) -> list[FailedDevice]:
-    model_of = record.info.model_of() if record.info else {}
+    info = record.info
     return [
         FailedDevice(
             device=format_eui64(r.device_id),
-            model=model_of.get(r.device_id, "?"),
+            model=(info.model_of(r.device_id) if info else None) or "?",
             campaign=r.campaign,
             user=user_label(record.info, r.user),
             reason=r.failure or "unknown",

@@ -58,9 +58,13 @@ class RunInfo(BaseModel):
     #: config's own, so the config's text alone does not say which ran.
     policy: dict[str, Any] = {"kind": "mp230"}
 
-    def model_of(self) -> dict[int, str]:
-        """Device id → model."""
-        return {r.first_id + i: r.model for r in self.models for i in range(r.count)}
+    def model_of(self, device_id: int) -> str | None:
+        """The model of a device, by the ranges (no table of every device: an estate has
+        670,000); None for an id in none of them."""
+        for r in self.models:
+            if r.first_id <= device_id < r.first_id + r.count:
+                return r.model
+        return None
 
 
 def redact(config_text: str) -> str:
