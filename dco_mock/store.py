@@ -50,23 +50,17 @@ class HeldImage:
     #: CRC-32 of every block, computed once per image rather than once per send.
     crcs: tuple[int, ...]
 
-    #: CRC-32 of each run sent so far, by (first block, count): every device of a
-    #: campaign is sent the same runs, so each is computed once per image.
-    run_crcs: dict[tuple[int, int], int] = field(default_factory=dict)
-
-    #: The frame body (`smets1.wire.blocks_body`) of each run sent so far, by (first
-    #: block, count): built once per image, then only the head changes per device.
+    #: The frame body (`smets1.wire.blocks_body`), run CRC and byte count of each run
+    #: sent so far, by (first block, count): every device of a campaign is sent the same
+    #: runs, so each is built once per image and only the head changes per device.
     run_bodies: dict[tuple[int, int], tuple[bytes, int, int]] = field(default_factory=dict)
 
     def run(self, first_block: int, count: int) -> tuple[tuple[int, ...], memoryview, int]:
-        """The block CRCs, bytes (no copy) and run CRC of `count` blocks from `first_block`."""
+        """The block CRCs, bytes (no copy) and run CRC of `count` blocks from `first_block`
+        (computed each call: `run_frame` keeps what it builds from them)."""
         bs = self.block_size
         view = memoryview(self.data)[first_block * bs : (first_block + count) * bs]
-        key = (first_block, count)
-        run_crc = self.run_crcs.get(key)
-        if run_crc is None:
-            run_crc = self.run_crcs[key] = crc32(view)
-        return self.crcs[first_block : first_block + count], view, run_crc
+        return self.crcs[first_block : first_block + count], view, crc32(view)
 
     def run_frame(
         self, device_id: int, transfer_id: int, first_block: int, count: int
